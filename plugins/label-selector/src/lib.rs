@@ -1,0 +1,329 @@
+//! label-selector: the default select plugin.
+//!
+//! Chooses member clusters from the object's annotations; every annotation given must
+//! hold, and an object with none goes to every cluster.
+//!
+//! | annotation | value |
+//! | --- | --- |
+//! | `fedwasm.io/cluster-selector` | a Kubernetes label selector over the cluster's labels: `env=prod`, `env==prod`, `tier!=db`, `zone in (a,b)`, `zone notin (c)`, `gpu` (exists), `!legacy` (absent), joined by commas (all must hold) |
+//! | `fedwasm.io/regions` | comma-separated regions allowed |
+//! | `fedwasm.io/zones` | comma-separated zones allowed |
+//! | `fedwasm.io/clusters` | comma-separated cluster names allowed |
+//!
+//! Clusters that are not ready are still selected (score 50 instead of 100): the
+//! federation keeps objects in members that are away, and they converge when the
+//! member returns. A malformed annotation is an error naming it, so the host leaves
+//! the members as they were rather than guessing.
+
+use fedwasm_sdk::{export_plugin, ClusterInfo, Hook, Plugin, SelectRequest, Selection};
+
+pub const SELECTOR_ANNOTATION: &str = "fedwasm.io/cluster-selector";
+pub const REGIONS_ANNOTATION: &str = "fedwasm.io/regions";
+pub const ZONES_ANNOTATION: &str = "fedwasm.io/zones";
+pub const CLUSTERS_ANNOTATION: &str = "fedwasm.io/clusters";
+
+/// Score of a ready cluster; a cluster that is not ready gets half.
+pub const READY_SCORE: u32 = 100;
+
+/// The plugin registered with the host.
+pub struct LabelSelector;
+
+impl Plugin for LabelSelector {
+    const HOOKS: &'static [Hook] = &[Hook::Select];
+
+    fn select(request: SelectRequest) -> Result<Vec<Selection>, String> {
+        select(&request)
+    }
+}
+
+export_plugin!(LabelSelector);
+
+/// One requirement of a label selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+/// A parsed label selector: all requirements must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector(pub Vec<Requirement>);
+
+impl Selector {
+    /// Whether `labels` satisfy every requirement.
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
+            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|l| !vs.contains(l)),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::NotExists(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+fn valid_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+}
+
+fn valid_value(v: &str) -> bool {
+    v.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Splits on commas that are not inside parentheses.
+fn split_top_level(s: &str) -> Result<Vec<&str>, String> {
+    let (mut depth, mut start, mut parts) = (0i32, 0usize, Vec::new());
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("unbalanced `)`".into());
+                }
+            }
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err("unclosed `(`".into());
+    }
+    parts.push(&s[start..]);
+    Ok(parts)
+}
+
+fn parse_set(key: &str, rest: &str, part: &str) -> Result<Vec<String>, String> {
+    let inner = rest
+        .trim()
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(|| format!("`{part}`: expected a parenthesised list of values"))?;
+    let values: Vec<String> = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect();
+    if values.is_empty() {
+        return Err(format!("`{part}`: the value list of `{key}` is empty"));
+    }
+    if let Some(bad) = values.iter().find(|v| !valid_value(v)) {
+        return Err(format!("`{part}`: `{bad}` is not a valid label value"));
+    }
+    Ok(values)
+}
+
+/// Parses the Kubernetes label-selector syntax.
+pub fn parse_selector(text: &str) -> Result<Selector, String> {
+    let mut requirements = Vec::new();
+    for part in split_top_level(text)? {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let requirement = if let Some(key) = part.strip_prefix('!') {
+            let key = key.trim();
+            if !valid_key(key) {
+                return Err(format!("`{part}`: `{key}` is not a valid label key"));
+            }
+            Requirement::NotExists(key.to_string())
+        } else if let Some((k, v)) = part.split_once("!=") {
+            Requirement::NotEquals(k.trim().to_string(), v.trim().to_string())
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            Requirement::Equals(k.trim().to_string(), v.trim().to_string())
+        } else if let Some((k, rest)) = part.split_once(" notin") {
+            let k = k.trim();
+            Requirement::NotIn(k.to_string(), parse_set(k, rest, part)?)
+        } else if let Some((k, rest)) = part.split_once(" in") {
+            let k = k.trim();
+            Requirement::In(k.to_string(), parse_set(k, rest, part)?)
+        } else if valid_key(part) {
+            Requirement::Exists(part.to_string())
+        } else {
+            return Err(format!("`{part}` is not a selector requirement"));
+        };
+        match &requirement {
+            Requirement::Equals(k, v) | Requirement::NotEquals(k, v) => {
+                if !valid_key(k) {
+                    return Err(format!("`{part}`: `{k}` is not a valid label key"));
+                }
+                if !valid_value(v) {
+                    return Err(format!("`{part}`: `{v}` is not a valid label value"));
+                }
+            }
+            Requirement::In(k, _) | Requirement::NotIn(k, _) if !valid_key(k) => {
+                return Err(format!("`{part}`: `{k}` is not a valid label key"));
+            }
+            _ => {}
+        }
+        requirements.push(requirement);
+    }
+    Ok(Selector(requirements))
+}
+
+/// A comma-separated list; empty entries are skipped.
+fn list(text: &str) -> Vec<&str> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Applies the object's annotations to the candidates, in their input order.
+pub fn select(request: &SelectRequest) -> Result<Vec<Selection>, String> {
+    let annotations = &request.object.annotations;
+    let selector = annotations
+        .get(SELECTOR_ANNOTATION)
+        .map(|s| parse_selector(s).map_err(|e| format!("{SELECTOR_ANNOTATION}: {e}")))
+        .transpose()?;
+    let regions = annotations.get(REGIONS_ANNOTATION).map(|s| list(s));
+    let zones = annotations.get(ZONES_ANNOTATION).map(|s| list(s));
+    let names = annotations.get(CLUSTERS_ANNOTATION).map(|s| list(s));
+    let allowed = |filter: &Option<Vec<&str>>, value: &str| {
+        filter.as_ref().is_none_or(|f| f.contains(&value))
+    };
+    let keep = |c: &ClusterInfo| {
+        selector.as_ref().is_none_or(|s| s.matches(&c.labels))
+            && allowed(&regions, &c.region)
+            && allowed(&zones, &c.zone)
+            && allowed(&names, &c.name)
+    };
+    Ok(request
+        .clusters
+        .iter()
+        .filter(|c| keep(c))
+        .map(|c| Selection {
+            cluster: c.name.clone(),
+            score: if c.ready {
+                READY_SCORE
+            } else {
+                READY_SCORE / 2
+            },
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedwasm_sdk::ObjectRef;
+    use std::collections::BTreeMap;
+
+    fn walkthrough() -> Vec<ClusterInfo> {
+        let mut out = Vec::new();
+        for (region, zones) in [
+            ("asia-east1", ["a", "b", "c"]),
+            ("europe-west1", ["b", "c", "d"]),
+            ("us-central1", ["a", "b", "c"]),
+        ] {
+            for z in zones {
+                out.push(ClusterInfo {
+                    name: format!("gce-{region}-{z}"),
+                    region: region.into(),
+                    zone: format!("{region}-{z}"),
+                    labels: BTreeMap::from([
+                        ("env".into(), if z == "c" { "dev" } else { "prod" }.into()),
+                        ("tier".into(), z.into()),
+                    ]),
+                    ready: z != "d",
+                });
+            }
+        }
+        out
+    }
+
+    fn with(annotations: &[(&str, &str)]) -> SelectRequest {
+        SelectRequest {
+            object: ObjectRef {
+                kind: "ReplicaSet".into(),
+                namespace: "default".into(),
+                name: "web".into(),
+                annotations: annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Default::default()
+            },
+            clusters: walkthrough(),
+        }
+    }
+
+    fn names(out: &[Selection]) -> Vec<&str> {
+        out.iter().map(|s| s.cluster.as_str()).collect()
+    }
+
+    #[test]
+    fn no_annotation_selects_everything_and_scores_readiness() {
+        let out = select(&with(&[])).unwrap();
+        assert_eq!(out.len(), 9);
+        let d = out
+            .iter()
+            .find(|s| s.cluster == "gce-europe-west1-d")
+            .unwrap();
+        assert_eq!(d.score, 50);
+        assert!(out
+            .iter()
+            .filter(|s| s.cluster != "gce-europe-west1-d")
+            .all(|s| s.score == 100));
+    }
+
+    #[test]
+    fn regions_zones_and_names() {
+        let out = select(&with(&[(REGIONS_ANNOTATION, "europe-west1, us-central1")])).unwrap();
+        assert_eq!(out.len(), 6);
+        let out = select(&with(&[(ZONES_ANNOTATION, "asia-east1-a,,europe-west1-b")])).unwrap();
+        assert_eq!(names(&out), ["gce-asia-east1-a", "gce-europe-west1-b"]);
+        let out = select(&with(&[
+            (CLUSTERS_ANNOTATION, "gce-asia-east1-a,gce-us-central1-a"),
+            (REGIONS_ANNOTATION, "us-central1"),
+        ]))
+        .unwrap();
+        assert_eq!(names(&out), ["gce-us-central1-a"]);
+    }
+
+    #[test]
+    fn label_selectors() {
+        let cases = [
+            ("env=prod", 6),
+            ("env==dev", 3),
+            ("env!=prod", 3),
+            ("tier in (a, b)", 5),
+            ("tier notin (a,b)", 4),
+            ("env=prod,tier in (b)", 3),
+            ("tier", 9),
+            ("!gpu", 9),
+            ("gpu", 0),
+        ];
+        for (selector, count) in cases {
+            let out = select(&with(&[(SELECTOR_ANNOTATION, selector)])).unwrap();
+            assert_eq!(out.len(), count, "{selector}");
+        }
+    }
+
+    #[test]
+    fn malformed_selectors_are_clear_errors() {
+        for bad in [
+            "tier in (a",
+            "tier in ()",
+            "=x",
+            "a b c",
+            "env=pr od",
+            "tier in a",
+        ] {
+            let err = select(&with(&[(SELECTOR_ANNOTATION, bad)])).unwrap_err();
+            assert!(err.starts_with(SELECTOR_ANNOTATION), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! weighted-spread: the default distribute plugin.
+//!
+//! It is the replica planner of the Kubernetes Federation and KubeFed, so a
+//! `federation.kubernetes.io/replica-set-preferences` annotation means here what it
+//! meant there:
+//!
+//! 1. every cluster gets its `minReplicas` first, heaviest weight first;
+//! 2. with `rebalance: false`, clusters keep the replicas they already run (up to
+//!    their maximum and capacity) before anything moves;
+//! 3. the rest is spread by weight, rounding up, capped by `maxReplicas` and by
+//!    capacity; repeated while replicas are left and some cluster can take more.
+//!
+//! Replicas planned beyond a cluster's capacity are reported as overflow (with
+//! `rebalance: false`, only as many as could not be placed elsewhere). Ties between
+//! equal weights are broken by a hash of the cluster name and the object key, as
+//! KubeFed does: deterministic for an object, different between objects, so
+//! single-replica objects do not all land in the alphabetically first cluster.
+//!
+//! Without preferences, replicas are spread evenly over every candidate
+//! (`{"rebalance": true, "clusters": {"*": {"weight": 1}}}`).
+
+use std::collections::{BTreeMap, HashSet};
+
+use fedwasm_sdk::{
+    export_plugin, ClusterPreference, DistributeRequest, DistributeResponse, Hook, Plugin,
+    Preferences,
+};
+
+/// The plugin registered with the host.
+pub struct WeightedSpread;
+
+impl Plugin for WeightedSpread {
+    const HOOKS: &'static [Hook] = &[Hook::Distribute];
+
+    fn distribute(request: DistributeRequest) -> Result<DistributeResponse, String> {
+        Ok(plan(&request))
+    }
+}
+
+export_plugin!(WeightedSpread);
+
+/// One candidate with the preference that applies to it.
+struct Candidate<'a> {
+    name: &'a str,
+    hash: u32,
+    min: u64,
+    max: Option<u64>,
+    weight: u64,
+}
+
+/// KubeFed's tie-break, FNV-1 (not 1a) over the cluster name then the object key,
+/// followed by a finalising mix. FNV-1 alone lets the last bytes of the key touch
+/// only the low bits, so objects named `web-1`, `web-2`, … would all order the
+/// clusters the same way; the mix spreads every byte over the whole word.
+fn tie_break(cluster: &str, key: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in cluster.bytes().chain(key.bytes()) {
+        hash = hash.wrapping_mul(0x0100_0193);
+        hash ^= u32::from(b);
+    }
+    // murmur3's fmix32.
+    hash ^= hash >> 16;
+    hash = hash.wrapping_mul(0x85eb_ca6b);
+    hash ^= hash >> 13;
+    hash = hash.wrapping_mul(0xc2b2_ae35);
+    hash ^ (hash >> 16)
+}
+
+fn even_spread() -> Preferences {
+    Preferences {
+        rebalance: true,
+        clusters: BTreeMap::from([(
+            "*".to_string(),
+            ClusterPreference {
+                min_replicas: 0,
+                max_replicas: None,
+                weight: 1,
+            },
+        )]),
+    }
+}
+
+/// Plans replicas per cluster. Plain Rust: the host's benchmark calls it natively.
+/// Every candidate is in the returned plan; replicas that fit nowhere are left out.
+pub fn plan(request: &DistributeRequest) -> DistributeResponse {
+    let default;
+    let preferences = match &request.preferences {
+        Some(p) => p,
+        None => {
+            default = even_spread();
+            &default
+        }
+    };
+    let key = request.object.as_str();
+    let mut plan: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut overflow: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut seen = HashSet::with_capacity(request.clusters.len());
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(request.clusters.len());
+    for name in &request.clusters {
+        if !seen.insert(name.as_str()) {
+            continue;
+        }
+        match preferences.for_cluster(name) {
+            Some(p) => candidates.push(Candidate {
+                name,
+                hash: tie_break(name, key),
+                min: u64::from(p.min_replicas),
+                max: p.max_replicas.map(u64::from),
+                weight: u64::from(p.weight),
+            }),
+            // No entry and no `*`: this cluster gets nothing.
+            None => {
+                plan.insert(name, 0);
+            }
+        }
+    }
+    candidates.sort_by(|a, b| {
+        b.weight
+            .cmp(&a.weight)
+            .then(a.hash.cmp(&b.hash))
+            .then(a.name.cmp(b.name))
+    });
+    let capacity = |name: &str| request.capacity.get(name).map(|c| u64::from(*c));
+    let current = |name: &str| request.current.get(name).map(|c| u64::from(*c));
+
+    let mut remaining = u64::from(request.total_replicas);
+    for c in &candidates {
+        let mut min = c.min.min(remaining);
+        if let Some(cap) = capacity(c.name) {
+            min = min.min(cap);
+        }
+        remaining -= min;
+        plan.insert(c.name, min);
+    }
+
+    // Replicas kept where they run (rebalance off), handed out again first by the
+    // weighted loop below so they count against that cluster's share.
+    let mut preallocated: BTreeMap<&str, u64> = BTreeMap::new();
+    if !preferences.rebalance {
+        for c in &candidates {
+            let planned = plan[c.name];
+            let Some(count) = current(c.name) else {
+                continue;
+            };
+            if count <= planned {
+                continue;
+            }
+            let mut target = count;
+            if let Some(max) = c.max {
+                target = target.min(max);
+            }
+            if let Some(cap) = capacity(c.name) {
+                target = target.min(cap);
+            }
+            let extra = target.saturating_sub(planned).min(remaining);
+            remaining -= extra;
+            preallocated.insert(c.name, extra);
+            plan.insert(c.name, planned + extra);
+        }
+    }
+
+    // Each round either places everything, fills at least one cluster, or uses up
+    // preallocated replicas, so the loop ends after O(clusters * log(replicas)) rounds.
+    let mut active: Vec<&Candidate> = candidates.iter().collect();
+    let mut modified = true;
+    while modified && remaining > 0 {
+        modified = false;
+        let weight_sum: u64 = active.iter().map(|c| c.weight).sum();
+        if weight_sum == 0 {
+            break;
+        }
+        let this_round = u128::from(remaining);
+        let mut still_open = Vec::with_capacity(active.len());
+        for c in active {
+            let start = plan[c.name];
+            // This cluster's share of the round, rounded up.
+            let share = (this_round * u128::from(c.weight)).div_ceil(u128::from(weight_sum));
+            let mut extra = (share.min(u128::from(remaining))) as u64;
+            let prealloc = preallocated.get(c.name).copied().unwrap_or(0);
+            let used = extra.min(prealloc);
+            if used > 0 {
+                preallocated.insert(c.name, prealloc - used);
+                modified = true;
+            }
+            extra -= used;
+            let mut total = start + extra;
+            let mut full = false;
+            if let Some(max) = c.max {
+                if total > max {
+                    total = max;
+                    full = true;
+                }
+            }
+            if let Some(cap) = capacity(c.name) {
+                if total > cap {
+                    overflow.insert(c.name, total - cap);
+                    total = cap;
+                    full = true;
+                }
+            }
+            if !full {
+                still_open.push(c);
+            }
+            // A maximum below the minimum gives replicas back (as KubeFed does).
+            if total >= start {
+                remaining -= total - start;
+            } else {
+                remaining += start - total;
+            }
+            plan.insert(c.name, total);
+            if total > start {
+                modified = true;
+            }
+        }
+        active = still_open;
+    }
+
+    if !preferences.rebalance {
+        // Only what could not be placed anywhere is worth reporting.
+        overflow = overflow
+            .into_iter()
+            .map(|(k, v)| (k, v.min(remaining)))
+            .filter(|(_, v)| *v > 0)
+            .collect();
+    }
+    let narrow = |m: BTreeMap<&str, u64>| -> BTreeMap<String, u32> {
+        m.into_iter()
+            .map(|(k, v)| (k.to_string(), v.min(u64::from(u32::MAX)) as u32))
+            .collect()
+    };
+    DistributeResponse {
+        plan: narrow(plan),
+        overflow: narrow(overflow),
+    }
+}
+
+#[cfg(test)]
+mod tests;
