@@ -1,0 +1,71 @@
+//! The admin HTTP API: plugins, ad-hoc plans, health and metrics.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::plan::PlanRequest;
+use crate::runtime::{PluginError, Registry};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub registry: Arc<Registry>,
+}
+
+/// `GET /plugins`, `POST /plan`, `GET /healthz`, `GET /metrics`.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/plugins", get(plugins))
+        .route("/plan", post(plan))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn plugins(State(state): State<AdminState>) -> impl IntoResponse {
+    Json(state.registry.list())
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.registry.runtime().metrics().render(),
+    )
+}
+
+/// Same body and answer as `fedwasm plan`, plus an optional `"plugin": NAME`.
+async fn plan(State(state): State<AdminState>, body: String) -> Response {
+    // A call may run up to its deadline: keep it off the async workers.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let (request, plugin) = PlanRequest::parse(&body)?;
+        request.evaluate(&state.registry, plugin.as_deref())
+    })
+    .await;
+    match outcome {
+        Ok(Ok(decision)) => Json(decision).into_response(),
+        Ok(Err(e)) => {
+            let status = match &e {
+                PluginError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                PluginError::NotFound(_) => StatusCode::NOT_FOUND,
+                PluginError::Unsupported { .. } => StatusCode::BAD_REQUEST,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            (
+                status,
+                Json(json!({"error": e.to_string(), "kind": e.kind()})),
+            )
+                .into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": format!("plan task failed: {e}")})),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,57 @@
+//! `fedwasm plugin bench`: the per-call cost of a plugin as the host calls it.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::plan::PlanRequest;
+use crate::runtime::{Plugin, PluginError};
+
+/// Figures of one bench run, in nanoseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub calls: u64,
+    pub median_ns: u64,
+    pub p99_ns: u64,
+    pub instantiate_ns: u64,
+}
+
+/// Calls `plugin` with `request` `calls` times (after a warm-up) and measures each
+/// call, validation included; also measures a fresh instantiation.
+pub fn run(plugin: &Plugin, request: &PlanRequest, calls: u64) -> Result<BenchReport, PluginError> {
+    let once = || -> Result<(), PluginError> {
+        match request {
+            PlanRequest::Select(r) => plugin.select(r).map(drop),
+            PlanRequest::Distribute(r) => plugin.distribute(r).map(drop),
+            PlanRequest::Rank(r) => plugin.rank(r).map(drop),
+        }
+    };
+    for _ in 0..calls.min(1000) / 10 + 1 {
+        once()?;
+    }
+    let mut samples = Vec::with_capacity(calls as usize);
+    for _ in 0..calls.max(1) {
+        let started = Instant::now();
+        once()?;
+        samples.push(started.elapsed());
+    }
+    let mut inst = Vec::with_capacity(101);
+    for _ in 0..101 {
+        inst.push(plugin.measure_instantiate()?);
+    }
+    Ok(BenchReport {
+        calls: samples.len() as u64,
+        median_ns: percentile(&mut samples, 50.0),
+        p99_ns: percentile(&mut samples, 99.0),
+        instantiate_ns: percentile(&mut inst, 50.0),
+    })
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> u64 {
+    samples.sort_unstable();
+    let idx = ((samples.len() as f64 - 1.0) * p / 100.0).round() as usize;
+    samples
+        .get(idx)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,191 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use fedwasm_sdk::Hook;
+
+/// fedwasm: federate Kubernetes clusters with placement policies as Wasm plugins.
+#[derive(Parser, Debug)]
+#[command(name = "fedwasm", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Evaluate one placement request and print the decision as JSON.
+    Plan(PlanArgs),
+    /// Create, build and measure plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Run the plugin runtime (with hot reload) and the admin API; with a
+    /// kubeconfig, also the federation controller.
+    Run(RunArgs),
+    /// Join a member cluster to the federation.
+    Join(JoinArgs),
+    /// Remove a member cluster from the federation.
+    Unjoin(UnjoinArgs),
+}
+
+/// Where the federation control plane is.
+#[derive(Args, Debug, Clone)]
+pub struct FederationArgs {
+    /// Kubeconfig holding the federation context (default: $KUBECONFIG or ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The federation plane's context in that kubeconfig.
+    #[arg(long = "federation-context", default_value = "federation")]
+    pub context: String,
+}
+
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    /// The member's name in the federation.
+    pub name: String,
+    /// Kubeconfig holding the member's context (and, by default, the federation's).
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// The member's context in that kubeconfig.
+    #[arg(long)]
+    pub context: String,
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// A label of the cluster, `key=value`; repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Replicas the member can run, if you know better than the host's measurement.
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// The federation plane's context (in --federation-kubeconfig, or --kubeconfig).
+    #[arg(long = "federation-context", default_value = "federation")]
+    pub federation_context: String,
+    /// Kubeconfig of the federation plane, when it is not in --kubeconfig.
+    #[arg(long)]
+    pub federation_kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct UnjoinArgs {
+    /// The member's name.
+    pub name: String,
+    #[command(flatten)]
+    pub federation: FederationArgs,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected key=value"))?;
+    if k.is_empty() {
+        return Err(format!("`{s}`: empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Limits and caching of the Wasm runtime.
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// Deadline of one plugin call, in milliseconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub deadline_ms: u64,
+    /// Memory cap of one plugin instance, in MiB.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub memory_mib: u64,
+    /// Where precompiled plugins are cached (default: ~/.cache/fedwasm/artifacts).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every plugin afresh; write no cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The request: {"hook": "select"|"distribute"|"rank", ...}.
+    pub file: PathBuf,
+    /// A plugin component to use instead of the built-in default for the hook.
+    #[arg(long)]
+    pub plugin: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Scaffold a plugin crate that builds as it is.
+    New(NewArgs),
+    /// Build a plugin crate into a component; prints the .wasm path last.
+    Build(BuildArgs),
+    /// Measure a plugin's per-call cost as the host calls it.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NewArgs {
+    /// Directory to create; its name is the crate's name.
+    pub dir: PathBuf,
+    /// The hook the plugin implements.
+    #[arg(long)]
+    pub hook: Hook,
+    /// Path of the fedwasm SDK (default: the one this binary was built with).
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The plugin crate's directory.
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The plugin component.
+    pub plugin: PathBuf,
+    /// A request file, as for `fedwasm plan`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Print {"calls", "median_ns", "p99_ns", "instantiate_ns"} as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Number of measured calls.
+    #[arg(long, default_value_t = 10_000)]
+    pub calls: u64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Plugin directory to load and watch (NAME.wasm; NAME overrides a built-in).
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+    /// Address of the admin API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub admin: String,
+    /// Quiet time after a plugin file changes before it is reloaded, in ms.
+    #[arg(long, default_value_t = 100)]
+    pub debounce_ms: u64,
+    /// Kubeconfig of the federation plane; without it only the runtime and admin API run.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The federation plane's context in --kubeconfig.
+    #[arg(long, default_value = "federation")]
+    pub context: String,
+    /// Another kind to propagate, `group/version/Kind/plural[/cluster]` (core group:
+    /// empty, as in `/v1/PersistentVolumeClaim/persistentvolumeclaims`); repeatable.
+    #[arg(long = "propagate")]
+    pub extra_kinds: Vec<String>,
+    /// Seconds between member health probes.
+    #[arg(long, default_value_t = 2)]
+    pub probe_interval_secs: u64,
+    /// Seconds a member may fail probes before it is Offline.
+    #[arg(long, default_value_t = 5)]
+    pub offline_grace_secs: u64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}

@@ -1,0 +1,183 @@
+//! `fedwasm join` / `fedwasm unjoin`: a member's credentials go into a Secret in the
+//! federation plane, and a Cluster object names it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::config::Kubeconfig;
+use kube::Client;
+use serde_json::{json, Value};
+
+use super::cluster::{Cluster, ClusterSpec, SYSTEM_NAMESPACE};
+use super::{Error, FIELD_MANAGER};
+
+/// What `fedwasm join` is told about a member.
+#[derive(Clone, Debug, Default)]
+pub struct JoinRequest {
+    pub name: String,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Option<u32>,
+}
+
+/// Creates `fedwasm-system` in the federation plane if it is missing.
+pub async fn ensure_system_namespace(federation: &Client) -> Result<(), Error> {
+    let api: Api<Namespace> = Api::all(federation.clone());
+    let body =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}});
+    api.patch(
+        SYSTEM_NAMESPACE,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| Error::kube("creating the fedwasm-system namespace", e))?;
+    Ok(())
+}
+
+/// A kubeconfig holding only `context` and what it uses, with every file it refers
+/// to inlined: it must work from a Secret, on another machine.
+pub fn standalone_kubeconfig(path: &Path, context: &str) -> Result<String, Error> {
+    let config = Kubeconfig::read_from(path)
+        .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+    let config = serde_json::to_value(&config)
+        .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+    let find = |list: &str, name: &str| -> Option<Value> {
+        config[list]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+    };
+    let ctx = find("contexts", context)
+        .ok_or_else(|| Error::Config(format!("{} has no context `{context}`", path.display())))?;
+    let cluster_name = ctx["context"]["cluster"].as_str().unwrap_or_default();
+    let user_name = ctx["context"]["user"].as_str().unwrap_or_default();
+    let mut cluster = find("clusters", cluster_name).ok_or_else(|| {
+        Error::Config(format!(
+            "context `{context}` names a missing cluster `{cluster_name}`"
+        ))
+    })?;
+    let mut user =
+        find("users", user_name).unwrap_or_else(|| json!({"name": user_name, "user": {}}));
+    let base = path.parent().unwrap_or(Path::new("."));
+    inline_file(&mut cluster["cluster"], "certificate-authority", base)?;
+    inline_file(&mut user["user"], "client-certificate", base)?;
+    inline_file(&mut user["user"], "client-key", base)?;
+    if let Some(file) = user["user"]
+        .get("tokenFile")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    {
+        let token = std::fs::read_to_string(base.join(&file))
+            .map_err(|e| Error::Config(format!("reading token file {file}: {e}")))?;
+        user["user"]["token"] = token.trim().into();
+        user["user"].as_object_mut().map(|u| u.remove("tokenFile"));
+    }
+    let out = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [user],
+        "contexts": [ctx],
+        "current-context": context,
+    });
+    Ok(out.to_string())
+}
+
+/// Replaces `field: path` with `field-data: base64(contents)`.
+fn inline_file(section: &mut Value, field: &str, base: &Path) -> Result<(), Error> {
+    let Some(file) = section
+        .get(field)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return Ok(());
+    };
+    let bytes = std::fs::read(base.join(&file))
+        .map_err(|e| Error::Config(format!("reading {field} {file}: {e}")))?;
+    if let Some(obj) = section.as_object_mut() {
+        obj.remove(field);
+        obj.insert(
+            format!("{field}-data"),
+            base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Stores the member's credentials and creates (or updates) its Cluster.
+pub async fn join(
+    federation: &Client,
+    request: &JoinRequest,
+    kubeconfig: &str,
+) -> Result<(), Error> {
+    ensure_system_namespace(federation).await?;
+    super::cluster::install_crd(federation).await?;
+    // Fail now, not in the probe loop, if the credentials are unusable.
+    let parsed = Kubeconfig::from_yaml(kubeconfig)
+        .map_err(|e| Error::Config(format!("the member kubeconfig: {e}")))?;
+    drop(parsed);
+    let secrets: Api<Secret> = Api::namespaced(federation.clone(), SYSTEM_NAMESPACE);
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": request.name, "namespace": SYSTEM_NAMESPACE,
+                     "labels": {"fedwasm.io/cluster": request.name}},
+        "type": "Opaque",
+        "stringData": {"kubeconfig": kubeconfig},
+    });
+    secrets
+        .patch(
+            &request.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(|e| Error::kube("storing the member's credentials", e))?;
+    let clusters: Api<Cluster> = Api::all(federation.clone());
+    let spec = ClusterSpec {
+        secret_ref: request.name.clone(),
+        region: request.region.clone(),
+        zone: request.zone.clone(),
+        capacity: request.capacity,
+    };
+    let cluster = json!({
+        "apiVersion": "fedwasm.io/v1alpha1", "kind": "Cluster",
+        "metadata": {"name": request.name, "labels": request.labels},
+        "spec": spec,
+    });
+    clusters
+        .patch(
+            &request.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&cluster),
+        )
+        .await
+        .map_err(|e| Error::kube("creating the Cluster", e))?;
+    Ok(())
+}
+
+/// Removes the Cluster and its credentials. Objects fedwasm placed in the member
+/// stay there (labelled `fedwasm.io/managed-by=fedwasm`) but are no longer managed.
+pub async fn unjoin(federation: &Client, name: &str) -> Result<(), Error> {
+    let clusters: Api<Cluster> = Api::all(federation.clone());
+    match clusters.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            return Err(Error::Config(format!("no cluster named {name} is joined")))
+        }
+        Err(e) => return Err(Error::kube("deleting the Cluster", e)),
+    }
+    let secrets: Api<Secret> = Api::namespaced(federation.clone(), SYSTEM_NAMESPACE);
+    match secrets.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube("deleting the member's credentials", e)),
+    }
+}

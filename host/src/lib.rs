@@ -1,0 +1,13 @@
+//! fedwasm: a Kubernetes federation engine whose placement policies are WebAssembly
+//! plugins.
+//!
+//! Data flows one way: watch → place (plugins) → apply → aggregate. This crate holds
+//! the parts; `main.rs` wires them behind the `fedwasm` command.
+
+pub mod admin;
+pub mod bench;
+pub mod federation;
+pub mod metrics;
+pub mod plan;
+pub mod runtime;
+pub mod scaffold;

@@ -1,0 +1,114 @@
+//! Prometheus metrics of the plugin runtime.
+
+use std::time::Duration;
+
+use fedwasm_sdk::Hook;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// Counters and histograms, registered in their own Prometheus registry so tests and
+/// several runtimes in one process never collide.
+pub struct Metrics {
+    registry: Registry,
+    calls: IntCounterVec,
+    errors: IntCounterVec,
+    latency: HistogramVec,
+    reloads: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let calls = IntCounterVec::new(
+            Opts::new("fedwasm_plugin_calls_total", "Plugin hook calls."),
+            &["plugin", "hook"],
+        )
+        .expect("static metric definition");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "fedwasm_plugin_errors_total",
+                "Plugin hook calls that failed, by kind (timeout, memory, trap, invalid_output, refused, ...).",
+            ),
+            &["plugin", "hook", "kind"],
+        )
+        .expect("static metric definition");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "fedwasm_plugin_call_duration_seconds",
+                "Time of one plugin hook call, validation included.",
+            )
+            // Calls take microseconds; the top buckets catch deadline hits.
+            .buckets(vec![
+                1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 1e-2, 5e-2,
+            ]),
+            &["plugin", "hook"],
+        )
+        .expect("static metric definition");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "fedwasm_plugin_reloads_total",
+                "Plugin loads by result (ok, or the stage that rejected it).",
+            ),
+            &["plugin", "result"],
+        )
+        .expect("static metric definition");
+        for c in [&calls, &errors, &reloads] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric names");
+        }
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("unique metric names");
+        Self {
+            registry,
+            calls,
+            errors,
+            latency,
+            reloads,
+        }
+    }
+
+    /// The registry, for adding more metrics (the controller's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn observe_call(&self, plugin: &str, hook: Hook, took: Duration) {
+        self.calls.with_label_values(&[plugin, hook.as_str()]).inc();
+        self.latency
+            .with_label_values(&[plugin, hook.as_str()])
+            .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn observe_error(&self, plugin: &str, hook: Hook, kind: &str) {
+        self.errors
+            .with_label_values(&[plugin, hook.as_str(), kind])
+            .inc();
+    }
+
+    pub(crate) fn observe_reload(&self, plugin: &str, result: Result<(), &str>) {
+        let label = match result {
+            Ok(()) => "ok",
+            Err(stage) => stage,
+        };
+        self.reloads.with_label_values(&[plugin, label]).inc();
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,543 @@
+//! One loaded plugin generation: its compiled component, a few warm instances, and
+//! the bounded, validated calls.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use fedwasm_sdk::{
+    DistributeRequest, DistributeResponse, Hook, RankRequest, SelectRequest, Selection,
+};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{ResourceLimiter, Store};
+
+use super::bindings::{wit, PluginPre};
+use super::error::{LoadError, LoadStage, PluginError};
+use super::{cache, validate, Runtime, WARM_INSTANCES};
+
+/// Where a plugin generation came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PluginSource {
+    /// Compiled into the `fedwasm` binary.
+    BuiltIn,
+    /// A file in the plugin directory (or given on the command line).
+    File(std::path::PathBuf),
+}
+
+/// Per-store state: only the memory cap. Plugins import nothing, so there is no
+/// host API state to keep.
+struct HostState {
+    limiter: MemoryCap,
+}
+
+/// Caps linear memory and remembers that it did, so a failed call can be reported
+/// as a memory limit rather than as an anonymous trap.
+struct MemoryCap {
+    limit: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            // Trap rather than return -1 from memory.grow: a Rust guest would abort
+            // anyway, and a trap ends the call at once.
+            wasmtime::bail!("memory limit of {} bytes exceeded", self.limit);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// A live instance with its store. Thrown away after any trap: its state may be
+/// corrupt.
+struct Warm {
+    store: Store<HostState>,
+    bindings: super::bindings::Plugin,
+}
+
+/// One generation of a plugin: immutable once loaded, shared by `Arc`, so a call in
+/// flight keeps its generation alive across a hot swap.
+pub struct Plugin {
+    name: String,
+    sha256: String,
+    generation: u64,
+    source: PluginSource,
+    hooks: Vec<Hook>,
+    runtime: Arc<Runtime>,
+    pre: PluginPre<HostState>,
+    warm: Mutex<Vec<Warm>>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .field("sha256", &self.sha256)
+            .field("hooks", &self.hooks)
+            .finish()
+    }
+}
+
+/// The sha256 of a plugin's bytes, hex encoded.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Plugin {
+    /// Compiles, type-checks and smoke-tests `bytes`. Blocking and CPU-heavy
+    /// (milliseconds): call it off the async runtime.
+    pub fn load(
+        runtime: &Arc<Runtime>,
+        name: &str,
+        bytes: &[u8],
+        source: PluginSource,
+        generation: u64,
+    ) -> Result<Self, LoadError> {
+        let fail = |stage: LoadStage, message: String| LoadError {
+            plugin: name.to_string(),
+            stage,
+            message,
+        };
+        if bytes.is_empty() {
+            return Err(fail(LoadStage::Read, "the file is empty".into()));
+        }
+        let sha256 = digest(bytes);
+        let component = compile(runtime, bytes, &sha256)
+            .map_err(|e| fail(LoadStage::Compile, format!("not a valid component: {e:#}")))?;
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&runtime.engine)
+            .map(|(name, _)| name.to_string())
+            // The contract's type-only interface is "imported" by every guest; it
+            // carries no functions, so it gives the plugin no capability.
+            .filter(|name| *name != format!("fedwasm:placement/types@{}", fedwasm_sdk::WIT_VERSION))
+            .collect();
+        if !imports.is_empty() {
+            return Err(fail(
+                LoadStage::TypeCheck,
+                format!(
+                    "plugins may import nothing, this one imports {}",
+                    imports.join(", ")
+                ),
+            ));
+        }
+        let linker = Linker::<HostState>::new(&runtime.engine);
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+            fail(
+                LoadStage::TypeCheck,
+                format!("plugins may import nothing: {e:#}"),
+            )
+        })?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| {
+            fail(
+                LoadStage::TypeCheck,
+                format!(
+                    "exports do not match fedwasm:placement@{}: {e:#}",
+                    fedwasm_sdk::WIT_VERSION
+                ),
+            )
+        })?;
+        let mut plugin = Plugin {
+            name: name.to_string(),
+            sha256,
+            generation,
+            source,
+            hooks: Vec::new(),
+            runtime: runtime.clone(),
+            pre,
+            warm: Mutex::new(Vec::new()),
+        };
+        plugin.hooks = plugin
+            .info()
+            .map_err(|e| fail(LoadStage::SmokeTest, e.to_string()))?;
+        if plugin.hooks.is_empty() {
+            return Err(fail(
+                LoadStage::SmokeTest,
+                "its info() declares no hooks".into(),
+            ));
+        }
+        plugin
+            .smoke_test()
+            .map_err(|e| fail(LoadStage::SmokeTest, e.to_string()))?;
+        Ok(plugin)
+    }
+
+    /// The plugin's name (its file stem).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Hex sha256 of the component bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    /// Increases with every successful load in this process.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    /// Built in or from a file.
+    pub fn source(&self) -> &PluginSource {
+        &self.source
+    }
+    /// The hooks the plugin declared.
+    pub fn hooks(&self) -> &[Hook] {
+        &self.hooks
+    }
+    /// Whether it implements `hook`.
+    pub fn implements(&self, hook: Hook) -> bool {
+        self.hooks.contains(&hook)
+    }
+
+    /// Trial calls with small, valid requests: a plugin that traps, loops, hogs
+    /// memory or answers nonsense on ordinary input never gets to serve.
+    fn smoke_test(&self) -> Result<(), PluginError> {
+        let clusters = ["smoke-a", "smoke-b", "smoke-c"];
+        for hook in self.hooks.clone() {
+            match hook {
+                Hook::Select => {
+                    self.select(&SelectRequest {
+                        object: fedwasm_sdk::ObjectRef {
+                            kind: "ReplicaSet".into(),
+                            namespace: "fedwasm-smoke".into(),
+                            name: "test".into(),
+                            ..Default::default()
+                        },
+                        clusters: clusters
+                            .iter()
+                            .map(|c| fedwasm_sdk::ClusterInfo {
+                                name: c.to_string(),
+                                region: "smoke".into(),
+                                zone: format!("{c}-z"),
+                                ready: true,
+                                ..Default::default()
+                            })
+                            .collect(),
+                    })?;
+                }
+                Hook::Distribute => {
+                    self.distribute(&DistributeRequest {
+                        object: "fedwasm-smoke/test".into(),
+                        total_replicas: 10,
+                        clusters: clusters.iter().map(|c| c.to_string()).collect(),
+                        ..Default::default()
+                    })?;
+                }
+                Hook::Rank => {
+                    self.rank(&RankRequest {
+                        client: fedwasm_sdk::Location {
+                            region: "smoke".into(),
+                            zone: "smoke-a-z".into(),
+                        },
+                        backends: clusters
+                            .iter()
+                            .map(|c| fedwasm_sdk::Backend {
+                                cluster: c.to_string(),
+                                region: "smoke".into(),
+                                zone: format!("{c}-z"),
+                                healthy: true,
+                                available: Some(10),
+                            })
+                            .collect(),
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn info(&self) -> Result<Vec<Hook>, PluginError> {
+        // Not a hook; reported under `select` only if it fails, which is rare.
+        let info = self.call(Hook::Select, |g, s| g.call_info(s).map(Ok))?;
+        let mut hooks: Vec<Hook> = info
+            .hooks
+            .into_iter()
+            .map(|h| match h {
+                wit::Hook::Select => Hook::Select,
+                wit::Hook::Distribute => Hook::Distribute,
+                wit::Hook::Rank => Hook::Rank,
+            })
+            .collect();
+        hooks.sort();
+        hooks.dedup();
+        Ok(hooks)
+    }
+
+    /// Calls the select hook and validates its answer.
+    pub fn select(&self, request: &SelectRequest) -> Result<Vec<Selection>, PluginError> {
+        self.require(Hook::Select)?;
+        let input = to_wit_select(request);
+        let started = Instant::now();
+        let result = self
+            .call(Hook::Select, |g, s| g.call_select(s, &input))
+            .and_then(|out| {
+                let out: Vec<Selection> = out
+                    .into_iter()
+                    .map(|s| Selection {
+                        cluster: s.cluster,
+                        score: s.score,
+                    })
+                    .collect();
+                validate::selection(request, &out).map_err(|r| self.invalid(Hook::Select, r))?;
+                Ok(out)
+            });
+        self.observe(Hook::Select, started, &result);
+        result
+    }
+
+    /// Calls the distribute hook and validates its answer; every candidate appears
+    /// in the returned plan.
+    pub fn distribute(
+        &self,
+        request: &DistributeRequest,
+    ) -> Result<DistributeResponse, PluginError> {
+        self.require(Hook::Distribute)?;
+        let input = to_wit_distribute(request);
+        let started = Instant::now();
+        let result = self
+            .call(Hook::Distribute, |g, s| g.call_distribute(s, &input))
+            .and_then(|out| {
+                validate::distribution(request, out).map_err(|r| self.invalid(Hook::Distribute, r))
+            });
+        self.observe(Hook::Distribute, started, &result);
+        result
+    }
+
+    /// Calls the rank hook and validates that the answer is a permutation.
+    pub fn rank(&self, request: &RankRequest) -> Result<Vec<u32>, PluginError> {
+        self.require(Hook::Rank)?;
+        let input = to_wit_rank(request);
+        let started = Instant::now();
+        let result = self
+            .call(Hook::Rank, |g, s| g.call_rank(s, &input))
+            .and_then(|order| {
+                validate::ranking(request.backends.len(), &order)
+                    .map_err(|r| self.invalid(Hook::Rank, r))?;
+                Ok(order)
+            });
+        self.observe(Hook::Rank, started, &result);
+        result
+    }
+
+    /// Time to make a fresh store and instance, as a hot swap or a trap costs.
+    pub fn measure_instantiate(&self) -> Result<std::time::Duration, PluginError> {
+        let started = Instant::now();
+        let warm = self.instantiate()?;
+        let took = started.elapsed();
+        drop(warm);
+        Ok(took)
+    }
+
+    fn require(&self, hook: Hook) -> Result<(), PluginError> {
+        if self.implements(hook) {
+            Ok(())
+        } else {
+            Err(PluginError::Unsupported {
+                plugin: self.name.clone(),
+                hook,
+            })
+        }
+    }
+
+    fn invalid(&self, hook: Hook, reason: String) -> PluginError {
+        PluginError::InvalidOutput {
+            plugin: self.name.clone(),
+            hook,
+            reason,
+        }
+    }
+
+    fn observe<T>(&self, hook: Hook, started: Instant, result: &Result<T, PluginError>) {
+        let metrics = self.runtime.metrics();
+        metrics.observe_call(&self.name, hook, started.elapsed());
+        if let Err(e) = result {
+            metrics.observe_error(&self.name, hook, e.kind());
+        }
+    }
+
+    fn instantiate(&self) -> Result<Warm, PluginError> {
+        let mut store = Store::new(
+            &self.runtime.engine,
+            HostState {
+                limiter: MemoryCap {
+                    limit: self.runtime.limits().memory_bytes,
+                    hit: false,
+                },
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(self.runtime.deadline_ticks());
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PluginError::Instantiate {
+                plugin: self.name.clone(),
+                message: format!("{e:#}"),
+            })?;
+        Ok(Warm { store, bindings })
+    }
+
+    /// Runs one export on a warm instance under the deadline. An instance that
+    /// trapped is dropped; one that answered (even with an error) is kept.
+    fn call<T>(
+        &self,
+        hook: Hook,
+        f: impl FnOnce(
+            &super::bindings::Guest,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, PluginError> {
+        let popped = self.warm.lock().map(|mut w| w.pop()).unwrap_or(None);
+        let mut warm = match popped {
+            Some(w) => w,
+            None => self.instantiate()?,
+        };
+        warm.store.set_epoch_deadline(self.runtime.deadline_ticks());
+        let outcome = f(warm.bindings.fedwasm_placement_hooks(), &mut warm.store);
+        match outcome {
+            Ok(answer) => {
+                if let Ok(mut pool) = self.warm.lock() {
+                    if pool.len() < WARM_INSTANCES {
+                        pool.push(warm);
+                    }
+                }
+                answer.map_err(|message| PluginError::Refused {
+                    plugin: self.name.clone(),
+                    hook,
+                    message,
+                })
+            }
+            Err(e) => Err(self.classify(hook, e, warm.store.data().limiter.hit)),
+        }
+    }
+
+    fn classify(&self, hook: Hook, error: wasmtime::Error, memory_hit: bool) -> PluginError {
+        let plugin = self.name.clone();
+        if memory_hit {
+            return PluginError::MemoryLimit {
+                plugin,
+                hook,
+                limit: self.runtime.limits().memory_bytes,
+            };
+        }
+        if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+            return PluginError::Timeout {
+                plugin,
+                hook,
+                deadline: self.runtime.limits().deadline,
+            };
+        }
+        PluginError::Trap {
+            plugin,
+            hook,
+            // The first line: wasm backtraces are long and belong in debug logs.
+            message: format!("{error}"),
+        }
+    }
+}
+
+/// Compiles through the artifact cache when there is one.
+fn compile(runtime: &Runtime, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+    match &runtime.config.cache_dir {
+        Some(dir) => cache::load_or_compile(&runtime.engine, dir, bytes, sha256),
+        None => Component::new(&runtime.engine, bytes),
+    }
+}
+
+fn kv(map: &std::collections::BTreeMap<String, String>) -> Vec<wit::KeyValue> {
+    map.iter()
+        .map(|(k, v)| wit::KeyValue {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
+}
+
+fn replicas(map: &std::collections::BTreeMap<String, u32>) -> Vec<wit::ClusterReplicas> {
+    map.iter()
+        .map(|(c, r)| wit::ClusterReplicas {
+            cluster: c.clone(),
+            replicas: *r,
+        })
+        .collect()
+}
+
+fn to_wit_select(r: &SelectRequest) -> wit::SelectRequest {
+    wit::SelectRequest {
+        object: wit::ObjectRef {
+            kind: r.object.kind.clone(),
+            namespace: r.object.namespace.clone(),
+            name: r.object.name.clone(),
+            labels: kv(&r.object.labels),
+            annotations: kv(&r.object.annotations),
+        },
+        clusters: r
+            .clusters
+            .iter()
+            .map(|c| wit::ClusterInfo {
+                name: c.name.clone(),
+                region: c.region.clone(),
+                zone: c.zone.clone(),
+                labels: kv(&c.labels),
+                ready: c.ready,
+            })
+            .collect(),
+    }
+}
+
+fn to_wit_distribute(r: &DistributeRequest) -> wit::DistributeRequest {
+    wit::DistributeRequest {
+        object: r.object.clone(),
+        total_replicas: r.total_replicas,
+        clusters: r.clusters.clone(),
+        preferences: r.preferences.as_ref().map(|p| wit::Preferences {
+            rebalance: p.rebalance,
+            clusters: p
+                .clusters
+                .iter()
+                .map(|(name, c)| wit::ClusterPreference {
+                    cluster: name.clone(),
+                    min_replicas: c.min_replicas,
+                    max_replicas: c.max_replicas,
+                    weight: c.weight,
+                })
+                .collect(),
+        }),
+        current: replicas(&r.current),
+        capacity: replicas(&r.capacity),
+    }
+}
+
+fn to_wit_rank(r: &RankRequest) -> wit::RankRequest {
+    wit::RankRequest {
+        client: wit::Location {
+            region: r.client.region.clone(),
+            zone: r.client.zone.clone(),
+        },
+        backends: r
+            .backends
+            .iter()
+            .map(|b| wit::Backend {
+                cluster: b.cluster.clone(),
+                region: b.region.clone(),
+                zone: b.zone.clone(),
+                healthy: b.healthy,
+                available: b.available,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,226 @@
+//! Checks on plugin outputs. A plugin is untrusted code: an answer that breaks the
+//! contract is a plugin error, handled like a trap, never used.
+
+use std::collections::{BTreeMap, HashSet};
+
+use fedwasm_sdk::{DistributeRequest, DistributeResponse, SelectRequest, Selection};
+
+use super::bindings::wit;
+
+/// Only candidates, each at most once.
+pub fn selection(request: &SelectRequest, out: &[Selection]) -> Result<(), String> {
+    let candidates: HashSet<&str> = request.clusters.iter().map(|c| c.name.as_str()).collect();
+    let mut seen = HashSet::with_capacity(out.len());
+    for s in out {
+        if !candidates.contains(s.cluster.as_str()) {
+            return Err(format!(
+                "selected `{}`, which is not a candidate",
+                s.cluster
+            ));
+        }
+        if !seen.insert(s.cluster.as_str()) {
+            return Err(format!("selected `{}` twice", s.cluster));
+        }
+    }
+    Ok(())
+}
+
+/// Only candidates, each once; no count above the total or the cluster's maximum;
+/// the sum at most the total. Returns the plan with every candidate present.
+pub fn distribution(
+    request: &DistributeRequest,
+    out: wit::DistributeResponse,
+) -> Result<DistributeResponse, String> {
+    let candidates: HashSet<&str> = request.clusters.iter().map(String::as_str).collect();
+    let total = u64::from(request.total_replicas);
+    let mut plan: BTreeMap<String, u32> = request.clusters.iter().map(|c| (c.clone(), 0)).collect();
+    let mut planned = HashSet::with_capacity(out.plan.len());
+    let mut sum: u64 = 0;
+    for entry in out.plan {
+        if !candidates.contains(entry.cluster.as_str()) {
+            return Err(format!(
+                "planned replicas for `{}`, which is not a candidate",
+                entry.cluster
+            ));
+        }
+        if !planned.insert(entry.cluster.clone()) {
+            return Err(format!("planned `{}` twice", entry.cluster));
+        }
+        if u64::from(entry.replicas) > total {
+            return Err(format!(
+                "planned {} replicas for `{}`, more than the total of {total}",
+                entry.replicas, entry.cluster
+            ));
+        }
+        let max = request
+            .preferences
+            .as_ref()
+            .and_then(|p| p.for_cluster(&entry.cluster))
+            .and_then(|p| p.max_replicas);
+        if let Some(max) = max {
+            if entry.replicas > max {
+                return Err(format!(
+                    "planned {} replicas for `{}`, above its maxReplicas of {max}",
+                    entry.replicas, entry.cluster
+                ));
+            }
+        }
+        sum += u64::from(entry.replicas);
+        plan.insert(entry.cluster, entry.replicas);
+    }
+    if sum > total {
+        return Err(format!(
+            "planned {sum} replicas in all, more than the total of {total}"
+        ));
+    }
+    let mut overflow = BTreeMap::new();
+    for entry in out.overflow {
+        if !candidates.contains(entry.cluster.as_str()) {
+            return Err(format!(
+                "reported overflow for `{}`, which is not a candidate",
+                entry.cluster
+            ));
+        }
+        if u64::from(entry.replicas) > total {
+            return Err(format!(
+                "reported an overflow of {} for `{}`, more than the total of {total}",
+                entry.replicas, entry.cluster
+            ));
+        }
+        if overflow
+            .insert(entry.cluster.clone(), entry.replicas)
+            .is_some()
+        {
+            return Err(format!("reported overflow for `{}` twice", entry.cluster));
+        }
+    }
+    Ok(DistributeResponse { plan, overflow })
+}
+
+/// A permutation of `0..len`.
+pub fn ranking(len: usize, order: &[u32]) -> Result<(), String> {
+    if order.len() != len {
+        return Err(format!(
+            "ranked {} backends, expected all {len}",
+            order.len()
+        ));
+    }
+    let mut seen = vec![false; len];
+    for &i in order {
+        let slot = seen
+            .get_mut(i as usize)
+            .ok_or_else(|| format!("ranked index {i}, but there are only {len} backends"))?;
+        if *slot {
+            return Err(format!("ranked backend {i} twice"));
+        }
+        *slot = true;
+    }
+    Ok(())
+}
+
+/// Clusters named in the preferences that are not candidates: almost always a typo
+/// or a cluster that left. They are ignored; callers log or record the warning.
+pub fn preference_warnings(request: &DistributeRequest) -> Vec<String> {
+    let Some(prefs) = &request.preferences else {
+        return Vec::new();
+    };
+    prefs
+        .clusters
+        .keys()
+        .filter(|name| name.as_str() != "*" && !request.clusters.contains(name))
+        .map(|name| {
+            format!(
+                "replica-set-preferences names cluster `{name}`, which is not a candidate; ignored"
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(total: u32, clusters: &[&str]) -> DistributeRequest {
+        DistributeRequest {
+            object: "ns/x".into(),
+            total_replicas: total,
+            clusters: clusters.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn out(plan: &[(&str, u32)]) -> wit::DistributeResponse {
+        wit::DistributeResponse {
+            plan: plan
+                .iter()
+                .map(|(c, r)| wit::ClusterReplicas {
+                    cluster: c.to_string(),
+                    replicas: *r,
+                })
+                .collect(),
+            overflow: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn distribution_fills_missing_candidates_with_zero() {
+        let got = distribution(&req(5, &["a", "b"]), out(&[("a", 5)])).unwrap();
+        assert_eq!(got.plan, BTreeMap::from([("a".into(), 5), ("b".into(), 0)]));
+    }
+
+    #[test]
+    fn distribution_rejects_contract_breaks() {
+        let r = req(5, &["a", "b"]);
+        assert!(distribution(&r, out(&[("c", 1)]))
+            .unwrap_err()
+            .contains("not a candidate"));
+        assert!(distribution(&r, out(&[("a", 1), ("a", 1)]))
+            .unwrap_err()
+            .contains("twice"));
+        assert!(distribution(&r, out(&[("a", 6)]))
+            .unwrap_err()
+            .contains("more than the total"));
+        assert!(distribution(&r, out(&[("a", 3), ("b", 3)]))
+            .unwrap_err()
+            .contains("in all"));
+        let mut capped = r.clone();
+        capped.preferences = Some(fedwasm_sdk::Preferences {
+            rebalance: false,
+            clusters: BTreeMap::from([(
+                "*".into(),
+                fedwasm_sdk::ClusterPreference {
+                    min_replicas: 0,
+                    max_replicas: Some(2),
+                    weight: 1,
+                },
+            )]),
+        });
+        assert!(distribution(&capped, out(&[("a", 3)]))
+            .unwrap_err()
+            .contains("maxReplicas"));
+    }
+
+    #[test]
+    fn ranking_must_be_a_permutation() {
+        assert!(ranking(3, &[2, 0, 1]).is_ok());
+        assert!(ranking(3, &[0, 1]).is_err());
+        assert!(ranking(3, &[0, 1, 1]).is_err());
+        assert!(ranking(3, &[0, 1, 3]).is_err());
+    }
+
+    #[test]
+    fn unknown_preference_names_are_reported() {
+        let mut r = req(5, &["a"]);
+        r.preferences = Some(fedwasm_sdk::Preferences {
+            rebalance: false,
+            clusters: BTreeMap::from([
+                ("*".into(), Default::default()),
+                ("a".into(), Default::default()),
+                ("typo".into(), Default::default()),
+            ]),
+        });
+        let w = preference_warnings(&r);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("`typo`"));
+    }
+}
