@@ -1,0 +1,411 @@
+//! The `fedwasm` command as a user runs it: plan, plugin new/build/bench, and run
+//! with the admin API and hot reload.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn fedwasm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fedwasm"))
+}
+
+fn write_json(dir: &Path, name: &str, value: &Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, value.to_string()).unwrap();
+    path
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("fedwasm runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+/// A shared target dir for the plugin crates the tests build, so dependencies
+/// (wit-bindgen) are compiled once per run rather than once per crate.
+fn plugin_target_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugin-crates")
+}
+
+#[test]
+fn plan_distribute_follows_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_json(
+        dir.path(),
+        "req.json",
+        &json!({"hook": "distribute", "object": "ns/name", "totalReplicas": 50,
+                "clusters": ["A", "B", "C"], "current": {"A": 10}, "capacity": {"C": 10}}),
+    );
+    let out = stdout_json(&run_ok(fedwasm().arg("plan").arg(&file).arg("--no-cache")));
+    assert_eq!(out["plan"], json!({"A": 20, "B": 20, "C": 10}), "{out}");
+    // C's even share is 16 or 17 depending on the deterministic tie-break.
+    let overflow = out["overflow"]["C"].as_u64().unwrap();
+    assert!(overflow == 6 || overflow == 7, "{out}");
+    assert_eq!(
+        out.as_object().unwrap().len(),
+        2,
+        "only plan and overflow: {out}"
+    );
+
+    // Preferences: minimums first, then weights, maxima respected.
+    let file = write_json(
+        dir.path(),
+        "prefs.json",
+        &json!({"hook": "distribute", "object": "ns/name", "totalReplicas": 10,
+                "clusters": ["A", "B"],
+                "preferences": {"rebalance": true, "clusters": {
+                    "A": {"minReplicas": 0, "maxReplicas": 3, "weight": 1},
+                    "B": {"minReplicas": 0, "weight": 1}}}}),
+    );
+    let out = stdout_json(&run_ok(fedwasm().arg("plan").arg(&file).arg("--no-cache")));
+    assert_eq!(out, json!({"plan": {"A": 3, "B": 7}, "overflow": {}}));
+}
+
+#[test]
+fn plan_errors_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("{not json", "not JSON"),
+        (
+            r#"{"hook": "distribute", "clusters": ["A"]}"#,
+            "totalReplicas",
+        ),
+        (r#"{"hook": "teleport"}"#, "teleport"),
+        (
+            r#"{"hook": "distribute", "totalReplicas": 1, "clusters": ["A"], "preferences": {"clusters": {"A": {"weight": -1}}}}"#,
+            "weight",
+        ),
+    ];
+    for (body, needle) in cases {
+        let file = dir.path().join("bad.json");
+        std::fs::write(&file, body).unwrap();
+        let out = fedwasm()
+            .arg("plan")
+            .arg(&file)
+            .arg("--no-cache")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{body} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{body}: {stderr}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(needle),
+            "{body}: {stderr}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let missing = fedwasm()
+        .args(["plan", "/nonexistent/req.json"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/req.json"));
+}
+
+#[test]
+fn plugin_new_build_plan_and_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = plugin_target_dir();
+    let mut built = Vec::new();
+    for hook in ["select", "distribute", "rank"] {
+        let crate_dir = dir.path().join(format!("my-{hook}"));
+        run_ok(
+            fedwasm()
+                .args(["plugin", "new"])
+                .arg(&crate_dir)
+                .args(["--hook", hook]),
+        );
+        // The scaffold refuses to overwrite.
+        let again = fedwasm()
+            .args(["plugin", "new"])
+            .arg(&crate_dir)
+            .args(["--hook", hook])
+            .output()
+            .unwrap();
+        assert!(!again.status.success());
+        let out = run_ok(
+            fedwasm()
+                .args(["plugin", "build"])
+                .arg(&crate_dir)
+                .env("CARGO_TARGET_DIR", &target),
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let wasm = PathBuf::from(stdout.lines().last().expect("a path").trim());
+        assert!(wasm.exists(), "{}", wasm.display());
+        built.push((hook, wasm));
+    }
+    let requests = [
+        json!({"hook": "select", "object": {"name": "x"}, "clusters": [
+            {"name": "a", "ready": true}, {"name": "b", "ready": false}]}),
+        json!({"hook": "distribute", "totalReplicas": 5, "clusters": ["a", "b"]}),
+        json!({"hook": "rank", "client": {}, "backends": [
+            {"cluster": "a", "healthy": false}, {"cluster": "b", "healthy": true}]}),
+    ];
+    let expected = [
+        json!({"selected": [{"cluster": "a", "score": 100}]}),
+        json!({"plan": {"a": 3, "b": 2}, "overflow": {}}),
+        json!({"order": ["b", "a"], "indices": [1, 0]}),
+    ];
+    for (((hook, wasm), req), want) in built.iter().zip(&requests).zip(&expected) {
+        let file = write_json(dir.path(), &format!("{hook}.json"), req);
+        let out = run_ok(
+            fedwasm()
+                .arg("plan")
+                .arg(&file)
+                .arg("--plugin")
+                .arg(wasm)
+                .arg("--no-cache"),
+        );
+        assert_eq!(&stdout_json(&out), want, "{hook}");
+    }
+    let (_, distribute) = &built[1];
+    let file = dir.path().join("distribute.json");
+    let out = run_ok(
+        fedwasm()
+            .args(["plugin", "bench"])
+            .arg(distribute)
+            .arg("--input")
+            .arg(&file)
+            .args(["--json", "--calls", "2000", "--no-cache"]),
+    );
+    let report = stdout_json(&out);
+    assert_eq!(report["calls"], 2000);
+    for key in ["median_ns", "p99_ns", "instantiate_ns"] {
+        assert!(report[key].as_u64().unwrap() > 0, "{key}: {report}");
+    }
+    assert!(report["p99_ns"].as_u64() >= report["median_ns"].as_u64());
+}
+
+#[test]
+fn the_tutorial_plugin_builds_and_places_replicas_in_as_few_clusters_as_possible() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/plugins/aggregate");
+    let out = run_ok(
+        fedwasm()
+            .args(["plugin", "build"])
+            .arg(&example)
+            .env("CARGO_TARGET_DIR", plugin_target_dir()),
+    );
+    let wasm = PathBuf::from(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_json(
+        dir.path(),
+        "req.json",
+        &json!({"hook": "distribute", "object": "ns/web", "totalReplicas": 12,
+                "clusters": ["a", "b", "c"],
+                "preferences": {"clusters": {"a": {"weight": 1, "maxReplicas": 5}, "b": {"weight": 3}, "c": {"weight": 2}}},
+                "capacity": {"b": 8}}),
+    );
+    let out = stdout_json(&run_ok(
+        fedwasm()
+            .arg("plan")
+            .arg(&file)
+            .arg("--plugin")
+            .arg(&wasm)
+            .arg("--no-cache"),
+    ));
+    // b first (heaviest) up to its capacity of 8, then c takes the remaining 4.
+    assert_eq!(out["plan"], json!({"a": 0, "b": 8, "c": 4}), "{out}");
+}
+
+/// `fedwasm run` in the background, killed on drop (also when a test panics).
+struct Running {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_run(plugins: &Path) -> Running {
+    let mut child = fedwasm()
+        .arg("run")
+        .arg("--plugins")
+        .arg(plugins)
+        .args([
+            "--admin",
+            "127.0.0.1:0",
+            "--debounce-ms",
+            "50",
+            "--no-cache",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut running = Running {
+        child,
+        base: String::new(),
+    };
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    running.base = line
+        .trim()
+        .strip_prefix("admin API: ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    running
+}
+
+fn get(url: &str) -> reqwest::blocking::Response {
+    reqwest::blocking::get(url).unwrap()
+}
+
+#[test]
+fn run_serves_the_admin_api_and_hot_reloads() {
+    let plugins = tempfile::tempdir().unwrap();
+    let running = start_run(plugins.path());
+    let base = &running.base;
+    assert_eq!(get(&format!("{base}/healthz")).text().unwrap().trim(), "ok");
+
+    let listed: Value = get(&format!("{base}/plugins")).json().unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["label-selector", "nearest-healthy", "weighted-spread"]
+    );
+    for p in listed.as_array().unwrap() {
+        assert_eq!(p["built_in"], true);
+        assert_eq!(p["sha256"].as_str().unwrap().len(), 64);
+        assert!(p["generation"].as_u64().is_some());
+        assert!(p["last_error"].is_null());
+    }
+
+    let client = reqwest::blocking::Client::new();
+    let body =
+        json!({"hook": "distribute", "object": "ns/a", "totalReplicas": 4, "clusters": ["x", "y"]});
+    let resp = client
+        .post(format!("{base}/plan"))
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success());
+    assert_eq!(
+        resp.json::<Value>().unwrap(),
+        json!({"plan": {"x": 2, "y": 2}, "overflow": {}})
+    );
+
+    let resp = client
+        .post(format!("{base}/plan"))
+        .body(
+            json!({"hook": "distribute", "plugin": "nope", "totalReplicas": 1, "clusters": ["x"]})
+                .to_string(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert!(resp.json::<Value>().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("nope"));
+    let resp = client
+        .post(format!("{base}/plan"))
+        .body("{")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+
+    // Hot reload: a scaffolded plugin copied in as `evenly` starts answering.
+    let src = tempfile::tempdir().unwrap();
+    let crate_dir = src.path().join("evenly");
+    run_ok(
+        fedwasm()
+            .args(["plugin", "new"])
+            .arg(&crate_dir)
+            .args(["--hook", "distribute"]),
+    );
+    let out = run_ok(
+        fedwasm()
+            .args(["plugin", "build"])
+            .arg(&crate_dir)
+            .env("CARGO_TARGET_DIR", plugin_target_dir()),
+    );
+    let wasm = PathBuf::from(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    );
+    std::fs::copy(&wasm, plugins.path().join("evenly.wasm")).unwrap();
+    let body = json!({"hook": "distribute", "plugin": "evenly", "totalReplicas": 3, "clusters": ["x", "y"]});
+    let until = Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let resp = client
+            .post(format!("{base}/plan"))
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        if resp.status().is_success() {
+            break resp.json::<Value>().unwrap();
+        }
+        assert!(Instant::now() < until, "the new plugin never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(answer, json!({"plan": {"x": 2, "y": 1}, "overflow": {}}));
+
+    // A broken file of the same name is rejected; the good one keeps serving.
+    std::fs::write(plugins.path().join("evenly.wasm"), b"garbage").unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed: Value = get(&format!("{base}/plugins")).json().unwrap();
+        let evenly = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "evenly")
+            .cloned()
+            .unwrap();
+        if evenly["last_error"].is_string() {
+            assert!(evenly["generation"].is_u64(), "{evenly}");
+            break;
+        }
+        assert!(Instant::now() < until, "the rejection never showed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let resp = client
+        .post(format!("{base}/plan"))
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(resp.json::<Value>().unwrap(), answer);
+
+    let metrics = get(&format!("{base}/metrics")).text().unwrap();
+    for needle in [
+        "fedwasm_plugin_calls_total",
+        "fedwasm_plugin_call_duration_seconds_bucket",
+        r#"fedwasm_plugin_reloads_total{plugin="evenly",result="ok"} 1"#,
+        r#"fedwasm_plugin_reloads_total{plugin="evenly",result="compile"} 1"#,
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from {metrics}");
+    }
+}

@@ -1,0 +1,61 @@
+//! A distribute plugin that misbehaves when asked to, to test the host's sandbox.
+//!
+//! Without features it misbehaves only for objects named `*/loop`, `*/hog`,
+//! `*/trap`, `*/invalid` or `*/refuse`, and otherwise puts every replica in the first
+//! candidate, an answer no built-in gives, so tests can tell which generation
+//! answered. With an `always-*` feature it misbehaves on every request.
+
+use fedwasm_sdk::{export_plugin, DistributeRequest, DistributeResponse, Hook, Plugin};
+
+pub struct Chaos;
+
+fn behaviour(object: &str) -> &str {
+    if cfg!(feature = "always-loop") {
+        return "loop";
+    }
+    if cfg!(feature = "always-hog") {
+        return "hog";
+    }
+    if cfg!(feature = "always-trap") {
+        return "trap";
+    }
+    if cfg!(feature = "always-invalid") {
+        return "invalid";
+    }
+    object.rsplit('/').next().unwrap_or_default()
+}
+
+impl Plugin for Chaos {
+    const HOOKS: &'static [Hook] = &[Hook::Distribute];
+
+    fn distribute(request: DistributeRequest) -> Result<DistributeResponse, String> {
+        let mut out = DistributeResponse::default();
+        let first = request.clusters.first().cloned().unwrap_or_default();
+        match behaviour(&request.object) {
+            "loop" => loop {
+                std::hint::black_box(&out);
+            },
+            "hog" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    // Reserve without touching: memory grows at once, so the cap,
+                    // not the deadline, is what stops this.
+                    hoard.push(Vec::<u8>::with_capacity(1 << 20));
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => panic!("chaos: asked to trap"),
+            "invalid" => {
+                out.plan
+                    .insert(first, request.total_replicas.saturating_add(1));
+            }
+            "refuse" => return Err("chaos: asked to refuse".into()),
+            _ => {
+                out.plan.insert(first, request.total_replicas);
+            }
+        }
+        Ok(out)
+    }
+}
+
+export_plugin!(Chaos);

@@ -1,0 +1,374 @@
+//! The plugin runtime against real components built from source: the KubeFed
+//! reference cases through Wasm, hot swap under concurrent calls, and every kind of
+//! bad plugin.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedwasm_host::metrics::Metrics;
+use fedwasm_host::plan::PlanRequest;
+use fedwasm_host::runtime::{
+    built_in_bytes, DirWatcher, Limits, LoadStage, PluginError, PluginSource, Registry, Runtime,
+    RuntimeConfig,
+};
+use fedwasm_sdk::DistributeRequest;
+use fedwasm_tests::plugins;
+use serde_json::{json, Value};
+
+/// The deadline of the sandbox tests: short, so an endless loop ends quickly.
+const DEADLINE: Duration = Duration::from_millis(100);
+/// The deadline of the tests of correct plugins: long, so a loaded CI machine that
+/// deschedules a thread cannot turn a correct call into a timeout.
+const RELAXED: Duration = Duration::from_secs(5);
+
+fn registry() -> Arc<Registry> {
+    registry_with(RELAXED)
+}
+
+fn sandboxed() -> Arc<Registry> {
+    registry_with(DEADLINE)
+}
+
+fn registry_with(deadline: Duration) -> Arc<Registry> {
+    let config = RuntimeConfig {
+        limits: Limits {
+            deadline,
+            memory_bytes: 16 << 20,
+        },
+        cache_dir: None,
+    };
+    let runtime = Runtime::new(config, Arc::new(Metrics::new())).expect("runtime");
+    Registry::new(runtime).expect("built-in plugins load")
+}
+
+fn request(total: u32, clusters: &[&str], object: &str) -> DistributeRequest {
+    DistributeRequest {
+        object: object.into(),
+        total_replicas: total,
+        clusters: clusters.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn plan(
+    registry: &Registry,
+    name: &str,
+    req: &DistributeRequest,
+) -> Result<BTreeMap<String, u32>, PluginError> {
+    registry.get(name)?.distribute(req).map(|r| r.plan)
+}
+
+/// Waits (bounded) until `f` holds, polling; panics with `what` otherwise.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[test]
+fn kubefed_reference_cases_hold_through_wasm() {
+    let registry = registry();
+    let cases: Vec<Value> = serde_json::from_str(include_str!(
+        "../../plugins/weighted-spread/tests/kubefed_cases.json"
+    ))
+    .expect("cases parse");
+    assert!(
+        cases.len() >= 10,
+        "the reference set is too small: {}",
+        cases.len()
+    );
+    for case in &cases {
+        let name = case["name"].as_str().unwrap_or("?");
+        let (req, _) = PlanRequest::parse(&case["request"].to_string()).expect(name);
+        let got = req
+            .evaluate(&registry, None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = json!({"plan": got["plan"], "overflow": got["overflow"]});
+        match (case.get("expected"), case.get("acceptable")) {
+            (Some(expected), _) => assert_eq!(&got, expected, "case {name}"),
+            (None, Some(Value::Array(options))) => {
+                assert!(
+                    options.contains(&got),
+                    "case {name}: {got} not among {options:?}"
+                )
+            }
+            _ => panic!("case {name} has neither expected nor acceptable"),
+        }
+    }
+}
+
+#[test]
+fn built_ins_serve_every_hook() {
+    let registry = registry();
+    for (body, key) in [
+        (
+            json!({"hook": "select", "object": {"kind": "ReplicaSet", "namespace": "ns", "name": "x",
+                "annotations": {"fedwasm.io/regions": "europe-west1"}},
+                "clusters": [{"name": "eu", "region": "europe-west1", "ready": true},
+                             {"name": "us", "region": "us-central1", "ready": true}]}),
+            "selected",
+        ),
+        (
+            json!({"hook": "rank", "client": {"region": "europe-west1", "zone": "europe-west1-b"},
+                "backends": [{"cluster": "us", "region": "us-central1", "healthy": true},
+                             {"cluster": "eu", "region": "europe-west1", "zone": "europe-west1-b", "healthy": true}]}),
+            "order",
+        ),
+    ] {
+        let (req, _) = PlanRequest::parse(&body.to_string()).unwrap();
+        let out = req.evaluate(&registry, None).unwrap();
+        match key {
+            "selected" => assert_eq!(out["selected"], json!([{"cluster": "eu", "score": 100}])),
+            _ => assert_eq!(out["order"], json!(["eu", "us"])),
+        }
+    }
+}
+
+#[test]
+fn hot_swap_under_concurrent_calls_loses_no_call() {
+    let registry = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let _watch =
+        DirWatcher::start(registry.clone(), dir.path(), Duration::from_millis(50)).unwrap();
+    let req = request(9, &["a", "b", "c"], "ns/web");
+    let old = plan(&registry, "weighted-spread", &req).unwrap();
+    let new = BTreeMap::from([("a".to_string(), 9), ("b".into(), 0), ("c".into(), 0)]);
+    assert_ne!(old, new);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, saw_new) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (registry, req, old, new) =
+                (registry.clone(), req.clone(), old.clone(), new.clone());
+            let (stop, calls, saw_new) = (stop.clone(), calls.clone(), saw_new.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let got = plan(&registry, "weighted-spread", &req)
+                        .expect("no call fails during a swap");
+                    assert!(
+                        got == old || got == new,
+                        "an answer from neither generation: {got:?}"
+                    );
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    if got == new {
+                        saw_new.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // A file named like a built-in overrides it; written by rename as editors do.
+    let tmp = dir.path().join("weighted-spread.wasm.tmp");
+    std::fs::write(&tmp, plugins::CHAOS).unwrap();
+    std::fs::rename(&tmp, dir.path().join("weighted-spread.wasm")).unwrap();
+    eventually("the new generation answers", || {
+        saw_new.load(Ordering::Relaxed) > 100
+    });
+    let listed = registry
+        .list()
+        .into_iter()
+        .find(|p| p.name == "weighted-spread")
+        .unwrap();
+    assert!(!listed.built_in);
+
+    // Removing the file falls back to the built-in.
+    std::fs::remove_file(dir.path().join("weighted-spread.wasm")).unwrap();
+    eventually("the built-in serves again", || {
+        registry
+            .get("weighted-spread")
+            .map(|p| p.source() == &PluginSource::BuiltIn)
+            .unwrap_or(false)
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join()
+            .expect("a worker panicked: a call failed or saw a mixed answer");
+    }
+    assert!(calls.load(Ordering::Relaxed) > 200);
+    assert_eq!(plan(&registry, "weighted-spread", &req).unwrap(), old);
+}
+
+/// A component exporting the wrong things.
+const WRONG_EXPORTS: &str = r#"(component
+  (core module $m (func (export "f") (result i32) i32.const 1))
+  (core instance $i (instantiate $m))
+  (func (export "hello") (result u32) (canon lift (core func $i "f"))))"#;
+
+/// A component that imports an interface: plugins may import nothing.
+const IMPORTS_SOMETHING: &str = r#"(component
+  (import "wasi:cli/environment@0.2.0" (instance)))"#;
+
+#[test]
+fn bad_plugins_are_rejected_and_the_last_good_generation_keeps_serving() {
+    let registry = sandboxed();
+    let dir = tempfile::tempdir().unwrap();
+    let _watch =
+        DirWatcher::start(registry.clone(), dir.path(), Duration::from_millis(50)).unwrap();
+    let path = dir.path().join("custom.wasm");
+    std::fs::write(&path, plugins::CHAOS).unwrap();
+    eventually("custom loads", || registry.get("custom").is_ok());
+    let good = registry.get("custom").unwrap().generation();
+    let req = request(4, &["x", "y"], "ns/ok");
+    let expected = BTreeMap::from([("x".to_string(), 4), ("y".into(), 0)]);
+
+    let wrong_exports = wat::parse_str(WRONG_EXPORTS).unwrap();
+    let imports = wat::parse_str(IMPORTS_SOMETHING).unwrap();
+    let cases: [(&str, &[u8], LoadStage, &str); 8] = [
+        (
+            "garbage bytes",
+            b"\x00asm garbage that is not wasm",
+            LoadStage::Compile,
+            "not a valid component",
+        ),
+        ("empty file", b"", LoadStage::Read, "empty"),
+        (
+            "wrong exports",
+            &wrong_exports,
+            LoadStage::TypeCheck,
+            "exports do not match",
+        ),
+        ("imports", &imports, LoadStage::TypeCheck, "import nothing"),
+        (
+            "endless loop",
+            plugins::CHAOS_ALWAYS_LOOP,
+            LoadStage::SmokeTest,
+            "deadline",
+        ),
+        (
+            "memory hog",
+            plugins::CHAOS_ALWAYS_HOG,
+            LoadStage::SmokeTest,
+            "memory",
+        ),
+        (
+            "trap",
+            plugins::CHAOS_ALWAYS_TRAP,
+            LoadStage::SmokeTest,
+            "trapped",
+        ),
+        (
+            "invalid output",
+            plugins::CHAOS_ALWAYS_INVALID,
+            LoadStage::SmokeTest,
+            "invalid output",
+        ),
+    ];
+    for (what, bytes, stage, message) in cases {
+        let started = Instant::now();
+        let err = registry
+            .load("custom", bytes, PluginSource::File(path.clone()))
+            .expect_err(what);
+        assert_eq!(err.stage, stage, "{what}: {err}");
+        assert!(err.to_string().contains(message), "{what}: {err}");
+        assert!(
+            err.to_string().contains("`custom`"),
+            "{what}: the error names the plugin: {err}"
+        );
+        if what == "endless loop" {
+            // Stopped by the deadline, not left spinning.
+            assert!(
+                started.elapsed() < DEADLINE * 50,
+                "{what} took {:?}",
+                started.elapsed()
+            );
+        }
+        let serving = registry.get("custom").unwrap();
+        assert_eq!(
+            serving.generation(),
+            good,
+            "{what} replaced the good generation"
+        );
+        assert_eq!(serving.distribute(&req).unwrap().plan, expected, "{what}");
+    }
+
+    // The same through the watched directory: rejected with last_error shown.
+    std::fs::write(&path, plugins::CHAOS_ALWAYS_TRAP).unwrap();
+    eventually("the rejection is listed", || {
+        registry.list().iter().any(|p| {
+            p.name == "custom"
+                && p.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("trapped"))
+        })
+    });
+    let listed = registry
+        .list()
+        .into_iter()
+        .find(|p| p.name == "custom")
+        .unwrap();
+    assert_eq!(listed.generation, Some(good));
+    assert_eq!(plan(&registry, "custom", &req).unwrap(), expected);
+    let metrics = registry.runtime().metrics().render();
+    assert!(
+        metrics.contains(r#"fedwasm_plugin_reloads_total{plugin="custom",result="smoke_test"}"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn misbehaving_calls_fail_cleanly_and_the_plugin_recovers() {
+    let registry = sandboxed();
+    registry
+        .load(
+            "chaos",
+            plugins::CHAOS,
+            PluginSource::File("chaos.wasm".into()),
+        )
+        .unwrap();
+    let chaos = registry.get("chaos").unwrap();
+    let ok = request(3, &["a", "b"], "ns/fine");
+    for (object, kind) in [
+        ("ns/loop", "timeout"),
+        ("ns/hog", "memory"),
+        ("ns/trap", "trap"),
+        ("ns/invalid", "invalid_output"),
+        ("ns/refuse", "refused"),
+    ] {
+        let started = Instant::now();
+        let err = chaos
+            .distribute(&request(3, &["a", "b"], object))
+            .expect_err(object);
+        assert_eq!(err.kind(), kind, "{object}: {err}");
+        assert!(err.to_string().contains("`chaos`"), "{err}");
+        if kind == "timeout" {
+            assert!(
+                started.elapsed() < DEADLINE * 50,
+                "the loop ran {:?}",
+                started.elapsed()
+            );
+        }
+        // The broken instance was thrown away; the next call gets a working one.
+        assert_eq!(
+            chaos.distribute(&ok).unwrap().plan["a"],
+            3,
+            "after {object}"
+        );
+    }
+    let metrics = registry.runtime().metrics().render();
+    for kind in ["timeout", "memory", "trap", "invalid_output", "refused"] {
+        assert!(
+            metrics.contains(&format!(
+                r#"fedwasm_plugin_errors_total{{hook="distribute",kind="{kind}",plugin="chaos"}} 1"#
+            )),
+            "{kind} not counted: {metrics}"
+        );
+    }
+}
+
+#[test]
+fn built_in_bytes_are_embedded() {
+    for name in ["label-selector", "weighted-spread", "nearest-healthy"] {
+        let bytes = built_in_bytes(name).expect(name);
+        assert!(bytes.starts_with(b"\0asm"), "{name}");
+    }
+    assert!(built_in_bytes("nope").is_none());
+}
