@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every check and test of fedwasm on a fresh machine: installs what it needs
+# first (the wasm target; later the test apiservers), then fmt, clippy and tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "rust target wasm32-unknown-unknown"
+rustup target add wasm32-unknown-unknown
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+(cd examples/plugins/aggregate && cargo fmt -- --check)
+
+step "cargo clippy (workspace, all targets, -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+(cd examples/plugins/aggregate && cargo clippy --all-targets -- -D warnings)
+
+step "cargo test (workspace)"
+cargo test --workspace
+
+step "cargo test (examples/plugins/aggregate, natively)"
+(cd examples/plugins/aggregate && cargo test)
+
+step "all checks passed"
