@@ -35,6 +35,12 @@ if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 mkdir -p "$ASSETS"
 
+if ! command -v openssl >/dev/null 2>&1; then
+    log "installing openssl (service-account keys of the test clusters)"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq openssl >/dev/null
+fi
+
 # --- etcd ------------------------------------------------------------------------
 if ! command -v etcd >/dev/null 2>&1; then
     log "installing etcd-server from Debian"

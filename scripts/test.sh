@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of fedwasm on a fresh machine: installs what it needs
-# first (the wasm target; later the test apiservers), then fmt, clippy and tests.
+# first (the wasm target, etcd and a kube-apiserver build), then fmt, clippy and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +8,10 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "rust target wasm32-unknown-unknown"
 rustup target add wasm32-unknown-unknown
+
+step "test apiservers (etcd + kube-apiserver; built once, then cached)"
+KUBEBUILDER_ASSETS="$(bash scripts/install-testenv.sh | tail -n1)"
+export KUBEBUILDER_ASSETS
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
