@@ -12,8 +12,10 @@
 set -euo pipefail
 
 KUBE_VERSION="1.20.5+really1.20.2"
+# Bumped when the build changes: "-r1" = vendored reflect2 replaced by 1.0.2.
+BUILD_REV="r1"
 CACHE_ROOT="${FEDWASM_CACHE:-$HOME/.cache/fedwasm}"
-ASSETS="$CACHE_ROOT/testenv/${KUBE_VERSION}"
+ASSETS="$CACHE_ROOT/testenv/${KUBE_VERSION}-${BUILD_REV}"
 
 log() { echo "[install-testenv] $*" >&2; }
 
@@ -66,7 +68,7 @@ EOF
 fi
 log "installing the build tools (golang-go rsync jq)"
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq golang-go rsync jq >/dev/null
+$SUDO apt-get install -y -qq golang-go rsync jq golang-github-modern-go-reflect2-dev >/dev/null
 
 cd "$BUILD_DIR"
 ORIG=$(ls kubernetes_*.orig.tar.gz 2>/dev/null | head -n1 || true)
@@ -81,6 +83,16 @@ if [[ ! -f "$SRC/Makefile" ]]; then
     log "unpacking $ORIG"
     rm -rf "$SRC" && mkdir -p "$SRC"
     tar -xzf "$ORIG" -C "$SRC" --strip-components=1
+fi
+# Kubernetes 1.20 vendors modern-go/reflect2 1.0.1, which crashes (SIGSEGV in
+# mapiterinit) when built with Go >= 1.18, as soon as a custom resource with labels
+# is written. 1.0.2 is the upstream fix; Debian packages it.
+REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
+VENDORED="$SRC/vendor/github.com/modern-go/reflect2"
+if [[ ! -f "$VENDORED/go_above_118.go" ]]; then
+    log "replacing the vendored reflect2 1.0.1 with Debian's 1.0.2 (Go 1.18+ fix)"
+    find "$VENDORED" -maxdepth 1 -name '*.go' -delete
+    find "$REFLECT2" -maxdepth 1 \( -name '*.go' -o -name '*.s' \) -exec cp {} "$VENDORED/" \;
 fi
 mkdir -p "$SRC/.go/src/k8s.io"
 ln -sfn ../../.. "$SRC/.go/src/k8s.io/kubernetes"

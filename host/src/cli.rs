@@ -27,6 +27,9 @@ pub enum Command {
     Join(JoinArgs),
     /// Remove a member cluster from the federation.
     Unjoin(UnjoinArgs),
+    /// A local federation of real kube-apiservers, to try fedwasm on one machine.
+    #[command(subcommand)]
+    Dev(crate::dev::DevCommand),
 }
 
 /// Where the federation control plane is.
@@ -186,6 +189,11 @@ pub struct RunArgs {
     /// Seconds a member may fail probes before it is Offline.
     #[arg(long, default_value_t = 5)]
     pub offline_grace_secs: u64,
+    /// Development only: play the members' missing kubelets and controllers (mark
+    /// fedwasm's ReplicaSets/Deployments ready, give LoadBalancer Services an
+    /// address), for clusters made by `fedwasm dev up` that run no workloads.
+    #[arg(long)]
+    pub simulate_workloads: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

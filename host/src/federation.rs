@@ -72,6 +72,27 @@ impl Error {
     }
 }
 
+/// Runs `call` again (up to 5 times, 200 ms apart) while it fails at the transport
+/// level: an apiserver may drop pooled connections, e.g. right after a CRD is
+/// installed. API answers (404, 409, 422, ...) are returned at once.
+pub(crate) async fn retry_transient<T, F, Fut>(mut call: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(e @ (kube::Error::Service(_) | kube::Error::HyperError(_))) if attempt < 4 => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "transient API error; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// How the federation controller runs.
 #[derive(Clone, Debug, Default)]
 pub struct FederationConfig {

@@ -1,6 +1,8 @@
 //! The `fedwasm` command.
 
 mod cli;
+mod dev;
+mod simulator;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use cli::{Cli, Command, PluginCommand, RuntimeArgs};
 fn main() {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Run(_) => "info",
+        Command::Run(_) | Command::Dev(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -62,6 +64,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(args) => run(args),
         Command::Join(args) => join(args),
         Command::Unjoin(args) => unjoin(args),
+        Command::Dev(command) => dev::dispatch(command),
     }
 }
 
@@ -148,7 +151,7 @@ fn plugin_bench(args: cli::BenchArgs) -> Result<()> {
 }
 
 /// A client for `context` in `kubeconfig` (default: the usual kubeconfig search).
-async fn kube_client(kubeconfig: Option<&Path>, context: &str) -> Result<kube::Client> {
+pub(crate) async fn kube_client(kubeconfig: Option<&Path>, context: &str) -> Result<kube::Client> {
     let options = kube::config::KubeConfigOptions {
         context: Some(context.to_string()),
         ..Default::default()
@@ -165,7 +168,7 @@ async fn kube_client(kubeconfig: Option<&Path>, context: &str) -> Result<kube::C
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -216,7 +219,7 @@ fn unjoin(args: cli::UnjoinArgs) -> Result<()> {
     Ok(())
 }
 
-fn run(args: cli::RunArgs) -> Result<()> {
+pub(crate) fn run(args: cli::RunArgs) -> Result<()> {
     let registry =
         Registry::new(runtime(&args.runtime)?).context("loading the built-in plugins")?;
     let _watcher = match &args.plugins {
@@ -249,6 +252,9 @@ fn run(args: cli::RunArgs) -> Result<()> {
     rt.block_on(async move {
         if let Some(kubeconfig) = &args.kubeconfig {
             let client = kube_client(Some(kubeconfig), &args.context).await?;
+            if args.simulate_workloads {
+                tokio::spawn(simulator::run(kubeconfig.clone(), args.context.clone()));
+            }
             let registry = registry.clone();
             tokio::spawn(async move {
                 // The federation plane may not be up yet: keep trying, never exit.

@@ -28,8 +28,9 @@ use serde_json::json;
 
 /// The name of the federation plane's cluster (and its kubeconfig context).
 pub const FEDERATION: &str = "federation";
-/// The kube-apiserver version `scripts/install-testenv.sh` builds and caches.
-pub const KUBE_VERSION: &str = "1.20.5+really1.20.2";
+/// The cache key of the kube-apiserver `scripts/install-testenv.sh` builds: Debian's
+/// version plus the revision of our build recipe.
+pub const KUBE_VERSION: &str = "1.20.5+really1.20.2-r1";
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -119,6 +120,45 @@ impl Assets {
     }
 }
 
+/// The installer `fedwasm dev up` runs when no binaries are found: the same script as
+/// `scripts/install-testenv.sh`, embedded so the binary works outside the repository.
+pub const INSTALL_SCRIPT: &str = include_str!("../../scripts/install-testenv.sh");
+
+/// Finds the binaries, or installs them with [`INSTALL_SCRIPT`] (its progress goes
+/// to stderr; the kube-apiserver build takes minutes the first time).
+pub fn locate_or_install() -> Result<Assets, Error> {
+    if let Ok(assets) = Assets::locate() {
+        return Ok(assets);
+    }
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(INSTALL_SCRIPT)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(io("run the test-environment installer (bash)"))?;
+    if !out.status.success() {
+        return Err(Error::Command(format!(
+            "the test-environment installer failed ({}); its progress above says where",
+            out.status
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    let assets = Assets {
+        etcd: dir.join("etcd"),
+        kube_apiserver: dir.join("kube-apiserver"),
+    };
+    if assets.etcd.is_file() && assets.kube_apiserver.is_file() {
+        Ok(assets)
+    } else {
+        Err(Error::MissingBinaries(format!(
+            "the installer reported {}",
+            dir.display()
+        )))
+    }
+}
+
 /// Which clusters to start.
 #[derive(Clone, Debug, Default)]
 pub struct FederationSpec {
@@ -127,6 +167,8 @@ pub struct FederationSpec {
     /// Where to keep state, logs and the kubeconfig; a temporary directory (removed
     /// on drop) when `None`.
     pub dir: Option<PathBuf>,
+    /// The binaries; [`Assets::locate`] when `None`.
+    pub assets: Option<Assets>,
 }
 
 /// One cluster's endpoint.
@@ -281,7 +323,10 @@ impl LocalFederation {
                 return Err(Error::BadName(name.clone()));
             }
         }
-        let assets = Assets::locate()?;
+        let assets = match spec.assets {
+            Some(assets) => assets,
+            None => Assets::locate()?,
+        };
         let (dir, temp) = match spec.dir {
             Some(dir) => (dir, None),
             None => {
@@ -761,7 +806,7 @@ mod tests {
     fn starts_stops_and_cleans_up_real_apiservers() {
         let fed = LocalFederation::start(FederationSpec {
             members: vec!["m1".into()],
-            dir: None,
+            ..Default::default()
         })
         .expect("a local federation starts (run scripts/install-testenv.sh first)");
         let kubeconfig = fs::read_to_string(fed.kubeconfig_path()).unwrap();

@@ -114,13 +114,11 @@ pub async fn install_crd(client: &Client) -> Result<(), Error> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = Cluster::crd();
     let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .map_err(|e| Error::kube("installing the Cluster CRD", e))?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&crd);
+    super::retry_transient(|| crds.patch(&name, &params, &patch))
+        .await
+        .map_err(|e| Error::kube("installing the Cluster CRD", e))?;
     let clusters: Api<Cluster> = Api::all(client.clone());
     for _ in 0..100 {
         if clusters.list(&Default::default()).await.is_ok() {

@@ -29,13 +29,11 @@ pub async fn ensure_system_namespace(federation: &Client) -> Result<(), Error> {
     let api: Api<Namespace> = Api::all(federation.clone());
     let body =
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}});
-    api.patch(
-        SYSTEM_NAMESPACE,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|e| Error::kube("creating the fedwasm-system namespace", e))?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&body);
+    super::retry_transient(|| api.patch(SYSTEM_NAMESPACE, &params, &patch))
+        .await
+        .map_err(|e| Error::kube("creating the fedwasm-system namespace", e))?;
     Ok(())
 }
 
@@ -132,12 +130,9 @@ pub async fn join(
         "type": "Opaque",
         "stringData": {"kubeconfig": kubeconfig},
     });
-    secrets
-        .patch(
-            &request.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&secret);
+    super::retry_transient(|| secrets.patch(&request.name, &params, &patch))
         .await
         .map_err(|e| Error::kube("storing the member's credentials", e))?;
     let clusters: Api<Cluster> = Api::all(federation.clone());
@@ -152,12 +147,9 @@ pub async fn join(
         "metadata": {"name": request.name, "labels": request.labels},
         "spec": spec,
     });
-    clusters
-        .patch(
-            &request.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&cluster),
-        )
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let patch = Patch::Apply(&cluster);
+    super::retry_transient(|| clusters.patch(&request.name, &params, &patch))
         .await
         .map_err(|e| Error::kube("creating the Cluster", e))?;
     Ok(())

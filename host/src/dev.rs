@@ -1,0 +1,312 @@
+//! `fedwasm dev`: a local federation of real etcd + kube-apiserver processes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use fedwasm_host::federation::join;
+use fedwasm_testenv::{FederationSpec, LocalFederation, FEDERATION};
+
+use crate::cli::{RunArgs, RuntimeArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum DevCommand {
+    /// Start a local federation (etcd, a federation plane and members), join the
+    /// members and, unless --no-host, run the host against it.
+    Up(UpArgs),
+    /// Stop one member's apiserver (its data is kept), to try an outage.
+    Stop(MemberArgs),
+    /// Start a stopped member again.
+    Start(MemberArgs),
+    /// Stop everything `dev up` started and remove its state (logs stay).
+    Down(DirArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DirArgs {
+    /// The local federation's directory (state, logs, kubeconfig).
+    #[arg(long, default_value = ".fedwasm-dev")]
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct MemberArgs {
+    /// The member's name.
+    pub name: String,
+    #[command(flatten)]
+    pub dir: DirArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Layout {
+    /// The nine clusters of the original Kubernetes Federation walk-through:
+    /// gce-{asia-east1,europe-west1,us-central1}-{zones}.
+    Seed,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Number of members (m1, m2, ...), spread over three regions.
+    #[arg(long, default_value_t = 3, conflicts_with = "layout",
+          value_parser = clap::value_parser!(u16).range(1..=40))]
+    pub members: u16,
+    /// A predefined set of members instead of --members.
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
+    /// Leave the federation (and the host, unless --no-host) running in the
+    /// background and return; `fedwasm dev down` stops it.
+    #[arg(long)]
+    pub detach: bool,
+    /// Do not run the host; only the clusters.
+    #[arg(long)]
+    pub no_host: bool,
+    /// Address of the host's admin API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub admin: String,
+    /// Plugin directory the host watches.
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+    /// Also run the workload simulator: it plays the members' missing kubelets and
+    /// controllers, marking member ReplicaSets/Deployments ready and giving
+    /// LoadBalancer Services an address, so status aggregation has something to show.
+    #[arg(long)]
+    pub simulate_workloads: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// One member to create: name, region, zone, labels.
+#[derive(Clone, Debug)]
+pub struct MemberSpec {
+    pub name: String,
+    pub region: String,
+    pub zone: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The members of a layout or of `--members N` (regions round-robin, so the
+/// defaults exercise zone/region placement from the start).
+pub fn members(args: &UpArgs) -> Vec<MemberSpec> {
+    let member = |name: String, region: &str, zone: &str| MemberSpec {
+        labels: BTreeMap::from([("region".to_string(), region.to_string())]),
+        name,
+        region: region.into(),
+        zone: zone.into(),
+    };
+    match args.layout {
+        Some(Layout::Seed) => [
+            ("asia-east1", ["a", "b", "c"]),
+            ("europe-west1", ["b", "c", "d"]),
+            ("us-central1", ["a", "b", "c"]),
+        ]
+        .iter()
+        .flat_map(|(region, zones)| {
+            zones.iter().map(move |z| {
+                let zone = format!("{region}-{z}");
+                member(format!("gce-{zone}"), region, &zone)
+            })
+        })
+        .collect(),
+        None => {
+            const REGIONS: [(&str, &str); 3] = [
+                ("europe-west1", "europe-west1-b"),
+                ("us-central1", "us-central1-a"),
+                ("asia-east1", "asia-east1-a"),
+            ];
+            (1..=args.members)
+                .map(|i| {
+                    let (region, zone) = REGIONS[usize::from(i - 1) % REGIONS.len()];
+                    member(format!("m{i}"), region, zone)
+                })
+                .collect()
+        }
+    }
+}
+
+pub fn dispatch(command: DevCommand) -> Result<()> {
+    match command {
+        DevCommand::Up(args) => up(args),
+        DevCommand::Stop(args) => {
+            let fed = attach(&args.dir.dir)?;
+            fed.stop_member(&args.name)
+                .with_context(|| format!("stopping {}", args.name))?;
+            eprintln!(
+                "stopped {} (its data is kept; `fedwasm dev start {} --dir {}` brings it back)",
+                args.name,
+                args.name,
+                args.dir.dir.display()
+            );
+            Ok(())
+        }
+        DevCommand::Start(args) => {
+            let fed = attach(&args.dir.dir)?;
+            fed.start_member(&args.name)
+                .with_context(|| format!("starting {}", args.name))?;
+            eprintln!("started {}", args.name);
+            Ok(())
+        }
+        DevCommand::Down(args) => down(&args.dir),
+    }
+}
+
+fn attach(dir: &Path) -> Result<LocalFederation> {
+    LocalFederation::attach(dir).with_context(|| {
+        format!(
+            "no local federation in {} (start one with `fedwasm dev up --dir {}`)",
+            dir.display(),
+            dir.display()
+        )
+    })
+}
+
+fn host_pid_file(dir: &Path) -> PathBuf {
+    dir.join("host.pid")
+}
+
+fn down(dir: &Path) -> Result<()> {
+    let fed = attach(dir)?;
+    if let Ok(text) = std::fs::read_to_string(host_pid_file(dir)) {
+        if let Ok(pid) = text.trim().parse::<i32>() {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            if exe.is_some_and(|e| {
+                e.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("fedwasm"))
+            }) {
+                // SAFETY: kill(2) on the host process `dev up --detach` started.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+        let _ = std::fs::remove_file(host_pid_file(dir));
+    }
+    fed.down().context("stopping the local federation")?;
+    eprintln!("stopped the local federation in {}", dir.display());
+    Ok(())
+}
+
+fn up(args: UpArgs) -> Result<()> {
+    let dir = args.dir.dir.clone();
+    let specs = members(&args);
+    let started = Instant::now();
+    eprintln!("[dev] locating etcd and kube-apiserver (installed and built on first use)");
+    let assets = fedwasm_testenv::locate_or_install().context("getting etcd and kube-apiserver")?;
+    eprintln!(
+        "[dev] starting etcd and {} kube-apiservers in {}",
+        specs.len() + 1,
+        dir.display()
+    );
+    let fed = LocalFederation::start(FederationSpec {
+        members: specs.iter().map(|m| m.name.clone()).collect(),
+        dir: Some(dir.clone()),
+        assets: Some(assets),
+    })
+    .context("starting the local federation")?;
+    eprintln!(
+        "[dev] {} clusters ready after {:.1}s",
+        specs.len() + 1,
+        started.elapsed().as_secs_f64()
+    );
+    let kubeconfig = fed.kubeconfig_path();
+    crate::block_on(async {
+        let client = crate::kube_client(Some(&kubeconfig), FEDERATION).await?;
+        for m in &specs {
+            let standalone = join::standalone_kubeconfig(&kubeconfig, &m.name)
+                .with_context(|| format!("{}'s kubeconfig", m.name))?;
+            let request = join::JoinRequest {
+                name: m.name.clone(),
+                region: Some(m.region.clone()),
+                zone: Some(m.zone.clone()),
+                labels: m.labels.clone(),
+                capacity: None,
+            };
+            join::join(&client, &request, &standalone)
+                .await
+                .with_context(|| format!("joining {}", m.name))?;
+            eprintln!("[dev] joined {} ({})", m.name, m.zone);
+        }
+        anyhow::Ok(())
+    })??;
+    println!("kubeconfig: {}", kubeconfig.display());
+    eprintln!(
+        "[dev] try: kubectl --kubeconfig {} --context federation get clusters",
+        kubeconfig.display()
+    );
+
+    let run_args = RunArgs {
+        plugins: args.plugins.clone(),
+        admin: args.admin.clone(),
+        debounce_ms: 100,
+        kubeconfig: Some(kubeconfig.clone()),
+        context: FEDERATION.into(),
+        extra_kinds: Vec::new(),
+        probe_interval_secs: 2,
+        offline_grace_secs: 5,
+        simulate_workloads: args.simulate_workloads,
+        runtime: args.runtime.clone(),
+    };
+    if args.detach {
+        if !args.no_host {
+            spawn_detached_host(&dir, &run_args)?;
+        }
+        fed.detach();
+        eprintln!(
+            "[dev] running in the background; `fedwasm dev down --dir {}` stops it",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let result = if args.no_host {
+        eprintln!("[dev] clusters up; Ctrl-C stops them");
+        crate::block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    } else {
+        crate::run(run_args)
+    };
+    eprintln!("[dev] stopping the local federation");
+    fed.down().context("stopping the local federation")?;
+    result
+}
+
+fn spawn_detached_host(dir: &Path, run: &RunArgs) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("finding the fedwasm binary")?;
+    let log = std::fs::File::create(dir.join("logs").join("host.log"))
+        .context("creating logs/host.log")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("run")
+        .arg("--kubeconfig")
+        .arg(run.kubeconfig.as_deref().unwrap_or(Path::new("")))
+        .arg("--context")
+        .arg(&run.context)
+        .arg("--admin")
+        .arg(&run.admin)
+        .arg("--deadline-ms")
+        .arg(run.runtime.deadline_ms.to_string())
+        .arg("--memory-mib")
+        .arg(run.runtime.memory_mib.to_string());
+    if let Some(plugins) = &run.plugins {
+        cmd.arg("--plugins").arg(plugins);
+    }
+    if run.simulate_workloads {
+        cmd.arg("--simulate-workloads");
+    }
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the host in the background")?;
+    std::fs::write(host_pid_file(dir), child.id().to_string()).context("writing host.pid")?;
+    eprintln!(
+        "[dev] host running in the background (pid {}, admin API http://{}, log {})",
+        child.id(),
+        run.admin,
+        dir.join("logs/host.log").display()
+    );
+    Ok(())
+}

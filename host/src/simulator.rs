@@ -1,0 +1,124 @@
+//! The workload simulator of `fedwasm dev` (`run --simulate-workloads`).
+//!
+//! Local dev clusters are bare kube-apiservers: no kubelet, scheduler or
+//! controller-manager runs, so a ReplicaSet never gets ready replicas and a
+//! LoadBalancer Service never gets an address. This simulator plays those parts for
+//! objects fedwasm placed, writing the members' `status` the way their controllers
+//! would, so the federation's status aggregation has something to show in the demo.
+//! The federation controller does not know it exists; never enable it against real
+//! clusters.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fedwasm_host::federation::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::config::Kubeconfig;
+use kube::Client;
+use serde_json::json;
+
+/// Runs until the task is dropped; errors (a member away) are logged and retried.
+pub async fn run(kubeconfig: PathBuf, federation_context: String) {
+    tracing::warn!("workload simulator on: member status is simulated, not real");
+    let mut members: Vec<(String, Client)> = Vec::new();
+    loop {
+        if members.is_empty() {
+            match connect(&kubeconfig, &federation_context).await {
+                Ok(m) => members = m,
+                Err(e) => tracing::warn!(error = %e, "simulator: reading the kubeconfig"),
+            }
+        }
+        for (index, (name, client)) in members.iter().enumerate() {
+            if let Err(e) = tick(client, index).await {
+                tracing::debug!(member = %name, error = %e, "simulator: member unavailable");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn connect(kubeconfig: &Path, federation: &str) -> anyhow::Result<Vec<(String, Client)>> {
+    let file = Kubeconfig::read_from(kubeconfig)?;
+    let mut out = Vec::new();
+    for context in file.contexts.iter().map(|c| c.name.clone()) {
+        if context == federation {
+            continue;
+        }
+        let client = crate::kube_client(Some(kubeconfig), &context).await?;
+        out.push((context, client));
+    }
+    Ok(out)
+}
+
+async fn tick(client: &Client, index: usize) -> anyhow::Result<()> {
+    let owned = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let params = PatchParams::default();
+    let replica_sets: Api<ReplicaSet> = Api::all(client.clone());
+    for rs in replica_sets.list(&owned).await? {
+        let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let have = rs
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        if want != have || rs.status.as_ref().map(|s| s.replicas) != Some(want) {
+            let ns = rs.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+            let status = json!({"status": {"replicas": want, "readyReplicas": want,
+                "availableReplicas": want, "fullyLabeledReplicas": want}});
+            api.patch_status(
+                rs.metadata.name.as_deref().unwrap_or_default(),
+                &params,
+                &Patch::Merge(status),
+            )
+            .await?;
+        }
+    }
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    for d in deployments.list(&owned).await? {
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let have = d
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        if want != have {
+            let ns = d.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+            let status = json!({"status": {"replicas": want, "readyReplicas": want,
+                "availableReplicas": want, "updatedReplicas": want}});
+            api.patch_status(
+                d.metadata.name.as_deref().unwrap_or_default(),
+                &params,
+                &Patch::Merge(status),
+            )
+            .await?;
+        }
+    }
+    let services: Api<Service> = Api::all(client.clone());
+    for svc in services.list(&owned).await? {
+        let is_lb = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+        let has_address = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .is_some_and(|i| !i.is_empty());
+        if is_lb && !has_address {
+            let ns = svc.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+            // TEST-NET-2 addresses: clearly not real.
+            let ip = format!("198.51.100.{}", index + 1);
+            let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+            api.patch_status(
+                svc.metadata.name.as_deref().unwrap_or_default(),
+                &params,
+                &Patch::Merge(status),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! Propagation against real apiservers: time from create in the federation plane to
+//! present in every member (p50, p99) and objects per second, at 3 and 9 members.
+//!
+//! Baseline, run side by side on the same clusters: the bench client itself
+//! server-side-applies each object straight into every member (no federation, no
+//! watch, no plugin) — the least work any propagation can do. The ratio says what
+//! fedwasm's watch → place → apply path costs on top.
+//!
+//! `cargo bench -p fedwasm-tests --bench propagation` (needs the test apiservers:
+//! `scripts/install-testenv.sh`). Environment: `FEDWASM_BENCH_OBJECTS` (default
+//! 1000), `FEDWASM_BENCH_MEMBERS` (default `3,9`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fedwasm_host::federation::cluster::Cluster;
+use fedwasm_host::federation::{self, join, members::HealthConfig, FederationConfig};
+use fedwasm_host::metrics::Metrics;
+use fedwasm_host::runtime::{Registry, Runtime, RuntimeConfig};
+use fedwasm_testenv::{FederationSpec, LocalFederation, FEDERATION};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Client, Config};
+use serde_json::json;
+
+const CONCURRENCY: usize = 32;
+
+type Seen = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
+
+async fn client(kubeconfig: &std::path::Path, context: &str) -> Client {
+    let file = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let options = KubeConfigOptions {
+        context: Some(context.into()),
+        ..Default::default()
+    };
+    let mut config = Config::from_custom_kubeconfig(file, &options)
+        .await
+        .expect("config");
+    config.read_timeout = Some(Duration::from_secs(30));
+    Client::try_from(config).expect("client")
+}
+
+fn config_map(ns: &str, name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": name, "namespace": ns}, "data": {"payload": name}})
+}
+
+/// Records when each object first appears in each member.
+fn watch_members(members: &[Client], ns: &str, seen: Seen) -> Vec<tokio::task::JoinHandle<()>> {
+    members
+        .iter()
+        .map(|c| {
+            let api: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut first = std::collections::HashSet::new();
+                let mut stream = watcher(api, watcher::Config::default()).boxed();
+                while let Ok(Some(event)) = stream.try_next().await {
+                    let objs = match event {
+                        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
+                        _ => vec![],
+                    };
+                    for o in objs {
+                        let name = o.metadata.name.unwrap_or_default();
+                        if first.insert(name.clone()) {
+                            seen.lock()
+                                .unwrap()
+                                .entry(name)
+                                .or_default()
+                                .push(Instant::now());
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    per_second: f64,
+}
+
+fn figures(mut latencies: Vec<Duration>, wall: Duration) -> Figures {
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    Figures {
+        p50: at(0.50),
+        p99: at(0.99),
+        per_second: latencies.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+/// Creates `objects` ConfigMaps with `create` and waits until every member has each.
+async fn measure<F, Fut>(
+    members: &[Client],
+    ns: &str,
+    prefix: &str,
+    objects: usize,
+    create: F,
+) -> Figures
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let seen: Seen = Arc::default();
+    let watchers = watch_members(members, ns, seen.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let start = Instant::now();
+    futures::stream::iter(0..objects)
+        .map(|i| {
+            let name = format!("{prefix}-{i:05}");
+            let created = created.clone();
+            let fut = create(name.clone());
+            async move {
+                created.lock().unwrap().insert(name, Instant::now());
+                fut.await;
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = {
+            let seen = seen.lock().unwrap();
+            seen.len() == objects && seen.values().all(|v| v.len() == members.len())
+        };
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "propagation did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wall = start.elapsed();
+    for w in watchers {
+        w.abort();
+    }
+    let created = created.lock().unwrap();
+    let seen = seen.lock().unwrap();
+    let latencies = created
+        .iter()
+        .map(|(name, at)| {
+            seen[name]
+                .iter()
+                .max()
+                .unwrap()
+                .saturating_duration_since(*at)
+        })
+        .collect();
+    figures(latencies, wall)
+}
+
+async fn bench(members_n: usize, objects: usize) {
+    let names: Vec<String> = if members_n == 9 {
+        ["asia-east1", "europe-west1", "us-central1"]
+            .iter()
+            .flat_map(|r| ["a", "b", "c"].map(|z| format!("gce-{r}-{z}")))
+            .collect()
+    } else {
+        (1..=members_n).map(|i| format!("m{i}")).collect()
+    };
+    eprintln!("[bench] starting a federation plane and {members_n} members");
+    let spec = FederationSpec {
+        members: names.clone(),
+        ..Default::default()
+    };
+    let local = tokio::task::spawn_blocking(move || LocalFederation::start(spec))
+        .await
+        .unwrap()
+        .expect("local federation");
+    let kubeconfig = local.kubeconfig_path();
+    let fed = client(&kubeconfig, FEDERATION).await;
+    let mut members = Vec::new();
+    for name in &names {
+        let standalone = join::standalone_kubeconfig(&kubeconfig, name).unwrap();
+        let request = join::JoinRequest {
+            name: name.clone(),
+            region: None,
+            zone: None,
+            labels: Default::default(),
+            capacity: None,
+        };
+        join::join(&fed, &request, &standalone).await.expect("join");
+        members.push(client(&kubeconfig, name).await);
+    }
+    let registry =
+        Registry::new(Runtime::new(RuntimeConfig::default(), Arc::new(Metrics::new())).unwrap())
+            .unwrap();
+    let host = tokio::spawn(federation::run(
+        fed.clone(),
+        registry,
+        FederationConfig {
+            health: HealthConfig {
+                interval: Duration::from_secs(1),
+                grace: Duration::from_secs(5),
+                timeout: Duration::from_secs(2),
+            },
+            extra_kinds: Vec::new(),
+        },
+    ));
+    let clusters: Api<Cluster> = Api::all(fed.clone());
+    loop {
+        let list = clusters.list(&ListParams::default()).await.unwrap();
+        if list.items.len() == members_n && list.items.iter().all(|c| c.is_ready()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ns = "bench";
+    let apply = PatchParams::apply("bench").force();
+    for c in std::iter::once(&fed) {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.clone());
+        api.patch(
+            ns,
+            &apply,
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    // The namespace reaches every member before the objects are timed.
+    for m in &members {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(m.clone());
+        while api.get_opt(ns).await.ok().flatten().is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    eprintln!("[bench] baseline: {objects} objects applied straight into {members_n} members");
+    let baseline = measure(&members, ns, "direct", objects, |name| {
+        let members = members.clone();
+        let apply = apply.clone();
+        async move {
+            for m in members {
+                let api: Api<ConfigMap> = Api::namespaced(m, ns);
+                api.patch(&name, &apply, &Patch::Apply(config_map(ns, &name)))
+                    .await
+                    .expect("direct apply");
+            }
+        }
+    })
+    .await;
+    eprintln!("[bench] fedwasm: {objects} objects created in the federation plane");
+    let fed_api: Api<ConfigMap> = Api::namespaced(fed.clone(), ns);
+    let fedwasm = measure(&members, ns, "fed", objects, |name| {
+        let api = fed_api.clone();
+        let apply = apply.clone();
+        async move {
+            api.patch(&name, &apply, &Patch::Apply(config_map(ns, &name)))
+                .await
+                .expect("create in the federation");
+        }
+    })
+    .await;
+    host.abort();
+    println!(
+        "members={members_n} objects={objects}\n  fedwasm : p50 {:>8.1} ms  p99 {:>8.1} ms  {:>7.1} objects/s\n  direct  : p50 {:>8.1} ms  p99 {:>8.1} ms  {:>7.1} objects/s\n  ratio   : throughput fedwasm/direct {:.2}, p99 fedwasm/direct {:.2}",
+        fedwasm.p50.as_secs_f64() * 1e3,
+        fedwasm.p99.as_secs_f64() * 1e3,
+        fedwasm.per_second,
+        baseline.p50.as_secs_f64() * 1e3,
+        baseline.p99.as_secs_f64() * 1e3,
+        baseline.per_second,
+        fedwasm.per_second / baseline.per_second,
+        fedwasm.p99.as_secs_f64() / baseline.p99.as_secs_f64(),
+    );
+    drop(local);
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs it as a smoke test
+    // with few objects.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let objects: usize = std::env::var("FEDWASM_BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if smoke { 10 } else { 1000 });
+    let members: Vec<usize> = std::env::var("FEDWASM_BENCH_MEMBERS")
+        .unwrap_or_else(|_| if smoke { "3".into() } else { "3,9".into() })
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for n in members {
+        rt.block_on(bench(n, objects));
+    }
+}
