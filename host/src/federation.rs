@@ -110,7 +110,8 @@ pub async fn run(
 ) -> Result<(), Error> {
     cluster::install_crd(&federation).await?;
     join::ensure_system_namespace(&federation).await?;
-    let members = members::Members::new(federation.clone(), config.health.clone());
+    let metrics = registry.runtime().metrics().clone();
+    let members = members::Members::new(federation.clone(), config.health.clone(), metrics);
     // A first round before the controllers start, so they see the members.
     if let Err(e) = members.probe_all().await {
         tracing::warn!(error = %e, "first probe of the members");

@@ -1,10 +1,10 @@
-//! Prometheus metrics of the plugin runtime.
+//! Prometheus metrics of the plugin runtime and the federation controller.
 
 use std::time::Duration;
 
 use fedwasm_sdk::Hook;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Counters and histograms, registered in their own Prometheus registry so tests and
@@ -15,6 +15,8 @@ pub struct Metrics {
     errors: IntCounterVec,
     latency: HistogramVec,
     reloads: IntCounterVec,
+    members: IntGaugeVec,
+    propagations: IntCounterVec,
 }
 
 impl Metrics {
@@ -54,7 +56,26 @@ impl Metrics {
             &["plugin", "result"],
         )
         .expect("static metric definition");
-        for c in [&calls, &errors, &reloads] {
+        let members = IntGaugeVec::new(
+            Opts::new(
+                "fedwasm_members",
+                "Member clusters by phase (Ready, Offline, ...).",
+            ),
+            &["phase"],
+        )
+        .expect("static metric definition");
+        let propagations = IntCounterVec::new(
+            Opts::new(
+                "fedwasm_propagations_total",
+                "Reconciles of federation objects, by kind and result (ok, error).",
+            ),
+            &["kind", "result"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(members.clone()))
+            .expect("unique metric names");
+        for c in [&calls, &errors, &reloads, &propagations] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric names");
@@ -68,7 +89,22 @@ impl Metrics {
             errors,
             latency,
             reloads,
+            members,
+            propagations,
         }
+    }
+
+    /// Sets the member count of every phase seen (phases not given drop to 0).
+    pub(crate) fn set_members<'a>(&self, phases: impl IntoIterator<Item = &'a str>) {
+        self.members.reset();
+        for phase in phases {
+            self.members.with_label_values(&[phase]).inc();
+        }
+    }
+
+    pub(crate) fn observe_propagation(&self, kind: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.propagations.with_label_values(&[kind, result]).inc();
     }
 
     /// The registry, for adding more metrics (the controller's).

@@ -409,3 +409,113 @@ fn run_serves_the_admin_api_and_hot_reloads() {
         assert!(metrics.contains(needle), "{needle} missing from {metrics}");
     }
 }
+
+/// Runs `fedwasm dev down` on drop, so a failing test leaves no apiserver behind.
+struct DevDown(PathBuf);
+
+impl Drop for DevDown {
+    fn drop(&mut self) {
+        let _ = fedwasm()
+            .args(["dev", "down", "--dir"])
+            .arg(&self.0)
+            .output();
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// `dev up --detach` against real apiservers (the host too), then an outage of one
+/// member through `dev stop`/`dev start`, seen by the host, and `dev down`.
+#[test]
+fn dev_up_stop_start_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fed");
+    let _down = DevDown(dir.clone());
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let out = run_ok(
+        fedwasm()
+            .args([
+                "dev",
+                "up",
+                "--members",
+                "2",
+                "--detach",
+                "--admin",
+                &admin,
+                "--dir",
+            ])
+            .arg(&dir),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("kubeconfig:"), "{stdout}");
+    let kubeconfig: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("kubeconfig")).unwrap()).unwrap();
+    let contexts: Vec<&str> = kubeconfig["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(contexts, ["federation", "m1", "m2"]);
+    assert!(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"].is_string());
+    assert!(kubeconfig["clusters"][0]["cluster"]
+        .get("insecure-skip-tls-verify")
+        .is_none());
+
+    // The detached host serves its admin API and sees both members Ready.
+    let http = reqwest::blocking::Client::new();
+    let metrics = || {
+        http.get(format!("http://{admin}/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !f() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("2 members ready", &|| {
+        metrics().contains("fedwasm_members{phase=\"Ready\"} 2")
+    });
+
+    run_ok(fedwasm().args(["dev", "stop", "m2", "--dir"]).arg(&dir));
+    wait("m2 offline", &|| {
+        metrics().contains("fedwasm_members{phase=\"Offline\"} 1")
+    });
+    run_ok(fedwasm().args(["dev", "start", "m2", "--dir"]).arg(&dir));
+    wait("m2 back", &|| {
+        metrics().contains("fedwasm_members{phase=\"Ready\"} 2")
+    });
+
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    let mut pids: Vec<u64> = state["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["pid"].as_u64())
+        .collect();
+    pids.push(state["etcd_pid"].as_u64().unwrap());
+    pids.push(
+        std::fs::read_to_string(dir.join("host.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(pids.len(), 5);
+    run_ok(fedwasm().args(["dev", "down", "--dir"]).arg(&dir));
+    wait("every process gone", &|| pids.iter().all(|p| !alive(*p)));
+    assert!(!dir.join("state.json").exists());
+}

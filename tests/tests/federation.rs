@@ -500,6 +500,21 @@ async fn federation_end_to_end() {
         })
         .await;
     }
+    // Replicas run where members are: with m3 away, a change puts them all in m1/m2.
+    fed_rs
+        .patch(
+            "web",
+            &apply_params(),
+            &Patch::Apply(rs_manifest("web", 6, json!({}))),
+        )
+        .await
+        .unwrap();
+    eventually("web 3/3 while m3 is away", || async {
+        (member_replicas(&env, "web").await
+            == expect(&[("m1", Some(3)), ("m2", Some(3)), ("m3", None)]))
+        .then_some(())
+    })
+    .await;
     let started = tokio::task::spawn_blocking({
         let local = local.clone();
         move || local.start_member("m3")
@@ -510,22 +525,15 @@ async fn federation_end_to_end() {
     })
     .await;
 
-    // --- A hot-swapped distribute plugin moves replicas, without a restart. The
-    // chaos plugin puts every replica in the first selected cluster.
-    fed_rs
-        .patch(
-            "web",
-            &apply_params(),
-            &Patch::Apply(rs_manifest("web", 6, json!({}))),
-        )
-        .await
-        .unwrap();
+    // --- Back, m3 takes its share again.
     eventually("web even 2/2/2", || async {
         (member_replicas(&env, "web").await
             == expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]))
         .then_some(())
     })
     .await;
+    // --- A hot-swapped distribute plugin moves replicas, without a restart. The
+    // chaos plugin puts every replica in the first selected cluster.
     let tmp = env.plugin_dir.path().join("weighted-spread.tmp");
     std::fs::write(&tmp, plugins::CHAOS).unwrap();
     std::fs::rename(&tmp, env.plugin_dir.path().join("weighted-spread.wasm")).unwrap();

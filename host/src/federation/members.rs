@@ -5,6 +5,7 @@
 //! the host's disk. A probe loop keeps each Cluster's status current; a member is
 //! marked Offline only after a grace period, so a slow probe does not move replicas.
 
+use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -59,6 +60,7 @@ struct Conn {
 pub struct Members {
     federation: Client,
     health: HealthConfig,
+    metrics: Arc<Metrics>,
     clusters: RwLock<Vec<Cluster>>,
     conns: RwLock<HashMap<String, Conn>>,
     /// Bumped when a member joins, leaves or changes phase: placements are redone.
@@ -66,10 +68,11 @@ pub struct Members {
 }
 
 impl Members {
-    pub fn new(federation: Client, health: HealthConfig) -> Arc<Self> {
+    pub fn new(federation: Client, health: HealthConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             federation,
             health,
+            metrics,
             clusters: RwLock::new(Vec::new()),
             conns: RwLock::new(HashMap::new()),
             changed: watch::channel(0).0,
@@ -164,6 +167,11 @@ impl Members {
             let names: Vec<String> = clusters.iter().map(|c| c.name_any()).collect();
             let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
             conns.retain(|name, _| names.contains(name));
+            self.metrics.set_members(
+                clusters
+                    .iter()
+                    .filter_map(|c| c.status.as_ref()?.phase.as_deref()),
+            );
             *self.clusters.write().unwrap_or_else(|p| p.into_inner()) = clusters;
         }
         if changed {

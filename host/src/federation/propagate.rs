@@ -119,8 +119,13 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(e.to_string()))?;
-    Ok(action)
+    .map_err(|e| Error::Finalizer(e.to_string()));
+    ctx.shared
+        .registry
+        .runtime()
+        .metrics()
+        .observe_propagation(&ctx.kind.resource.kind, action.is_ok());
+    action
 }
 
 /// Retries with exponential backoff per object (1 s … 60 s): a member that is away
@@ -300,7 +305,23 @@ async fn plan_replicas(
             capacity.insert(name, c);
         }
     }
-    let request = DistributeRequest {
+    // Replicas go to the selected members that are Ready; one that is away keeps
+    // the object (it converges when back) but its replicas run elsewhere meanwhile,
+    // as with the original federation. With no member ready, spread as selected.
+    let ready: Vec<String> = members
+        .iter()
+        .map(|m| m.cluster.name_any())
+        .zip(members.iter().map(|m| m.cluster.is_ready()))
+        .filter(|(name, ready)| *ready && selected.contains(name))
+        .map(|(name, _)| name)
+        .collect();
+    let candidates = if ready.is_empty() {
+        selected.to_vec()
+    } else {
+        ready
+    };
+    current.retain(|name, _| candidates.contains(name));
+    let mut request = DistributeRequest {
         object: key(obj),
         total_replicas: total,
         clusters: selected.to_vec(),
@@ -308,9 +329,11 @@ async fn plan_replicas(
         current,
         capacity,
     };
+    // Warn about names that match no selected cluster, not about members away.
     for warning in preference_warnings(&request) {
         publish(ctx, obj, EventType::Warning, "UnknownCluster", warning).await;
     }
+    request.clusters = candidates;
     let plugin = annotation(obj, DISTRIBUTE_PLUGIN_ANNOTATION).map(str::to_string);
     let registry = ctx.shared.registry.clone();
     let answer = tokio::task::spawn_blocking(move || {
@@ -332,7 +355,11 @@ async fn plan_replicas(
                 )
                 .await;
             }
-            Ok(out.plan)
+            let mut plan = out.plan;
+            for name in selected {
+                plan.entry(name.clone()).or_insert(0);
+            }
+            Ok(plan)
         }
         Err(e) => Err(("PluginError", format!("{e}; members left as they were"))),
     }
