@@ -285,6 +285,10 @@ async fn federation_end_to_end() {
         .then_some(())
     })
     .await;
+    eventually("a PlacementChanged event", || async {
+        (!events(&fed, "PlacementChanged").await.is_empty()).then_some(())
+    })
+    .await;
 
     // --- Status: acting as each member's ReplicaSet controller (no kubelet runs),
     // the test writes member status; the federation object shows the sums.

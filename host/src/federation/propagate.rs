@@ -513,18 +513,35 @@ async fn apply(
         .unwrap_or(Value::Null);
     let placement = json!(placement);
     if previous != placement {
-        let clusters: Vec<&String> = placement
-            .as_object()
-            .map(|m| m.keys().collect())
-            .unwrap_or_default();
-        publish(
-            ctx,
-            obj,
-            EventType::Normal,
-            "Propagated",
-            format!("placed in {clusters:?}"),
-        )
-        .await;
+        // Events for where the object is (state and replicas), not for status moves.
+        let shape = |v: &Value| -> BTreeMap<String, (Value, Value)> {
+            v.as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, e)| (k.clone(), (e["state"].clone(), e["replicas"].clone())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (before, after) = (shape(&previous), shape(&placement));
+        if before != after {
+            let summary: Vec<String> = after
+                .iter()
+                .map(|(cluster, (state, replicas))| match replicas {
+                    Value::Null => format!("{cluster}: {}", state.as_str().unwrap_or("?")),
+                    n => format!(
+                        "{cluster}: {} ({n} replicas)",
+                        state.as_str().unwrap_or("?")
+                    ),
+                })
+                .collect();
+            let reason = if before.is_empty() {
+                "Propagated"
+            } else {
+                "PlacementChanged"
+            };
+            publish(ctx, obj, EventType::Normal, reason, summary.join(", ")).await;
+        }
         let patch =
             json!({"metadata": {"annotations": {PLACEMENT_ANNOTATION: placement.to_string()}}});
         api.patch(
