@@ -50,12 +50,18 @@ fn config_map(ns: &str, name: &str) -> serde_json::Value {
 }
 
 /// Records when each object first appears in each member.
-fn watch_members(members: &[Client], ns: &str, seen: Seen) -> Vec<tokio::task::JoinHandle<()>> {
+fn watch_members(
+    members: &[Client],
+    ns: &str,
+    prefix: &str,
+    seen: Seen,
+) -> Vec<tokio::task::JoinHandle<()>> {
     members
         .iter()
         .map(|c| {
             let api: Api<ConfigMap> = Api::namespaced(c.clone(), ns);
             let seen = seen.clone();
+            let prefix = format!("{prefix}-");
             tokio::spawn(async move {
                 let mut first = std::collections::HashSet::new();
                 let mut stream = watcher(api, watcher::Config::default()).boxed();
@@ -66,7 +72,7 @@ fn watch_members(members: &[Client], ns: &str, seen: Seen) -> Vec<tokio::task::J
                     };
                     for o in objs {
                         let name = o.metadata.name.unwrap_or_default();
-                        if first.insert(name.clone()) {
+                        if name.starts_with(&prefix) && first.insert(name.clone()) {
                             seen.lock()
                                 .unwrap()
                                 .entry(name)
@@ -109,7 +115,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let seen: Seen = Arc::default();
-    let watchers = watch_members(members, ns, seen.clone());
+    let watchers = watch_members(members, ns, prefix, seen.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let start = Instant::now();

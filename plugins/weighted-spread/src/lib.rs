@@ -19,7 +19,7 @@
 //! Without preferences, replicas are spread evenly over every candidate
 //! (`{"rebalance": true, "clusters": {"*": {"weight": 1}}}`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use fedwasm_sdk::{
     export_plugin, ClusterPreference, DistributeRequest, DistributeResponse, Hook, Plugin,
@@ -39,13 +39,19 @@ impl Plugin for WeightedSpread {
 
 export_plugin!(WeightedSpread);
 
-/// One candidate with the preference that applies to it.
+/// One candidate with the preference, capacity and current count that apply to it.
+/// The planner works on a vector of these by index: no map lookups in its loops.
 struct Candidate<'a> {
     name: &'a str,
     hash: u32,
     min: u64,
     max: Option<u64>,
     weight: u64,
+    capacity: Option<u64>,
+    current: Option<u64>,
+    planned: u64,
+    preallocated: u64,
+    overflow: u64,
 }
 
 /// KubeFed's tie-break, FNV-1 (not 1a) over the cluster name then the object key,
@@ -92,14 +98,9 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
         }
     };
     let key = request.object.as_str();
-    let mut plan: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut overflow: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut seen = HashSet::with_capacity(request.clusters.len());
+    let mut out = DistributeResponse::default();
     let mut candidates: Vec<Candidate> = Vec::with_capacity(request.clusters.len());
     for name in &request.clusters {
-        if !seen.insert(name.as_str()) {
-            continue;
-        }
         match preferences.for_cluster(name) {
             Some(p) => candidates.push(Candidate {
                 name,
@@ -107,10 +108,15 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
                 min: u64::from(p.min_replicas),
                 max: p.max_replicas.map(u64::from),
                 weight: u64::from(p.weight),
+                capacity: request.capacity.get(name).map(|c| u64::from(*c)),
+                current: request.current.get(name).map(|c| u64::from(*c)),
+                planned: 0,
+                preallocated: 0,
+                overflow: 0,
             }),
             // No entry and no `*`: this cluster gets nothing.
             None => {
-                plan.insert(name, 0);
+                out.plan.insert(name.clone(), 0);
             }
         }
     }
@@ -120,66 +126,61 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
             .then(a.hash.cmp(&b.hash))
             .then(a.name.cmp(b.name))
     });
-    let capacity = |name: &str| request.capacity.get(name).map(|c| u64::from(*c));
-    let current = |name: &str| request.current.get(name).map(|c| u64::from(*c));
+    // A name listed twice counts once (the sort made duplicates neighbours).
+    candidates.dedup_by(|a, b| a.name == b.name);
 
     let mut remaining = u64::from(request.total_replicas);
-    for c in &candidates {
+    for c in &mut candidates {
         let mut min = c.min.min(remaining);
-        if let Some(cap) = capacity(c.name) {
+        if let Some(cap) = c.capacity {
             min = min.min(cap);
         }
         remaining -= min;
-        plan.insert(c.name, min);
+        c.planned = min;
     }
 
     // Replicas kept where they run (rebalance off), handed out again first by the
     // weighted loop below so they count against that cluster's share.
-    let mut preallocated: BTreeMap<&str, u64> = BTreeMap::new();
     if !preferences.rebalance {
-        for c in &candidates {
-            let planned = plan[c.name];
-            let Some(count) = current(c.name) else {
-                continue;
-            };
-            if count <= planned {
+        for c in &mut candidates {
+            let Some(count) = c.current else { continue };
+            if count <= c.planned {
                 continue;
             }
             let mut target = count;
             if let Some(max) = c.max {
                 target = target.min(max);
             }
-            if let Some(cap) = capacity(c.name) {
+            if let Some(cap) = c.capacity {
                 target = target.min(cap);
             }
-            let extra = target.saturating_sub(planned).min(remaining);
+            let extra = target.saturating_sub(c.planned).min(remaining);
             remaining -= extra;
-            preallocated.insert(c.name, extra);
-            plan.insert(c.name, planned + extra);
+            c.preallocated = extra;
+            c.planned += extra;
         }
     }
 
     // Each round either places everything, fills at least one cluster, or uses up
     // preallocated replicas, so the loop ends after O(clusters * log(replicas)) rounds.
-    let mut active: Vec<&Candidate> = candidates.iter().collect();
+    let mut active: Vec<usize> = (0..candidates.len()).collect();
     let mut modified = true;
     while modified && remaining > 0 {
         modified = false;
-        let weight_sum: u64 = active.iter().map(|c| c.weight).sum();
+        let weight_sum: u64 = active.iter().map(|&i| candidates[i].weight).sum();
         if weight_sum == 0 {
             break;
         }
         let this_round = u128::from(remaining);
-        let mut still_open = Vec::with_capacity(active.len());
-        for c in active {
-            let start = plan[c.name];
+        active.retain(|&i| {
+            let c = &mut candidates[i];
+            let start = c.planned;
             // This cluster's share of the round, rounded up.
             let share = (this_round * u128::from(c.weight)).div_ceil(u128::from(weight_sum));
-            let mut extra = (share.min(u128::from(remaining))) as u64;
-            let prealloc = preallocated.get(c.name).copied().unwrap_or(0);
-            let used = extra.min(prealloc);
+            let mut extra = share.min(u128::from(remaining)) as u64;
+            let used = extra.min(c.preallocated);
             if used > 0 {
-                preallocated.insert(c.name, prealloc - used);
+                c.preallocated -= used;
                 modified = true;
             }
             extra -= used;
@@ -191,15 +192,12 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
                     full = true;
                 }
             }
-            if let Some(cap) = capacity(c.name) {
+            if let Some(cap) = c.capacity {
                 if total > cap {
-                    overflow.insert(c.name, total - cap);
+                    c.overflow = total - cap;
                     total = cap;
                     full = true;
                 }
-            }
-            if !full {
-                still_open.push(c);
             }
             // A maximum below the minimum gives replicas back (as KubeFed does).
             if total >= start {
@@ -207,31 +205,29 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
             } else {
                 remaining += start - total;
             }
-            plan.insert(c.name, total);
+            c.planned = total;
             if total > start {
                 modified = true;
             }
-        }
-        active = still_open;
+            !full
+        });
     }
 
-    if !preferences.rebalance {
-        // Only what could not be placed anywhere is worth reporting.
-        overflow = overflow
-            .into_iter()
-            .map(|(k, v)| (k, v.min(remaining)))
-            .filter(|(_, v)| *v > 0)
-            .collect();
+    let narrow = |v: u64| v.min(u64::from(u32::MAX)) as u32;
+    for c in &candidates {
+        out.plan.insert(c.name.to_string(), narrow(c.planned));
+        // With rebalance off, only what could not be placed anywhere is worth
+        // reporting.
+        let overflow = if preferences.rebalance {
+            c.overflow
+        } else {
+            c.overflow.min(remaining)
+        };
+        if overflow > 0 {
+            out.overflow.insert(c.name.to_string(), narrow(overflow));
+        }
     }
-    let narrow = |m: BTreeMap<&str, u64>| -> BTreeMap<String, u32> {
-        m.into_iter()
-            .map(|(k, v)| (k.to_string(), v.min(u64::from(u32::MAX)) as u32))
-            .collect()
-    };
-    DistributeResponse {
-        plan: narrow(plan),
-        overflow: narrow(overflow),
-    }
+    out
 }
 
 #[cfg(test)]

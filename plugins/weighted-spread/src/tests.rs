@@ -4,6 +4,7 @@
 
 use super::*;
 use serde_json::Value;
+use std::collections::HashSet;
 
 fn request(total: u32, clusters: &[&str], object: &str) -> DistributeRequest {
     DistributeRequest {
