@@ -4,8 +4,21 @@ use std::time::Duration;
 
 use fedwasm_sdk::Hook;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+/// One plugin's per-hook call counters and latency histograms, in `Hook::ALL` order.
+pub(crate) struct CallHandles([(IntCounter, Histogram); 3]);
+
+impl CallHandles {
+    pub(crate) fn observe(&self, hook: Hook, took: Duration) {
+        let index = Hook::ALL.iter().position(|h| *h == hook).unwrap_or(0);
+        let (calls, latency) = &self.0[index];
+        calls.inc();
+        latency.observe(took.as_secs_f64());
+    }
+}
 
 /// Counters and histograms, registered in their own Prometheus registry so tests and
 /// several runtimes in one process never collide.
@@ -112,11 +125,15 @@ impl Metrics {
         &self.registry
     }
 
-    pub(crate) fn observe_call(&self, plugin: &str, hook: Hook, took: Duration) {
-        self.calls.with_label_values(&[plugin, hook.as_str()]).inc();
-        self.latency
-            .with_label_values(&[plugin, hook.as_str()])
-            .observe(took.as_secs_f64());
+    /// The call counter and latency histogram of each hook of `plugin`, resolved
+    /// once so a call pays no label lookup.
+    pub(crate) fn call_handles(&self, plugin: &str) -> CallHandles {
+        CallHandles(Hook::ALL.map(|hook| {
+            (
+                self.calls.with_label_values(&[plugin, hook.as_str()]),
+                self.latency.with_label_values(&[plugin, hook.as_str()]),
+            )
+        }))
     }
 
     pub(crate) fn observe_error(&self, plugin: &str, hook: Hook, kind: &str) {

@@ -24,6 +24,8 @@
 //! ```
 
 mod convert;
+#[cfg(any(target_arch = "wasm32", test))]
+mod mem;
 mod types;
 
 pub use types::*;

@@ -1,6 +1,7 @@
 //! One loaded plugin generation: its compiled component, a few warm instances, and
 //! the bounded, validated calls.
 
+use crate::metrics::CallHandles;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -81,6 +82,7 @@ pub struct Plugin {
     runtime: Arc<Runtime>,
     pre: PluginPre<HostState>,
     warm: Mutex<Vec<Warm>>,
+    metrics: CallHandles,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -162,6 +164,7 @@ impl Plugin {
             runtime: runtime.clone(),
             pre,
             warm: Mutex::new(Vec::new()),
+            metrics: runtime.metrics().call_handles(name),
         };
         plugin.hooks = plugin
             .info()
@@ -362,10 +365,11 @@ impl Plugin {
     }
 
     fn observe<T>(&self, hook: Hook, started: Instant, result: &Result<T, PluginError>) {
-        let metrics = self.runtime.metrics();
-        metrics.observe_call(&self.name, hook, started.elapsed());
+        self.metrics.observe(hook, started.elapsed());
         if let Err(e) = result {
-            metrics.observe_error(&self.name, hook, e.kind());
+            self.runtime
+                .metrics()
+                .observe_error(&self.name, hook, e.kind());
         }
     }
 
