@@ -1,6 +1,9 @@
 //! Propagation against real apiservers: time from create in the federation plane to
 //! present in every member (p50, p99) and objects per second, at 3 and 9 members.
 //!
+//! Two runs each: a burst (throughput; latencies include queueing behind the other
+//! objects) and a paced run at a steady rate (per-object latency).
+//!
 //! Baseline, run side by side on the same clusters: the bench client itself
 //! server-side-applies each object straight into every member (no federation, no
 //! watch, no plugin) — the least work any propagation can do. The ratio says what
@@ -28,6 +31,9 @@ use kube::{Client, Config};
 use serde_json::json;
 
 const CONCURRENCY: usize = 32;
+/// Creates per second of the paced run: below what both paths sustain, so its
+/// latencies are per object, not queueing.
+const PACED_RATE: u32 = 25;
 
 type Seen = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
 
@@ -103,35 +109,52 @@ fn figures(mut latencies: Vec<Duration>, wall: Duration) -> Figures {
 }
 
 /// Creates `objects` ConfigMaps with `create` and waits until every member has each.
+/// `rate`: `None` = a burst, 32 creates in flight; `Some(n)` = n creates a second.
 async fn measure<F, Fut>(
     members: &[Client],
     ns: &str,
     prefix: &str,
     objects: usize,
+    rate: Option<u32>,
     create: F,
 ) -> Figures
 where
     F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let seen: Seen = Arc::default();
     let watchers = watch_members(members, ns, prefix, seen.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let start = Instant::now();
-    futures::stream::iter(0..objects)
-        .map(|i| {
-            let name = format!("{prefix}-{i:05}");
-            let created = created.clone();
-            let fut = create(name.clone());
-            async move {
-                created.lock().unwrap().insert(name, Instant::now());
-                fut.await;
+    let creates = (0..objects).map(|i| {
+        let name = format!("{prefix}-{i:05}");
+        let created = created.clone();
+        let fut = create(name.clone());
+        async move {
+            created.lock().unwrap().insert(name, Instant::now());
+            fut.await;
+        }
+    });
+    match rate {
+        None => {
+            futures::stream::iter(creates)
+                .buffer_unordered(CONCURRENCY)
+                .collect::<Vec<()>>()
+                .await;
+        }
+        Some(per_second) => {
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
+            let mut tasks = Vec::new();
+            for fut in creates {
+                tick.tick().await;
+                tasks.push(tokio::spawn(fut));
             }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<()>>()
-        .await;
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let done = {
@@ -244,44 +267,64 @@ async fn bench(members_n: usize, objects: usize) {
         }
     }
 
-    eprintln!("[bench] baseline: {objects} objects applied straight into {members_n} members");
-    let baseline = measure(&members, ns, "direct", objects, |name| {
-        let members = members.clone();
-        let apply = apply.clone();
-        async move {
-            for m in members {
-                let api: Api<ConfigMap> = Api::namespaced(m, ns);
-                api.patch(&name, &apply, &Patch::Apply(config_map(ns, &name)))
-                    .await
-                    .expect("direct apply");
-            }
-        }
-    })
-    .await;
-    eprintln!("[bench] fedwasm: {objects} objects created in the federation plane");
     let fed_api: Api<ConfigMap> = Api::namespaced(fed.clone(), ns);
-    let fedwasm = measure(&members, ns, "fed", objects, |name| {
-        let api = fed_api.clone();
-        let apply = apply.clone();
-        async move {
-            api.patch(&name, &apply, &Patch::Apply(config_map(ns, &name)))
-                .await
-                .expect("create in the federation");
-        }
-    })
-    .await;
+    for (mode, rate) in [("burst", None), ("paced", Some(PACED_RATE))] {
+        eprintln!("[bench] {mode}: {objects} objects applied straight into {members_n} members");
+        let baseline = measure(
+            &members,
+            ns,
+            &format!("direct-{mode}"),
+            objects,
+            rate,
+            |name| {
+                let members = members.clone();
+                let apply = apply.clone();
+                async move {
+                    for m in members {
+                        let api: Api<ConfigMap> = Api::namespaced(m, ns);
+                        api.patch(&name, &apply, &Patch::Apply(config_map(ns, &name)))
+                            .await
+                            .expect("direct apply");
+                    }
+                }
+            },
+        )
+        .await;
+        eprintln!("[bench] {mode}: {objects} objects created in the federation plane");
+        let fedwasm = measure(
+            &members,
+            ns,
+            &format!("fed-{mode}"),
+            objects,
+            rate,
+            |name| {
+                let api = fed_api.clone();
+                let apply = apply.clone();
+                async move {
+                    api.patch(&name, &apply, &Patch::Apply(config_map(ns, &name)))
+                        .await
+                        .expect("create in the federation");
+                }
+            },
+        )
+        .await;
+        let how = match rate {
+            None => format!("burst, {CONCURRENCY} creates in flight"),
+            Some(r) => format!("paced, {r} creates/s"),
+        };
+        println!(
+            "members={members_n} objects={objects} ({how})\n  fedwasm : p50 {:>8.1} ms  p99 {:>8.1} ms  {:>7.1} objects/s\n  direct  : p50 {:>8.1} ms  p99 {:>8.1} ms  {:>7.1} objects/s\n  ratio   : throughput fedwasm/direct {:.2}, p99 fedwasm/direct {:.2}",
+            fedwasm.p50.as_secs_f64() * 1e3,
+            fedwasm.p99.as_secs_f64() * 1e3,
+            fedwasm.per_second,
+            baseline.p50.as_secs_f64() * 1e3,
+            baseline.p99.as_secs_f64() * 1e3,
+            baseline.per_second,
+            fedwasm.per_second / baseline.per_second,
+            fedwasm.p99.as_secs_f64() / baseline.p99.as_secs_f64(),
+        );
+    }
     host.abort();
-    println!(
-        "members={members_n} objects={objects}\n  fedwasm : p50 {:>8.1} ms  p99 {:>8.1} ms  {:>7.1} objects/s\n  direct  : p50 {:>8.1} ms  p99 {:>8.1} ms  {:>7.1} objects/s\n  ratio   : throughput fedwasm/direct {:.2}, p99 fedwasm/direct {:.2}",
-        fedwasm.p50.as_secs_f64() * 1e3,
-        fedwasm.p99.as_secs_f64() * 1e3,
-        fedwasm.per_second,
-        baseline.p50.as_secs_f64() * 1e3,
-        baseline.p99.as_secs_f64() * 1e3,
-        baseline.per_second,
-        fedwasm.per_second / baseline.per_second,
-        fedwasm.p99.as_secs_f64() / baseline.p99.as_secs_f64(),
-    );
     drop(local);
 }
 

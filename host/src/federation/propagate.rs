@@ -2,8 +2,9 @@
 //! pair over the federation plane's objects.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fedwasm_sdk::{DistributeRequest, Hook, ObjectRef, Preferences, SelectRequest};
 use futures::StreamExt;
@@ -31,6 +32,8 @@ pub struct Shared {
     recorder: Recorder,
     /// Consecutive failed reconciles per object, for backoff.
     failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// Per object: the fingerprint of its last complete propagation and when.
+    applied: Arc<Mutex<HashMap<String, (u64, Instant)>>>,
 }
 
 impl Shared {
@@ -48,6 +51,7 @@ impl Shared {
             members,
             recorder,
             failures: Default::default(),
+            applied: Default::default(),
         }
     }
 }
@@ -404,6 +408,22 @@ async fn apply(
     ctx: &Context,
     api: &Api<DynamicObject>,
 ) -> Result<Action, Error> {
+    // Our own writes to the object (the placement annotation, the finalizer) come
+    // back as watch events. Right after a complete propagation of the same content,
+    // to the same members with the same plugins, there is nothing to do; the
+    // periodic resync below still looks at the members.
+    let fingerprint = fingerprint(obj, &ctx.shared);
+    let uid = obj.metadata.uid.clone().unwrap_or_else(|| key(obj));
+    let fresh = ctx
+        .shared
+        .applied
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&uid).copied())
+        .is_some_and(|(f, at)| f == fingerprint && at.elapsed() < RECENT);
+    if fresh {
+        return Ok(resync(ctx));
+    }
     let members = ctx.shared.members.snapshot();
     let selected = match select(ctx, obj, &members).await {
         Ok(s) => s,
@@ -557,14 +577,46 @@ async fn apply(
         return Ok(Action::requeue(backoff(&ctx.shared, obj, true)));
     }
     backoff(&ctx.shared, obj, false);
-    // Members' status moves without telling the federation: look again now and then.
-    Ok(
-        if ctx.kind.replicas || ctx.kind.resource.kind == "Service" {
-            Action::requeue(Duration::from_secs(5))
-        } else {
-            Action::requeue(Duration::from_secs(300))
-        },
-    )
+    if let Ok(mut applied) = ctx.shared.applied.lock() {
+        applied.insert(uid, (fingerprint, Instant::now()));
+    }
+    Ok(resync(ctx))
+}
+
+/// How long after a complete propagation an unchanged object is not propagated
+/// again (shorter than the status resync, so that still reads the members).
+const RECENT: Duration = Duration::from_secs(2);
+
+/// Members' status moves without telling the federation: look again now and then.
+fn resync(ctx: &Context) -> Action {
+    if ctx.kind.replicas || ctx.kind.resource.kind == "Service" {
+        Action::requeue(Duration::from_secs(5))
+    } else {
+        Action::requeue(Duration::from_secs(300))
+    }
+}
+
+/// What a propagation depends on: the object's content (without what fedwasm
+/// itself writes on it), the members' phases and the plugin generations.
+fn fingerprint(obj: &DynamicObject, shared: &Shared) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    // Not `status`: fedwasm writes the aggregated status itself.
+    if let Some(fields) = obj.data.as_object() {
+        for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != "status") {
+            (k, v.to_string()).hash(&mut hasher);
+        }
+    }
+    obj.metadata.labels.hash(&mut hasher);
+    obj.metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != PLACEMENT_ANNOTATION)
+        .for_each(|kv| kv.hash(&mut hasher));
+    obj.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    (*shared.members.subscribe().borrow()).hash(&mut hasher);
+    (*shared.registry.subscribe().borrow()).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Removes the object from a member that is no longer selected, if fedwasm made it.
@@ -606,6 +658,9 @@ async fn remove_member(
 /// Deletes the object from every member that has fedwasm's copy. Fails (and keeps
 /// the finalizer) while a member that may hold a copy cannot be reached.
 async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    if let (Some(uid), Ok(mut applied)) = (&obj.metadata.uid, ctx.shared.applied.lock()) {
+        applied.remove(uid);
+    }
     let members = ctx.shared.members.snapshot();
     let name = obj.name_any();
     let results = futures::future::join_all(members.iter().map(|m| async {
