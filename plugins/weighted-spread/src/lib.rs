@@ -171,13 +171,14 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
         if weight_sum == 0 {
             break;
         }
-        let this_round = u128::from(remaining);
+        // remaining <= total (a u32) and weights are u32: the product fits in u64.
+        let this_round = remaining;
         active.retain(|&i| {
             let c = &mut candidates[i];
             let start = c.planned;
             // This cluster's share of the round, rounded up.
-            let share = (this_round * u128::from(c.weight)).div_ceil(u128::from(weight_sum));
-            let mut extra = share.min(u128::from(remaining)) as u64;
+            let share = (this_round * c.weight).div_ceil(weight_sum);
+            let mut extra = share.min(remaining);
             let used = extra.min(c.preallocated);
             if used > 0 {
                 c.preallocated -= used;

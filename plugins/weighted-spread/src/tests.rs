@@ -120,3 +120,23 @@ fn duplicate_candidates_count_once() {
     let out = plan(&request(4, &["a", "a", "b"], "ns/x"));
     assert_eq!(out.plan, BTreeMap::from([("a".into(), 2), ("b".into(), 2)]));
 }
+
+#[test]
+fn huge_weights_and_totals_spread_without_overflow() {
+    let mut req = request(u32::MAX, &["a", "b", "c"], "ns/x");
+    req.preferences = Some(Preferences {
+        rebalance: true,
+        clusters: BTreeMap::from([(
+            "*".into(),
+            ClusterPreference {
+                min_replicas: 0,
+                max_replicas: None,
+                weight: u32::MAX,
+            },
+        )]),
+    });
+    let out = plan(&req);
+    let sum: u64 = out.plan.values().map(|v| u64::from(*v)).sum();
+    assert_eq!(sum, u64::from(u32::MAX));
+    assert!(out.plan.values().all(|v| *v >= u32::MAX / 3));
+}
