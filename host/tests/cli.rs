@@ -38,6 +38,18 @@ fn plugin_target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugin-crates")
 }
 
+/// `fedwasm plugin build DIR`; returns the path it prints last.
+fn build_plugin(dir: &Path, target: &Path) -> PathBuf {
+    let out = run_ok(
+        fedwasm()
+            .args(["plugin", "build"])
+            .arg(dir)
+            .env("CARGO_TARGET_DIR", target),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(stdout.lines().last().expect("a path").trim())
+}
+
 #[test]
 fn plan_distribute_follows_the_contract() {
     let dir = tempfile::tempdir().unwrap();
@@ -135,14 +147,7 @@ fn plugin_new_build_plan_and_bench() {
             .output()
             .unwrap();
         assert!(!again.status.success());
-        let out = run_ok(
-            fedwasm()
-                .args(["plugin", "build"])
-                .arg(&crate_dir)
-                .env("CARGO_TARGET_DIR", &target),
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let wasm = PathBuf::from(stdout.lines().last().expect("a path").trim());
+        let wasm = build_plugin(&crate_dir, &target);
         assert!(wasm.exists(), "{}", wasm.display());
         built.push((hook, wasm));
     }
@@ -191,20 +196,7 @@ fn plugin_new_build_plan_and_bench() {
 #[test]
 fn the_tutorial_plugin_builds_and_places_replicas_in_as_few_clusters_as_possible() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/plugins/aggregate");
-    let out = run_ok(
-        fedwasm()
-            .args(["plugin", "build"])
-            .arg(&example)
-            .env("CARGO_TARGET_DIR", plugin_target_dir()),
-    );
-    let wasm = PathBuf::from(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .trim(),
-    );
+    let wasm = build_plugin(&example, &plugin_target_dir());
     let dir = tempfile::tempdir().unwrap();
     let file = write_json(
         dir.path(),
@@ -342,20 +334,7 @@ fn run_serves_the_admin_api_and_hot_reloads() {
             .arg(&crate_dir)
             .args(["--hook", "distribute"]),
     );
-    let out = run_ok(
-        fedwasm()
-            .args(["plugin", "build"])
-            .arg(&crate_dir)
-            .env("CARGO_TARGET_DIR", plugin_target_dir()),
-    );
-    let wasm = PathBuf::from(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .trim(),
-    );
+    let wasm = build_plugin(&crate_dir, &plugin_target_dir());
     std::fs::copy(&wasm, plugins.path().join("evenly.wasm")).unwrap();
     let body = json!({"hook": "distribute", "plugin": "evenly", "totalReplicas": 3, "clusters": ["x", "y"]});
     let until = Instant::now() + Duration::from_secs(20);
