@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fedwasm_sdk::{DistributeRequest, Hook, ObjectRef, Preferences, SelectRequest};
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -246,22 +246,46 @@ async fn apply_member(
     }
     let api = member_api(client.clone(), &ctx.kind, obj);
     let body = member_object(&ctx.kind, obj, replicas);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let name = obj.name_any();
-    let mut result = api.patch(&name, &params, &Patch::Apply(&body)).await;
+    // A new object is created (POST), not applied: if someone else created one of
+    // that name since we looked, the create fails instead of taking theirs over.
+    let write = || async {
+        if existing.is_none() {
+            create_member(&api, &body).await
+        } else {
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            api.patch(&obj.name_any(), &params, &Patch::Apply(&body))
+                .await
+        }
+    };
+    let mut result = write().await;
     if let (Err(kube::Error::Api(s)), Some(ns)) = (&result, &obj.metadata.namespace) {
         if s.code == 404 && ctx.kind.namespaced {
             if let Err(e) = ensure_namespace(&client, ns).await {
                 return Outcome::Rejected(format!("creating namespace {ns}: {e}"));
             }
-            result = api.patch(&name, &params, &Patch::Apply(&body)).await;
+            result = write().await;
         }
     }
     match result {
         Ok(applied) => Outcome::Applied(Box::new(applied)),
+        // Created by someone else between our look and our create: theirs stays.
+        Err(kube::Error::Api(s)) if existing.is_none() && s.code == 409 => Outcome::Conflict,
         Err(e) if is_unreachable(&e) => Outcome::Unreachable(e.to_string()),
         Err(e) => Outcome::Rejected(e.to_string()),
     }
+}
+
+async fn create_member(
+    api: &Api<DynamicObject>,
+    body: &Value,
+) -> Result<DynamicObject, kube::Error> {
+    let object: DynamicObject =
+        serde_json::from_value(body.clone()).map_err(kube::Error::SerdeError)?;
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    api.create(&params, &object).await
 }
 
 /// The replicas of each selected cluster, from the distribute hook. `Err` holds the
