@@ -452,8 +452,17 @@ async fn federation_end_to_end() {
         expect(&[("m1", Some(0)), ("m2", Some(4)), ("m3", Some(4))])
     );
 
-    // --- Events live in the federation plane only.
-    assert!(!events(&fed, "Propagated").await.is_empty());
+    // --- Events live in the federation plane only, also those about
+    // cluster-scoped objects (the Namespace).
+    let propagated = events(&fed, "Propagated").await;
+    assert!(
+        propagated
+            .iter()
+            .any(|e| e.regarding.as_ref().is_some_and(
+                |r| r.kind.as_deref() == Some("Namespace") && r.name.as_deref() == Some(NS)
+            )),
+        "a Propagated event about Namespace {NS}: {propagated:?}"
+    );
     for (cluster, c) in &env.members {
         let api: Api<Event> = Api::all(c.clone());
         let ours: Vec<Event> = api

@@ -160,9 +160,55 @@ async fn publish(ctx: &Context, obj: &DynamicObject, type_: EventType, reason: &
         action: "Propagate".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.shared.recorder.publish(&event, &reference).await {
+    let result = if reference.namespace.is_some() {
+        ctx.shared.recorder.publish(&event, &reference).await
+    } else {
+        publish_cluster_scoped(ctx, &event, reference).await
+    };
+    if let Err(e) = result {
         tracing::warn!(error = %e, reason, "cannot record an event");
     }
+}
+
+/// Events about cluster-scoped objects (Namespaces, extra cluster kinds) go to
+/// `kube-system`: the only namespace every Kubernetes version accepts for them
+/// (1.20 refuses `default`, where the generic recorder puts them).
+async fn publish_cluster_scoped(
+    ctx: &Context,
+    event: &Event,
+    regarding: k8s_openapi::api::core::v1::ObjectReference,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let body = K8sEvent {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}",
+                regarding.name.as_deref().unwrap_or("fedwasm"),
+                now.as_nanosecond()
+            )),
+            namespace: Some("kube-system".into()),
+            ..Default::default()
+        },
+        action: Some(event.action.clone()),
+        reason: Some(event.reason.clone()),
+        note: event.note.clone(),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(regarding),
+        reporting_controller: Some("fedwasm".into()),
+        reporting_instance: Some(std::env::var("HOSTNAME").unwrap_or_else(|_| "fedwasm".into())),
+        type_: Some(
+            match event.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let api: Api<K8sEvent> = Api::namespaced(ctx.shared.federation.clone(), "kube-system");
+    api.create(&PostParams::default(), &body).await.map(drop)
 }
 
 fn member_api(client: Client, kind: &Kind, obj: &DynamicObject) -> Api<DynamicObject> {
