@@ -258,21 +258,23 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), Error> {
     }
 }
 
+/// Whether `pid` exists and is not a zombie (a zombie is dead already).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// Whether `pid` is alive and runs `binary` (guards against pid reuse).
 fn runs(pid: u32, binary: &Path) -> bool {
+    if !alive(pid) {
+        return false;
+    }
     let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // A zombie (state Z) is dead already.
-    if stat
-        .rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    {
-        return false;
-    }
     let name = binary.file_name().map(|n| n.to_string_lossy().into_owned());
     let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
     let first = String::from_utf8_lossy(first);
@@ -304,7 +306,8 @@ fn terminate(pid: u32, binary: &Path, child: Option<Child>) {
     // SAFETY: as above; the pid was checked to still run our binary.
     unsafe { libc::kill(raw, libc::SIGTERM) };
     let until = Instant::now() + STOP_TIMEOUT;
-    while runs(pid, binary) {
+    // Not `runs`: an exiting process has an empty cmdline before it is gone.
+    while alive(pid) {
         if Instant::now() >= until {
             // SAFETY: as above.
             unsafe { libc::kill(raw, libc::SIGKILL) };
