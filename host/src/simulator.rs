@@ -52,51 +52,66 @@ async fn connect(kubeconfig: &Path, federation: &str) -> anyhow::Result<Vec<(Str
     Ok(out)
 }
 
+/// Patches the status of every object of kind `K` fedwasm placed in a member, where
+/// `status` says it needs one (`None`: leave it).
+async fn write_status<K>(
+    client: &Client,
+    owned: &ListParams,
+    status: impl Fn(&K) -> Option<serde_json::Value>,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let all: Api<K> = Api::all(client.clone());
+    for object in all.list(owned).await? {
+        let Some(status) = status(&object) else {
+            continue;
+        };
+        let meta = object.meta();
+        let api: Api<K> = Api::namespaced(
+            client.clone(),
+            meta.namespace.as_deref().unwrap_or_default(),
+        );
+        api.patch_status(
+            meta.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::Merge(status),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 async fn tick(client: &Client, index: usize) -> anyhow::Result<()> {
     let owned = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let params = PatchParams::default();
-    let replica_sets: Api<ReplicaSet> = Api::all(client.clone());
-    for rs in replica_sets.list(&owned).await? {
+    write_status(client, &owned, |rs: &ReplicaSet| {
         let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let have = rs
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
-        if want != have || rs.status.as_ref().map(|s| s.replicas) != Some(want) {
-            let ns = rs.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
-            let status = json!({"status": {"replicas": want, "readyReplicas": want,
-                "availableReplicas": want, "fullyLabeledReplicas": want}});
-            api.patch_status(
-                rs.metadata.name.as_deref().unwrap_or_default(),
-                &params,
-                &Patch::Merge(status),
-            )
-            .await?;
-        }
-    }
-    let deployments: Api<Deployment> = Api::all(client.clone());
-    for d in deployments.list(&owned).await? {
+        let status = rs.status.as_ref();
+        let have = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        (want != have || status.map(|s| s.replicas) != Some(want)).then(|| {
+            json!({"status": {"replicas": want, "readyReplicas": want,
+                "availableReplicas": want, "fullyLabeledReplicas": want}})
+        })
+    })
+    .await?;
+    write_status(client, &owned, |d: &Deployment| {
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let have = d
             .status
             .as_ref()
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0);
-        if want != have {
-            let ns = d.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-            let status = json!({"status": {"replicas": want, "readyReplicas": want,
-                "availableReplicas": want, "updatedReplicas": want}});
-            api.patch_status(
-                d.metadata.name.as_deref().unwrap_or_default(),
-                &params,
-                &Patch::Merge(status),
-            )
-            .await?;
-        }
-    }
+        (want != have).then(|| {
+            json!({"status": {"replicas": want, "readyReplicas": want,
+                "availableReplicas": want, "updatedReplicas": want}})
+        })
+    })
+    .await?;
     let services: Api<Service> = Api::all(client.clone());
     for svc in services.list(&owned).await? {
         let is_lb = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");

@@ -429,11 +429,8 @@ async fn plan_replicas(
                 )
                 .await;
             }
-            let mut plan = out.plan;
-            for name in selected {
-                plan.entry(name.clone()).or_insert(0);
-            }
-            Ok(plan)
+            // Selected clusters missing from the plan get 0 where it is applied.
+            Ok(out.plan)
         }
         Err(e) => Err(("PluginError", format!("{e}; members left as they were"))),
     }
