@@ -105,6 +105,32 @@ fn kubefed_reference_cases_hold_through_wasm() {
 }
 
 #[test]
+fn no_preferences_spread_within_one_through_wasm() {
+    let registry = registry();
+    for (total, n, want) in [
+        (10u32, 3usize, vec![3u32, 3, 4]),
+        (7, 3, vec![2, 2, 3]),
+        (1, 3, vec![0, 0, 1]),
+        (0, 3, vec![0, 0, 0]),
+        (100, 7, vec![14, 14, 14, 14, 14, 15, 15]),
+        (5, 5, vec![1, 1, 1, 1, 1]),
+    ] {
+        let clusters: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let names: Vec<&str> = clusters.iter().map(String::as_str).collect();
+        let got = plan(
+            &registry,
+            "weighted-spread",
+            &request(total, &names, "ns/web"),
+        )
+        .unwrap_or_else(|e| panic!("{total}/{n}: {e}"));
+        assert_eq!(got.len(), n, "{total}/{n}: {got:?}");
+        let mut counts: Vec<u32> = got.into_values().collect();
+        counts.sort();
+        assert_eq!(counts, want, "{total}/{n}");
+    }
+}
+
+#[test]
 fn built_ins_serve_every_hook() {
     let registry = registry();
     for (body, key) in [

@@ -16,8 +16,10 @@
 //! KubeFed does: deterministic for an object, different between objects, so
 //! single-replica objects do not all land in the alphabetically first cluster.
 //!
-//! Without preferences, replicas are spread evenly over every candidate
-//! (`{"rebalance": true, "clusters": {"*": {"weight": 1}}}`).
+//! Without preferences, replicas are spread evenly over every candidate: counts
+//! differ by at most one (10 over 3 is 4/3/3, not KubeFed's 4/4/2), the tie-break
+//! order deciding which clusters get one more. See `even_spread` for how this
+//! treats capacity and the replicas running now.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +74,27 @@ fn tie_break(cluster: &str, key: &str) -> u32 {
     hash ^ (hash >> 16)
 }
 
+/// The preferences that apply when an object has none: every candidate, weight 1,
+/// rebalance on, planned by exact shares instead of KubeFed's rounded-up ones
+/// (`plan` switches on `request.preferences.is_none()`).
+///
+/// - **Even**: each round gives every cluster still able to take more
+///   `remaining / k` replicas, and the `remaining % k` left over go one each to the
+///   clusters with the fewest so far, in tie-break order. With nothing capped, that
+///   is `total / n` each plus one for the first `total % n` clusters in tie-break
+///   order.
+/// - **Capacity**: a cluster whose share exceeds its capacity gets its capacity, the
+///   excess is reported as its overflow (as with explicit preferences), and the
+///   next round spreads it evenly over the others, which stay within one of each
+///   other.
+/// - **Running replicas**: rebalance is on, so `current` is not consulted; the
+///   spread is even whatever runs now (a cluster that took everything while the
+///   others were away gives it back when they return). This moves no more than
+///   necessary: the tie-break order is fixed for an object, so scaling by one
+///   replica changes exactly one cluster by one, and only a change of candidates
+///   or capacities moves replicas between clusters. Keeping running replicas in
+///   place (rebalance off) would make the spread depend on history, e.g. leave
+///   everything in the one cluster that was up when the object was created.
 fn even_spread() -> Preferences {
     Preferences {
         rebalance: true,
@@ -90,6 +113,8 @@ fn even_spread() -> Preferences {
 /// Every candidate is in the returned plan; replicas that fit nowhere are left out.
 pub fn plan(request: &DistributeRequest) -> DistributeResponse {
     let default;
+    // No preferences: exact shares, not rounded up (see `even_spread`).
+    let even = request.preferences.is_none();
     let preferences = match &request.preferences {
         Some(p) => p,
         None => {
@@ -173,11 +198,33 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
         }
         // remaining <= total (a u32) and weights are u32: the product fits in u64.
         let this_round = remaining;
+        // Even spread: `base` each, and one more for the `bonus` clusters with the
+        // fewest replicas so far, tie-break order among equals (`active` is in
+        // tie-break order). Giving the extras to the emptiest clusters keeps the
+        // uncapped ones within one of each other from round to round.
+        let (base, bonus) = if even {
+            let k = active.len() as u64;
+            let mut order = active.clone();
+            // Stable: equals stay in tie-break order.
+            order.sort_by_key(|&i| candidates[i].planned);
+            let mut bonus = vec![false; candidates.len()];
+            for &i in &order[..(this_round % k) as usize] {
+                bonus[i] = true;
+            }
+            (this_round / k, bonus)
+        } else {
+            (0, Vec::new())
+        };
         active.retain(|&i| {
             let c = &mut candidates[i];
             let start = c.planned;
-            // This cluster's share of the round, rounded up.
-            let share = (this_round * c.weight).div_ceil(weight_sum);
+            // This cluster's share of the round: exact when even, else by weight,
+            // rounded up.
+            let share = if even {
+                base + u64::from(bonus[i])
+            } else {
+                (this_round * c.weight).div_ceil(weight_sum)
+            };
             let mut extra = share.min(remaining);
             let used = extra.min(c.preallocated);
             if used > 0 {
