@@ -7,6 +7,14 @@ use serde::Serialize;
 use crate::plan::PlanRequest;
 use crate::runtime::{Plugin, PluginError};
 
+/// The most calls one run measures; `fedwasm plugin bench --calls` accepts no more.
+/// Each call keeps one sample, so this bounds the run's memory (and its time).
+pub const MAX_CALLS: u64 = 10_000_000;
+
+/// Samples allocated up front; a longer run grows the vector as it goes, so a huge
+/// `calls` cannot make the first allocation fail.
+const PREALLOCATED: u64 = 1 << 16;
+
 /// Figures of one bench run, in nanoseconds.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
@@ -17,8 +25,10 @@ pub struct BenchReport {
 }
 
 /// Calls `plugin` with `request` `calls` times (after a warm-up) and measures each
-/// call, validation included; also measures a fresh instantiation.
+/// call, validation included; also measures a fresh instantiation. `calls` is
+/// clamped to `1..=MAX_CALLS`; the report says how many were measured.
 pub fn run(plugin: &Plugin, request: &PlanRequest, calls: u64) -> Result<BenchReport, PluginError> {
+    let calls = calls.clamp(1, MAX_CALLS);
     let once = || -> Result<(), PluginError> {
         match request {
             PlanRequest::Select(r) => plugin.select(r).map(drop),
@@ -29,8 +39,8 @@ pub fn run(plugin: &Plugin, request: &PlanRequest, calls: u64) -> Result<BenchRe
     for _ in 0..calls.min(1000) / 10 + 1 {
         once()?;
     }
-    let mut samples = Vec::with_capacity(calls as usize);
-    for _ in 0..calls.max(1) {
+    let mut samples = Vec::with_capacity(calls.min(PREALLOCATED) as usize);
+    for _ in 0..calls {
         let started = Instant::now();
         once()?;
         samples.push(started.elapsed());

@@ -155,8 +155,9 @@ pub struct BenchArgs {
     /// Print {"calls", "median_ns", "p99_ns", "instantiate_ns"} as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Number of measured calls.
-    #[arg(long, default_value_t = 10_000)]
+    /// Number of measured calls (1 to 10000000).
+    #[arg(long, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=fedwasm_host::bench::MAX_CALLS))]
     pub calls: u64,
     #[command(flatten)]
     pub runtime: RuntimeArgs,

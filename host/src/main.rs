@@ -34,10 +34,42 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = dispatch(cli) {
-        // One line: the whole context chain.
-        eprintln!("error: {e:#}");
+        // The reader of our output went away (`fedwasm plan F | head -c1`): nothing
+        // is wrong, and there is no one to tell.
+        if e.is::<StdoutClosed>() {
+            return;
+        }
+        // One line: the whole context chain. Not `eprintln!`, which panics when
+        // stderr is a closed pipe; then there is no one to tell either.
+        let _ = writeln!(std::io::stderr(), "error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Stdout was closed before all output was written. `main` exits quietly and
+/// successfully, as `cat` and `grep` do when their reader stops early.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes `line` and a newline to stdout. Not `println!`, which panics when the
+/// write fails: Rust ignores SIGPIPE, so a reader that went away makes the write
+/// fail with EPIPE, which becomes [`StdoutClosed`]; any other failure is an error.
+fn print_line(line: impl std::fmt::Display) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => anyhow::Error::new(StdoutClosed),
+            _ => anyhow::Error::new(e).context("writing to stdout"),
+        })
 }
 
 fn dispatch(cli: Cli) -> Result<()> {
@@ -123,10 +155,7 @@ fn plan(file: &Path, plugin: Option<&Path>, args: &RuntimeArgs) -> Result<()> {
     let registry = Registry::new(runtime(args)?).context("loading the built-in plugins")?;
     let name = plugin.map(|p| load_file(&registry, p)).transpose()?;
     let decision = request.evaluate(&registry, name.as_deref())?;
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, &decision)?;
-    writeln!(out)?;
-    Ok(())
+    print_line(serde_json::to_string(&decision)?)
 }
 
 fn plugin_bench(args: cli::BenchArgs) -> Result<()> {
@@ -137,18 +166,17 @@ fn plugin_bench(args: cli::BenchArgs) -> Result<()> {
     let plugin = registry.get(&name)?;
     let report = bench::run(&plugin, &request, args.calls)?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        print_line(serde_json::to_string(&report)?)
     } else {
-        println!(
+        print_line(format_args!(
             "{name} {}: {} calls, median {} ns, p99 {} ns; fresh instance {} ns",
             request.hook(),
             report.calls,
             report.median_ns,
             report.p99_ns,
             report.instantiate_ns
-        );
+        ))
     }
-    Ok(())
 }
 
 /// A client for `context` in `kubeconfig` (default: the usual kubeconfig search).

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -124,6 +124,124 @@ fn plan_errors_are_one_clear_line() {
         .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/req.json"));
+}
+
+/// Runs `cmd` with `stream` (stdout or stderr) a pipe whose reading end is closed
+/// at once, so whatever it writes there fails with EPIPE; returns the exit status
+/// and whatever went to the other stream.
+fn run_with_closed(cmd: &mut Command, stream: &str) -> (ExitStatus, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fedwasm runs");
+    match stream {
+        "stdout" => drop(child.stdout.take()),
+        _ => drop(child.stderr.take()),
+    }
+    let out = child.wait_with_output().unwrap();
+    let other = if stream == "stdout" {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    (out.status, String::from_utf8_lossy(&other).into_owned())
+}
+
+#[test]
+fn plan_to_a_closed_stdout_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_json(
+        dir.path(),
+        "req.json",
+        &json!({"hook": "distribute", "object": "ns/name", "totalReplicas": 10,
+                "clusters": ["A", "B", "C"]}),
+    );
+    // `fedwasm plan F | head -c0`: the reader is gone before the plan is printed.
+    let (status, stderr) =
+        run_with_closed(fedwasm().arg("plan").arg(&file).arg("--no-cache"), "stdout");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(status.code(), Some(101), "{stderr}");
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stderr, "", "nothing to say when the reader left");
+}
+
+#[test]
+fn errors_to_a_closed_stderr_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let (status, stdout) = run_with_closed(fedwasm().arg("plan").arg(&missing), "stderr");
+    // Still the exit status of an error, not the 101 of a panic.
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert_eq!(stdout, "");
+}
+
+/// The built-in weighted-spread component as a file, for `plugin bench`.
+fn weighted_spread_file(dir: &Path) -> PathBuf {
+    let path = dir.join("weighted-spread.wasm");
+    let bytes = fedwasm_host::runtime::built_in_bytes("weighted-spread").expect("embedded");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn bench_to_a_closed_stdout_exits_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = weighted_spread_file(dir.path());
+    let file = write_json(
+        dir.path(),
+        "req.json",
+        &json!({"hook": "distribute", "object": "ns/name", "totalReplicas": 10,
+                "clusters": ["A", "B", "C"]}),
+    );
+    for json in [false, true] {
+        let mut cmd = fedwasm();
+        cmd.args(["plugin", "bench"])
+            .arg(&wasm)
+            .arg("--input")
+            .arg(&file)
+            .args(["--calls", "100", "--no-cache"]);
+        if json {
+            cmd.arg("--json");
+        }
+        let (status, stderr) = run_with_closed(&mut cmd, "stdout");
+        assert!(!stderr.contains("panicked"), "json {json}: {stderr}");
+        assert!(status.success(), "json {json}: {status}: {stderr}");
+        assert_eq!(stderr, "", "json {json}");
+    }
+}
+
+#[test]
+fn bench_rejects_calls_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = weighted_spread_file(dir.path());
+    let file = write_json(
+        dir.path(),
+        "req.json",
+        &json!({"hook": "distribute", "totalReplicas": 1, "clusters": ["A"]}),
+    );
+    for calls in ["18446744073709551615", "10000001", "0"] {
+        let out = fedwasm()
+            .args(["plugin", "bench"])
+            .arg(&wasm)
+            .arg("--input")
+            .arg(&file)
+            .args(["--calls", calls, "--no-cache"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--calls {calls}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "--calls {calls}: {stderr}");
+        assert!(!stderr.contains("panicked"), "--calls {calls}: {stderr}");
+        assert!(out.stdout.is_empty(), "--calls {calls}");
+        // One error line (clap adds a hint to try --help) naming the flag and range.
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "--calls {calls}: {stderr}");
+        assert!(
+            errors[0].contains("--calls") && errors[0].contains("1..=10000000"),
+            "--calls {calls}: {stderr}"
+        );
+    }
 }
 
 #[test]
