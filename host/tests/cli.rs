@@ -38,16 +38,45 @@ fn plugin_target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugin-crates")
 }
 
-/// `fedwasm plugin build DIR`; returns the path it prints last.
+/// `fedwasm plugin build DIR` with `CARGO_TARGET_DIR=target`; returns the path it
+/// prints last.
 fn build_plugin(dir: &Path, target: &Path) -> PathBuf {
-    let out = run_ok(
-        fedwasm()
-            .args(["plugin", "build"])
-            .arg(dir)
-            .env("CARGO_TARGET_DIR", target),
-    );
+    build_plugin_in(Path::new("."), dir, Some(target))
+}
+
+/// `fedwasm plugin build DIR` run in `cwd` (so `dir` may be relative to it), with
+/// `CARGO_TARGET_DIR` set to `target` or unset; returns the path it prints last,
+/// checked to be a component.
+fn build_plugin_in(cwd: &Path, dir: &Path, target: Option<&Path>) -> PathBuf {
+    let mut cmd = fedwasm();
+    cmd.current_dir(cwd).args(["plugin", "build"]).arg(dir);
+    match target {
+        Some(target) => cmd.env("CARGO_TARGET_DIR", target),
+        None => cmd
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR"),
+    };
+    let out = run_ok(&mut cmd);
     let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().expect("a path").trim())
+    let wasm = PathBuf::from(stdout.lines().last().expect("a path").trim());
+    let bytes = std::fs::read(cwd.join(&wasm))
+        .unwrap_or_else(|e| panic!("{} (printed by {cmd:?}): {e}", wasm.display()));
+    // The preamble: magic, then version and layer; layer 1 is a component.
+    assert!(
+        bytes.starts_with(b"\0asm") && bytes.get(6..8) == Some(&[1, 0]),
+        "{} is not a component",
+        wasm.display()
+    );
+    wasm
+}
+
+/// `fedwasm plugin new DIR --hook HOOK` run in `cwd`.
+fn new_plugin_in(cwd: &Path, dir: &str, hook: &str) {
+    run_ok(
+        fedwasm()
+            .current_dir(cwd)
+            .args(["plugin", "new", dir, "--hook", hook]),
+    );
 }
 
 #[test]
@@ -336,6 +365,74 @@ fn the_tutorial_plugin_builds_and_places_replicas_in_as_few_clusters_as_possible
     assert_eq!(out["plan"], json!({"a": 0, "b": 8, "c": 4}), "{out}");
 }
 
+/// What `plugin new` prints as the next step, run as printed: a relative DIR and
+/// no `CARGO_TARGET_DIR`, so the component lands in `DIR/target`.
+#[test]
+fn plugin_build_of_a_relative_dir_as_plugin_new_suggests() {
+    let cwd = tempfile::tempdir().unwrap();
+    new_plugin_in(cwd.path(), "myplug", "distribute");
+    let wasm = build_plugin_in(cwd.path(), Path::new("myplug"), None);
+    assert_eq!(
+        wasm,
+        cwd.path()
+            .canonicalize()
+            .unwrap()
+            .join("myplug/target/fedwasm/myplug.wasm")
+    );
+}
+
+/// A plugin created inside a workspace that lists it joins that workspace, and
+/// builds (from the workspace root, its package version inherited) into the
+/// workspace's target directory.
+#[test]
+fn plugin_build_of_a_workspace_member_uses_the_workspace_target_dir() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(
+        root.path().join("Cargo.toml"),
+        "[workspace]\nmembers = [\"plugins/p1\"]\nresolver = \"2\"\n\n[workspace.package]\nversion = \"0.3.0\"\n",
+    )
+    .unwrap();
+    new_plugin_in(root.path(), "plugins/p1", "select");
+    let manifest = root.path().join("plugins/p1/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(!text.contains("[workspace]"), "{text}");
+    std::fs::write(
+        &manifest,
+        text.replace("version = \"0.1.0\"", "version.workspace = true"),
+    )
+    .unwrap();
+    let wasm = build_plugin_in(root.path(), Path::new("plugins/p1"), None);
+    assert_eq!(
+        wasm,
+        root.path()
+            .canonicalize()
+            .unwrap()
+            .join("target/fedwasm/p1.wasm")
+    );
+    assert!(!root.path().join("plugins/p1/target").exists());
+}
+
+/// `CARGO_TARGET_DIR` decides where the component goes, given absolute or relative
+/// to where `fedwasm` runs (not to the crate, where cargo runs).
+#[test]
+fn plugin_build_puts_the_component_under_cargo_target_dir() {
+    let cwd = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    new_plugin_in(cwd.path(), "myplug", "rank");
+    let want = target
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("fedwasm/myplug.wasm");
+    let wasm = build_plugin_in(cwd.path(), Path::new("myplug"), Some(target.path()));
+    assert_eq!(wasm, want);
+    // Both temp dirs are in the same parent; the build is fresh by now.
+    let relative = Path::new("..").join(target.path().file_name().unwrap());
+    let wasm = build_plugin_in(cwd.path(), Path::new("myplug"), Some(&relative));
+    assert_eq!(wasm, want);
+    assert!(!cwd.path().join("myplug/target").exists());
+}
+
 /// `fedwasm run` in the background, killed on drop (also when a test panics).
 struct Running {
     child: Child,
@@ -615,4 +712,95 @@ fn dev_up_stop_start_down() {
     run_ok(fedwasm().args(["dev", "down", "--dir"]).arg(&dir));
     wait("every process gone", &|| pids.iter().all(|p| !alive(*p)));
     assert!(!dir.join("state.json").exists());
+
+    // The demo's way: `dev up` in the foreground, an outage through `dev stop`/`dev
+    // start` (separate processes), then Ctrl-C on `dev up`, which must stop the
+    // apiserver `dev start` started too.
+    let dir = tmp.path().join("foreground");
+    let _down = DevDown(dir.clone());
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let log = tmp.path().join("foreground.log");
+    let mut up = Killed(
+        fedwasm()
+            .args(["dev", "up", "--members", "2", "--admin", &admin, "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let metrics = || {
+        http.get(format!("http://{admin}/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let until = Instant::now() + Duration::from_secs(120);
+    while !metrics().contains("fedwasm_members{phase=\"Ready\"} 2") {
+        assert!(
+            up.0.try_wait().unwrap().is_none(),
+            "dev up exited: {}",
+            log_text()
+        );
+        assert!(Instant::now() < until, "no 2 Ready members: {}", log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let recorded = || {
+        let state: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap())
+                .unwrap();
+        let mut pids: Vec<u64> = state["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["pid"].as_u64())
+            .collect();
+        pids.extend(state["etcd_pid"].as_u64());
+        pids
+    };
+    let mut pids = recorded();
+    assert_eq!(pids.len(), 4, "3 apiservers and etcd");
+    run_ok(fedwasm().args(["dev", "stop", "m2", "--dir"]).arg(&dir));
+    run_ok(fedwasm().args(["dev", "start", "m2", "--dir"]).arg(&dir));
+    let restarted = recorded();
+    assert_eq!(restarted.len(), 4, "m2 is recorded again");
+    let new: Vec<u64> = restarted
+        .into_iter()
+        .filter(|p| !pids.contains(p))
+        .collect();
+    pids.extend(new);
+    assert_eq!(pids.len(), 5, "m2 has a new pid");
+
+    // SAFETY: kill(2) on the `dev up` child this test started and has not reaped.
+    unsafe { libc::kill(up.0.id() as i32, libc::SIGINT) };
+    let until = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = up.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < until,
+            "dev up did not stop on SIGINT: {}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "dev up: {status}: {}", log_text());
+    let left: Vec<u64> = pids.iter().copied().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "still running after Ctrl-C: {left:?}");
+    assert!(!dir.join("state.json").exists());
+}
+
+/// A child process killed (SIGKILL) and reaped on drop, when a test fails.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

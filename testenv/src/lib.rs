@@ -2,11 +2,16 @@
 //!
 //! One etcd serves every cluster (each apiserver has its own `--etcd-prefix`); the
 //! federation plane is the cluster named [`FEDERATION`], the members carry the names
-//! given in [`FederationSpec`]. Ports are picked free, state lives in one directory,
-//! and every process started is stopped by pid when the [`LocalFederation`] is
-//! dropped (also while a test unwinds from a panic) unless it was
-//! [detached](LocalFederation::detach) for `fedwasm dev up --detach`, in which case
-//! [`LocalFederation::attach`] finds it again from the directory's `state.json`.
+//! given in [`FederationSpec`]. Ports are picked free and state lives in one
+//! directory: its `state.json` records every process's pid as soon as it starts,
+//! whichever process started it (`fedwasm dev start` runs apart from `fedwasm dev
+//! up`), changed only under a lock on `state.lock` and replaced atomically.
+//! Stopping the federation ([`LocalFederation::down`], or dropping the handle that
+//! [started](LocalFederation::start) it, also while a test unwinds from a panic)
+//! stops every process `state.json` records at that moment, apiservers before etcd,
+//! SIGTERM then SIGKILL. A handle from [`LocalFederation::attach`] (or one
+//! [detached](LocalFederation::detach) for `fedwasm dev up --detach`) leaves them
+//! running when dropped.
 //!
 //! The calls here block (process start-up, readiness polling): from async code run
 //! them in `spawn_blocking`.
@@ -32,7 +37,14 @@ pub const FEDERATION: &str = "federation";
 /// version plus the revision of our build recipe.
 pub const KUBE_VERSION: &str = "1.20.5+really1.20.2-r1";
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a process may take to exit after SIGTERM before it gets SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for a process to be gone after SIGKILL.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The record of a federation's ports and pids, in its directory.
+const STATE_FILE: &str = "state.json";
+/// Locked while [`STATE_FILE`] is read, changed and rewritten.
+const LOCK_FILE: &str = "state.lock";
 
 /// What can go wrong while starting or driving a local federation.
 #[derive(Debug, thiserror::Error)]
@@ -258,62 +270,231 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), Error> {
     }
 }
 
-/// Whether `pid` exists and is not a zombie (a zombie is dead already).
+/// Whether `pid` exists and is not a zombie (a zombie is dead already). The
+/// leader of a multi-threaded process (Go's) shows `Z` while its other threads
+/// still exit, holding its sockets: dead only once it is the last one.
 fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    !zombie || fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.count() > 1)
 }
 
-/// Whether `pid` is alive and runs `binary` (guards against pid reuse).
-fn runs(pid: u32, binary: &Path) -> bool {
+/// Whether `pid` is alive and is `binary` started with the argument `marker` (the
+/// apiserver's `--cert-dir`, etcd's `--data-dir`: both name this federation's
+/// directory). Guards against pid reuse, also by another federation's processes.
+fn runs(pid: u32, binary: &Path, marker: &str) -> bool {
     if !alive(pid) {
         return false;
     }
     let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let name = binary.file_name().map(|n| n.to_string_lossy().into_owned());
-    let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let first = String::from_utf8_lossy(first);
-    name.is_some_and(|n| first.ends_with(&n))
+    let Some(name) = binary.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return false;
+    };
+    let mut args = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned());
+    args.next().is_some_and(|first| first.ends_with(&name)) && args.any(|a| a == marker)
 }
 
-/// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]; reaps `child` when we own it.
-fn terminate(pid: u32, binary: &Path, child: Option<Child>) {
+/// The argument that tells `name`'s apiserver in `dir` from any other.
+fn apiserver_marker(dir: &Path, name: &str) -> String {
+    format!("--cert-dir={}", dir.join("certs").join(name).display())
+}
+
+/// The argument that tells the etcd of `dir` from any other.
+fn etcd_marker(dir: &Path) -> String {
+    format!("--data-dir={}", dir.join("etcd").display())
+}
+
+/// Stops `pid`: SIGTERM, then SIGKILL after [`STOP_TIMEOUT`], and waits until it is
+/// gone. With `child` (we started it and have not reaped it, so the pid cannot have
+/// been reused) it is signalled and reaped directly; otherwise only while it still
+/// [`runs`] `binary` with `marker`.
+fn terminate(pid: u32, binary: &Path, marker: &str, child: Option<Child>) {
     let Ok(raw) = i32::try_from(pid) else { return };
     if let Some(mut child) = child {
-        // SAFETY: kill(2) with a pid we started; no memory is touched.
-        unsafe { libc::kill(raw, libc::SIGTERM) };
-        let until = Instant::now() + STOP_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) if Instant::now() >= until => {
+        if matches!(child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on our unreaped child; no memory is touched.
+            unsafe { libc::kill(raw, libc::SIGTERM) };
+            let until = Instant::now() + STOP_TIMEOUT;
+            while matches!(child.try_wait(), Ok(None)) {
+                if Instant::now() >= until {
                     let _ = child.kill();
-                    let _ = child.wait();
-                    return;
+                    break;
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
-    }
-    if !runs(pid, binary) {
+        let _ = child.wait();
         return;
     }
-    // SAFETY: as above; the pid was checked to still run our binary.
+    if !runs(pid, binary, marker) {
+        return;
+    }
+    // SAFETY: as above; the pid was checked to still run our binary for this directory.
     unsafe { libc::kill(raw, libc::SIGTERM) };
     let until = Instant::now() + STOP_TIMEOUT;
+    let mut killed = false;
     // Not `runs`: an exiting process has an empty cmdline before it is gone.
     while alive(pid) {
-        if Instant::now() >= until {
-            // SAFETY: as above.
-            unsafe { libc::kill(raw, libc::SIGKILL) };
-            break;
+        if !killed && Instant::now() >= until {
+            killed = true;
+            // Checked again: only a process that still is ours gets SIGKILL (an
+            // exiting one, with its cmdline gone, needs none).
+            if runs(pid, binary, marker) {
+                // SAFETY: as above.
+                unsafe { libc::kill(raw, libc::SIGKILL) };
+            }
+        }
+        if killed && Instant::now() >= until + KILL_TIMEOUT {
+            return;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An exclusive lock on a federation directory's `state.json` (an `flock` on
+/// `state.lock` beside it), held by whoever reads, changes and rewrites the state,
+/// so the processes sharing the directory (`dev up`, `dev stop`, `dev start`,
+/// `dev down`) never lose each other's records. Released when dropped.
+struct StateLock {
+    _file: File,
+}
+
+fn lock_state(dir: &Path) -> Result<StateLock, Error> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(io(format!("open {}", dir.join(LOCK_FILE).display())))?;
+    file.lock()
+        .map_err(io(format!("lock {}", dir.join(LOCK_FILE).display())))?;
+    Ok(StateLock { _file: file })
+}
+
+fn read_state(dir: &Path) -> Result<State, Error> {
+    let text = fs::read_to_string(dir.join(STATE_FILE))
+        .map_err(|e| Error::NoState(dir.to_path_buf(), e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| Error::NoState(dir.to_path_buf(), e.to_string()))
+}
+
+/// Replaces `state.json` atomically (a reader sees the old or the new file, never
+/// half of one); `_lock` shows the caller holds the lock.
+fn write_state(dir: &Path, state: &State, _lock: &StateLock) -> Result<(), Error> {
+    let text =
+        serde_json::to_string_pretty(state).map_err(|e| Error::Command(format!("state: {e}")))?;
+    let tmp = dir.join(format!("{STATE_FILE}.{}.tmp", std::process::id()));
+    fs::write(&tmp, text).map_err(io(format!("write {}", tmp.display())))?;
+    fs::rename(&tmp, dir.join(STATE_FILE)).map_err(io(format!("write {STATE_FILE}")))
+}
+
+impl Inner {
+    /// The in-memory copy of the state: ports, names and assets never change, but
+    /// its pids may be stale; [`refresh`](Self::refresh) or [`update`](Self::update)
+    /// for those.
+    fn cache(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn children(&self) -> MutexGuard<'_, BTreeMap<String, Child>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state as recorded in `state.json` now (other processes may have changed
+    /// it), or the cache when there is no such file any more.
+    fn refresh(&self) -> State {
+        match read_state(&self.dir) {
+            Ok(state) => {
+                *self.cache() = state.clone();
+                state
+            }
+            Err(_) => self.cache().clone(),
+        }
+    }
+
+    /// Reads `state.json` under the lock, lets `f` change it (start or stop
+    /// processes and record their pids) and writes it back before unlocking, also
+    /// when `f` fails (a process it started is then still recorded).
+    fn update<R>(&self, f: impl FnOnce(&mut State) -> Result<R, Error>) -> Result<R, Error> {
+        let lock = lock_state(&self.dir)?;
+        let mut state = read_state(&self.dir)?;
+        let result = f(&mut state);
+        write_state(&self.dir, &state, &lock)?;
+        *self.cache() = state;
+        result
+    }
+
+    /// Our child `key`, if it is the process `pid`.
+    fn take_child(&self, key: &str, pid: u32) -> Option<Child> {
+        let mut children = self.children();
+        if children.get(key).is_some_and(|c| c.id() == pid) {
+            children.remove(key)
+        } else {
+            None
+        }
+    }
+
+    /// Stops every process recorded in `state.json`, whoever started it (the cache
+    /// stands in only when the file is gone), and every child of ours: apiservers
+    /// first (an apiserver whose etcd is gone no longer exits on SIGTERM), then
+    /// etcd. Removes `state.json`.
+    fn stop_all(&self) {
+        let lock = lock_state(&self.dir).ok();
+        let state = read_state(&self.dir).unwrap_or_else(|_| self.cache().clone());
+        let dir = &self.dir;
+        let apiserver = &state.assets.kube_apiserver;
+        for c in state.clusters.iter().rev() {
+            if let Some(pid) = c.pid {
+                let child = self.take_child(&c.name, pid);
+                terminate(pid, apiserver, &apiserver_marker(dir, &c.name), child);
+            }
+        }
+        // Children no longer recorded: stopped (or replaced) by another process.
+        let mut rest = std::mem::take(&mut *self.children());
+        let etcd_child = rest.remove("etcd");
+        for (name, child) in rest {
+            terminate(
+                child.id(),
+                apiserver,
+                &apiserver_marker(dir, &name),
+                Some(child),
+            );
+        }
+        let etcd_child = match (state.etcd_pid, etcd_child) {
+            (Some(pid), Some(child)) if child.id() != pid => {
+                terminate(pid, &state.assets.etcd, &etcd_marker(dir), None);
+                Some(child)
+            }
+            (Some(pid), child) => {
+                terminate(pid, &state.assets.etcd, &etcd_marker(dir), child);
+                None
+            }
+            (None, child) => child,
+        };
+        if let Some(child) = etcd_child {
+            terminate(
+                child.id(),
+                &state.assets.etcd,
+                &etcd_marker(dir),
+                Some(child),
+            );
+        }
+        {
+            let mut cache = self.cache();
+            cache.etcd_pid = None;
+            for c in &mut cache.clusters {
+                c.pid = None;
+            }
+        }
+        let _ = fs::remove_file(dir.join(STATE_FILE));
+        drop(lock);
     }
 }
 
@@ -344,9 +525,10 @@ impl LocalFederation {
         let dir = dir
             .canonicalize()
             .map_err(io(format!("resolve {}", dir.display())))?;
-        if dir.join("state.json").exists() {
+        let lock = lock_state(&dir)?;
+        if dir.join(STATE_FILE).exists() {
             return Err(Error::Command(format!(
-                "{} already holds a local federation (state.json); `fedwasm dev down --dir {}` first",
+                "{} already holds a local federation ({STATE_FILE}); `fedwasm dev down --dir {}` first",
                 dir.display(),
                 dir.display()
             )));
@@ -395,6 +577,10 @@ impl LocalFederation {
             etcd_pid: None,
             clusters,
         };
+        // Recorded before anything starts, and every pid as soon as it exists: a
+        // start-up that is killed half-way leaves what `fedwasm dev down` needs.
+        write_state(&dir, &state, &lock)?;
+        drop(lock);
         let fed = LocalFederation {
             inner: Arc::new(Inner {
                 dir,
@@ -408,27 +594,29 @@ impl LocalFederation {
         fed.start_etcd()?;
         let names: Vec<String> = fed.names();
         for name in &names {
-            fed.spawn_apiserver(name)?;
+            fed.inner.update(|state| {
+                let pid = fed.spawn_apiserver(state, name)?;
+                set_pid(state, name, Some(pid));
+                Ok(())
+            })?;
         }
         for name in &names {
             fed.wait_ready(name)?;
         }
         fed.write_kubeconfig()?;
-        fed.save()?;
         Ok(fed)
     }
 
-    /// Finds a federation that `start` left running in `dir` (after
-    /// [`detach`](Self::detach)). Dropping the handle leaves it running; call
-    /// [`down`](Self::down) to stop it.
+    /// Finds a federation that `start` (in this or another process) runs in `dir`.
+    /// Dropping the handle leaves it running; call [`down`](Self::down) to stop it.
     pub fn attach(dir: &Path) -> Result<Self, Error> {
-        let text = fs::read_to_string(dir.join("state.json"))
+        let dir = dir
+            .canonicalize()
             .map_err(|e| Error::NoState(dir.to_path_buf(), e.to_string()))?;
-        let state: State = serde_json::from_str(&text)
-            .map_err(|e| Error::NoState(dir.to_path_buf(), e.to_string()))?;
+        let state = read_state(&dir)?;
         Ok(LocalFederation {
             inner: Arc::new(Inner {
-                dir: dir.to_path_buf(),
+                dir,
                 _temp: None,
                 state: Mutex::new(state),
                 children: Mutex::new(BTreeMap::new()),
@@ -442,10 +630,10 @@ impl LocalFederation {
         self.inner.detached.store(true, Ordering::SeqCst);
     }
 
-    /// Stops every process and forgets the federation (its directory keeps the logs).
+    /// Stops every process recorded for the directory, whoever started it, and
+    /// forgets the federation (its directory keeps the logs).
     pub fn down(self) -> Result<(), Error> {
-        self.stop_all();
-        let _ = fs::remove_file(self.inner.dir.join("state.json"));
+        self.inner.stop_all();
         self.inner.detached.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -479,9 +667,10 @@ impl LocalFederation {
             .collect()
     }
 
-    /// One cluster's endpoint.
+    /// One cluster's endpoint, its pid as `state.json` records it now.
     pub fn endpoint(&self, name: &str) -> Result<ClusterEndpoint, Error> {
-        self.state()
+        self.inner
+            .refresh()
             .clusters
             .iter()
             .find(|c| c.name == name)
@@ -489,59 +678,87 @@ impl LocalFederation {
             .ok_or_else(|| Error::UnknownCluster(name.into()))
     }
 
-    /// Whether a cluster's apiserver process runs.
+    /// Whether a cluster's apiserver process runs (whoever started it).
     pub fn is_running(&self, name: &str) -> Result<bool, Error> {
-        let endpoint = self.endpoint(name)?;
-        let binary = self.state().assets.kube_apiserver.clone();
-        Ok(endpoint.pid.is_some_and(|pid| {
-            self.inner
-                .children
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_mut(name)
-                .map_or_else(|| runs(pid, &binary), |c| matches!(c.try_wait(), Ok(None)))
-        }))
+        let state = self.inner.refresh();
+        Ok(self.recorded_running(&state, name)?.is_some())
+    }
+
+    /// The pid `state` records for `name`'s apiserver, if that process runs.
+    fn recorded_running(&self, state: &State, name: &str) -> Result<Option<u32>, Error> {
+        let endpoint = state
+            .clusters
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::UnknownCluster(name.into()))?;
+        let Some(pid) = endpoint.pid else {
+            return Ok(None);
+        };
+        let running = match self.inner.children().get_mut(name) {
+            Some(child) if child.id() == pid => matches!(child.try_wait(), Ok(None)),
+            _ => runs(
+                pid,
+                &state.assets.kube_apiserver,
+                &apiserver_marker(&self.inner.dir, name),
+            ),
+        };
+        Ok(running.then_some(pid))
     }
 
     /// Stops one cluster's apiserver (its objects stay in etcd), as if the cluster
     /// went away.
     pub fn stop_member(&self, name: &str) -> Result<(), Error> {
-        let endpoint = self.endpoint(name)?;
-        let binary = self.state().assets.kube_apiserver.clone();
-        if let Some(pid) = endpoint.pid {
-            let child = self.children().remove(name);
-            terminate(pid, &binary, child);
-        }
-        self.set_pid(name, None);
-        self.save()
+        self.inner.update(|state| {
+            let endpoint = state
+                .clusters
+                .iter_mut()
+                .find(|c| c.name == name)
+                .ok_or_else(|| Error::UnknownCluster(name.into()))?;
+            if let Some(pid) = endpoint.pid.take() {
+                let child = self.inner.take_child(name, pid);
+                let marker = apiserver_marker(&self.inner.dir, name);
+                terminate(pid, &state.assets.kube_apiserver, &marker, child);
+            }
+            Ok(())
+        })
     }
 
     /// Starts a stopped cluster again on the same port and certificate, and waits
     /// until it is ready.
     pub fn start_member(&self, name: &str) -> Result<(), Error> {
-        if self.is_running(name)? {
-            return Ok(());
-        }
-        self.spawn_apiserver(name)?;
-        self.wait_ready(name)?;
-        self.save()
+        self.inner.update(|state| {
+            let running = self.recorded_running(state, name)?;
+            // A child of ours that is not the recorded process was stopped by
+            // another one: reap it (`wait_ready` would take it for this start's).
+            let stale = self.children().remove(name);
+            if let Some(child) = stale {
+                if Some(child.id()) == running {
+                    self.children().insert(name.to_string(), child);
+                } else {
+                    let marker = apiserver_marker(&self.inner.dir, name);
+                    terminate(
+                        child.id(),
+                        &state.assets.kube_apiserver,
+                        &marker,
+                        Some(child),
+                    );
+                }
+            }
+            if running.is_none() {
+                let pid = self.spawn_apiserver(state, name)?;
+                set_pid(state, name, Some(pid));
+            }
+            Ok(())
+        })?;
+        self.wait_ready(name)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.cache()
     }
 
     fn children(&self) -> MutexGuard<'_, BTreeMap<String, Child>> {
-        self.inner
-            .children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set_pid(&self, name: &str, pid: Option<u32>) {
-        if let Some(c) = self.state().clusters.iter_mut().find(|c| c.name == name) {
-            c.pid = pid;
-        }
+        self.inner.children()
     }
 
     fn log_file(&self, name: &str) -> Result<(File, PathBuf), Error> {
@@ -566,7 +783,10 @@ impl LocalFederation {
             .process_group(0);
         let child = cmd.spawn().map_err(io(format!("start {key}")))?;
         let pid = child.id();
-        self.children().insert(key.to_string(), child);
+        if let Some(mut old) = self.children().insert(key.to_string(), child) {
+            // Stopped by another process; reap it.
+            let _ = old.try_wait();
+        }
         Ok(pid)
     }
 
@@ -579,18 +799,17 @@ impl LocalFederation {
         let peer_url = format!("http://127.0.0.1:{peer}");
         let mut cmd = Command::new(&etcd);
         cmd.arg("--name=fedwasm")
-            .arg(format!(
-                "--data-dir={}",
-                self.inner.dir.join("etcd").display()
-            ))
+            .arg(etcd_marker(&self.inner.dir))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=fedwasm={peer_url}"))
             .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
-        let pid = self.spawn("etcd", cmd)?;
-        self.state().etcd_pid = Some(pid);
+        self.inner.update(|state| {
+            state.etcd_pid = Some(self.spawn("etcd", cmd)?);
+            Ok(())
+        })?;
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -627,41 +846,44 @@ impl LocalFederation {
         Ok(())
     }
 
-    fn spawn_apiserver(&self, name: &str) -> Result<(), Error> {
-        let endpoint = self.endpoint(name)?;
-        let (binary, etcd_port) = {
-            let s = self.state();
-            (s.assets.kube_apiserver.clone(), s.etcd_port)
-        };
+    /// Starts `name`'s apiserver and returns its pid, for the caller to record in
+    /// `state` (under the lock).
+    fn spawn_apiserver(&self, state: &State, name: &str) -> Result<u32, Error> {
+        let endpoint = state
+            .clusters
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::UnknownCluster(name.into()))?;
         let dir = &self.inner.dir;
         let cert_dir = dir.join("certs").join(name);
         fs::create_dir_all(&cert_dir).map_err(io("create the cert dir"))?;
-        let mut cmd = Command::new(binary);
-        cmd.arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
-            .arg(format!("--etcd-prefix=/cluster-{name}"))
-            .arg(format!("--secure-port={}", endpoint.port))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--cert-dir={}", cert_dir.display()))
-            .arg(format!(
-                "--token-auth-file={}",
-                dir.join("tokens.csv").display()
-            ))
-            .arg("--authorization-mode=AlwaysAllow")
-            .arg(format!("--service-account-issuer=https://{name}"))
-            .arg(format!(
-                "--service-account-key-file={}",
-                dir.join("sa.pub").display()
-            ))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                dir.join("sa.key").display()
-            ))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--disable-admission-plugins=ServiceAccount");
-        let pid = self.spawn(name, cmd)?;
-        self.set_pid(name, Some(pid));
-        Ok(())
+        let mut cmd = Command::new(&state.assets.kube_apiserver);
+        cmd.arg(format!(
+            "--etcd-servers=http://127.0.0.1:{}",
+            state.etcd_port
+        ))
+        .arg(format!("--etcd-prefix=/cluster-{name}"))
+        .arg(format!("--secure-port={}", endpoint.port))
+        .arg("--bind-address=127.0.0.1")
+        .arg("--advertise-address=127.0.0.1")
+        .arg(apiserver_marker(dir, name))
+        .arg(format!(
+            "--token-auth-file={}",
+            dir.join("tokens.csv").display()
+        ))
+        .arg("--authorization-mode=AlwaysAllow")
+        .arg(format!("--service-account-issuer=https://{name}"))
+        .arg(format!(
+            "--service-account-key-file={}",
+            dir.join("sa.pub").display()
+        ))
+        .arg(format!(
+            "--service-account-signing-key-file={}",
+            dir.join("sa.key").display()
+        ))
+        .arg("--service-cluster-ip-range=10.0.0.0/24")
+        .arg("--disable-admission-plugins=ServiceAccount");
+        self.spawn(name, cmd)
     }
 
     /// The CA to trust for `name`: its self-signed serving certificate bundle.
@@ -742,49 +964,19 @@ impl LocalFederation {
             .map_err(|e| Error::Command(format!("kubeconfig: {e}")))?;
         fs::write(self.kubeconfig_path(), text).map_err(io("write the kubeconfig"))
     }
+}
 
-    fn save(&self) -> Result<(), Error> {
-        let text = serde_json::to_string_pretty(&*self.state())
-            .map_err(|e| Error::Command(format!("state: {e}")))?;
-        let tmp = self.inner.dir.join("state.json.tmp");
-        fs::write(&tmp, text).map_err(io("write state.json"))?;
-        fs::rename(&tmp, self.inner.dir.join("state.json")).map_err(io("write state.json"))
-    }
-
-    fn stop_all(&self) {
-        let state = self.state().clone();
-        for c in state.clusters.iter().rev() {
-            if let Some(pid) = c.pid {
-                let child = self.children().remove(&c.name);
-                terminate(pid, &state.assets.kube_apiserver, child);
-            }
-            self.set_pid(&c.name, None);
-        }
-        if let Some(pid) = state.etcd_pid {
-            let child = self.children().remove("etcd");
-            terminate(pid, &state.assets.etcd, child);
-        }
-        self.state().etcd_pid = None;
+fn set_pid(state: &mut State, name: &str, pid: Option<u32>) {
+    if let Some(c) = state.clusters.iter_mut().find(|c| c.name == name) {
+        c.pid = pid;
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.detached.load(Ordering::SeqCst) {
-            return;
+        if !self.detached.load(Ordering::SeqCst) {
+            self.stop_all();
         }
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut children =
-            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
-        for c in state.clusters.iter().rev() {
-            if let Some(pid) = c.pid {
-                terminate(pid, &state.assets.kube_apiserver, children.remove(&c.name));
-            }
-        }
-        if let Some(pid) = state.etcd_pid {
-            terminate(pid, &state.assets.etcd, children.remove("etcd"));
-        }
-        let _ = fs::remove_file(self.dir.join("state.json"));
     }
 }
 
@@ -815,7 +1007,6 @@ mod tests {
         let kubeconfig = fs::read_to_string(fed.kubeconfig_path()).unwrap();
         assert!(kubeconfig.contains("certificate-authority-data"));
         assert_eq!(fed.names(), vec![FEDERATION.to_string(), "m1".into()]);
-        let binary = fed.state().assets.kube_apiserver.clone();
         let pids: Vec<u32> = fed.state().clusters.iter().filter_map(|c| c.pid).collect();
         let etcd_pid = fed.state().etcd_pid.unwrap();
         assert_eq!(pids.len(), 2);
@@ -827,11 +1018,93 @@ mod tests {
         assert!(fed.is_running("m1").unwrap());
         let restarted = fed.endpoint("m1").unwrap().pid.unwrap();
 
-        let etcd = fed.state().assets.etcd.clone();
         drop(fed);
         for pid in pids.into_iter().chain([restarted]) {
-            assert!(!runs(pid, &binary), "apiserver {pid} still runs");
+            assert!(!alive(pid), "apiserver {pid} still runs");
         }
-        assert!(!runs(etcd_pid, &etcd), "etcd still runs");
+        assert!(!alive(etcd_pid), "etcd still runs");
+    }
+
+    /// Kills (SIGKILL) whatever of its pids still runs when dropped, so a failing
+    /// test leaves no process behind.
+    struct Reaper(Vec<u32>);
+
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            for pid in &self.0 {
+                if alive(*pid) {
+                    // SAFETY: kill(2) on a pid this test recorded from its federation.
+                    unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+
+    fn recorded_pids(dir: &Path) -> Vec<u32> {
+        let state: State =
+            serde_json::from_str(&fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+        state
+            .clusters
+            .iter()
+            .filter_map(|c| c.pid)
+            .chain(state.etcd_pid)
+            .collect()
+    }
+
+    /// The demo's outage as `fedwasm dev stop`/`dev start` do it, from another handle
+    /// (another process): dropping the handle that started the federation must stop
+    /// the apiserver the other handle started, and free every port.
+    #[test]
+    fn stops_what_another_handle_started() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("fed");
+        let fed = LocalFederation::start(FederationSpec {
+            members: vec!["m1".into(), "m2".into()],
+            dir: Some(dir.clone()),
+            ..Default::default()
+        })
+        .expect("a local federation starts (run scripts/install-testenv.sh first)");
+        let mut reaper = Reaper(recorded_pids(&dir));
+        let old = fed.endpoint("m2").unwrap().pid.unwrap();
+        let mut ports: Vec<u16> = fed
+            .names()
+            .iter()
+            .map(|n| fed.endpoint(n).unwrap().port)
+            .collect();
+        {
+            let s = fed.state();
+            ports.extend([s.etcd_port, s.etcd_peer_port]);
+        }
+
+        let other = LocalFederation::attach(&dir).unwrap();
+        other.stop_member("m2").unwrap();
+        assert!(!alive(old), "m2's first apiserver still runs");
+        assert!(!fed.is_running("m2").unwrap());
+        other.start_member("m2").unwrap();
+        drop(other);
+        let new = recorded_pids(&dir);
+        reaper.0.extend(new.iter().copied());
+        let restarted = LocalFederation::attach(&dir)
+            .unwrap()
+            .endpoint("m2")
+            .unwrap()
+            .pid
+            .unwrap();
+        assert_ne!(restarted, old);
+        assert!(alive(restarted));
+        assert!(
+            fed.is_running("m2").unwrap(),
+            "the first handle sees m2 back"
+        );
+
+        drop(fed);
+        for pid in reaper.0.iter().copied() {
+            assert!(!alive(pid), "{pid} still runs after the drop");
+        }
+        assert!(!dir.join("state.json").exists());
+        for port in ports {
+            TcpListener::bind(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("port {port} is still taken: {e}"));
+        }
     }
 }
