@@ -1,8 +1,9 @@
 //! `fedwasm dev`: a local federation of real etcd + kube-apiserver processes.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -171,20 +172,53 @@ fn down(dir: &Path) -> Result<()> {
     let fed = attach(dir)?;
     if let Ok(text) = std::fs::read_to_string(host_pid_file(dir)) {
         if let Ok(pid) = text.trim().parse::<i32>() {
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-            if exe.is_some_and(|e| {
-                e.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("fedwasm"))
-            }) {
-                // SAFETY: kill(2) on the host process `dev up --detach` started.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
+            stop_host(pid);
         }
         let _ = std::fs::remove_file(host_pid_file(dir));
     }
     fed.down().context("stopping the local federation")?;
     eprintln!("stopped the local federation in {}", dir.display());
     Ok(())
+}
+
+/// Whether `pid` is a live (not zombie) `fedwasm` process: guards against pid reuse.
+fn is_fedwasm(pid: i32) -> bool {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    });
+    !zombie
+        && exe.is_some_and(|e| {
+            e.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("fedwasm"))
+        })
+}
+
+/// Stops the host `dev up --detach` started: SIGTERM, SIGKILL after 10 s, and waits
+/// until it is gone (so its admin port is free).
+fn stop_host(pid: i32) {
+    if !is_fedwasm(pid) {
+        return;
+    }
+    // SAFETY: kill(2) on the host process `dev up --detach` started (checked above).
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let start = Instant::now();
+    let mut killed = false;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if !is_fedwasm(pid) {
+            return;
+        }
+        if !killed && start.elapsed() >= Duration::from_secs(10) {
+            killed = true;
+            // SAFETY: as above, checked again just now.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if start.elapsed() >= Duration::from_secs(15) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn up(args: UpArgs) -> Result<()> {
@@ -238,14 +272,12 @@ fn up(args: UpArgs) -> Result<()> {
     let run_args = RunArgs {
         plugins: args.plugins.clone(),
         admin: args.admin.clone(),
-        debounce_ms: 100,
         kubeconfig: Some(kubeconfig.clone()),
         context: FEDERATION.into(),
-        extra_kinds: Vec::new(),
-        probe_interval_secs: 2,
-        offline_grace_secs: 5,
         simulate_workloads: args.simulate_workloads,
         runtime: args.runtime.clone(),
+        // The rest as `fedwasm run` defaults them.
+        ..default_run_args()?
     };
     if args.detach {
         if !args.no_host {
@@ -271,29 +303,85 @@ fn up(args: UpArgs) -> Result<()> {
     result
 }
 
+/// `RunArgs` as `fedwasm run` has them without flags.
+fn default_run_args() -> Result<RunArgs> {
+    use clap::FromArgMatches;
+    let matches = RunArgs::augment_args(clap::Command::new("run"))
+        .try_get_matches_from(["run"])
+        .context("the defaults of `fedwasm run`")?;
+    RunArgs::from_arg_matches(&matches).context("the defaults of `fedwasm run`")
+}
+
+/// The `fedwasm run ...` arguments (without the program) that give back `run`.
+/// Every field is destructured, so a field added to `RunArgs` does not compile until
+/// it is passed on here. Values go as `--flag=value`, so one starting with `-`
+/// stays a value.
+fn run_argv(run: &RunArgs) -> Vec<OsString> {
+    let RunArgs {
+        plugins,
+        admin,
+        debounce_ms,
+        kubeconfig,
+        context,
+        extra_kinds,
+        probe_interval_secs,
+        offline_grace_secs,
+        simulate_workloads,
+        runtime:
+            RuntimeArgs {
+                deadline_ms,
+                memory_mib,
+                cache_dir,
+                no_cache,
+            },
+    } = run;
+    let mut argv = vec![OsString::from("run")];
+    let mut flag = |name: &str, value: &OsStr| {
+        let mut arg = OsString::from(format!("--{name}="));
+        arg.push(value);
+        argv.push(arg);
+    };
+    if let Some(plugins) = plugins {
+        flag("plugins", plugins.as_os_str());
+    }
+    flag("admin", admin.as_ref());
+    flag("debounce-ms", debounce_ms.to_string().as_ref());
+    if let Some(kubeconfig) = kubeconfig {
+        flag("kubeconfig", kubeconfig.as_os_str());
+    }
+    flag("context", context.as_ref());
+    for kind in extra_kinds {
+        flag("propagate", kind.as_ref());
+    }
+    flag(
+        "probe-interval-secs",
+        probe_interval_secs.to_string().as_ref(),
+    );
+    flag(
+        "offline-grace-secs",
+        offline_grace_secs.to_string().as_ref(),
+    );
+    flag("deadline-ms", deadline_ms.to_string().as_ref());
+    flag("memory-mib", memory_mib.to_string().as_ref());
+    if let Some(cache_dir) = cache_dir {
+        flag("cache-dir", cache_dir.as_os_str());
+    }
+    if *simulate_workloads {
+        argv.push("--simulate-workloads".into());
+    }
+    if *no_cache {
+        argv.push("--no-cache".into());
+    }
+    argv
+}
+
 fn spawn_detached_host(dir: &Path, run: &RunArgs) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("finding the fedwasm binary")?;
     let log = std::fs::File::create(dir.join("logs").join("host.log"))
         .context("creating logs/host.log")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("run")
-        .arg("--kubeconfig")
-        .arg(run.kubeconfig.as_deref().unwrap_or(Path::new("")))
-        .arg("--context")
-        .arg(&run.context)
-        .arg("--admin")
-        .arg(&run.admin)
-        .arg("--deadline-ms")
-        .arg(run.runtime.deadline_ms.to_string())
-        .arg("--memory-mib")
-        .arg(run.runtime.memory_mib.to_string());
-    if let Some(plugins) = &run.plugins {
-        cmd.arg("--plugins").arg(plugins);
-    }
-    if run.simulate_workloads {
-        cmd.arg("--simulate-workloads");
-    }
+    cmd.args(run_argv(run));
     let child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
@@ -309,4 +397,56 @@ fn spawn_detached_host(dir: &Path, run: &RunArgs) -> Result<()> {
         dir.join("logs/host.log").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse_back(run: &RunArgs) -> RunArgs {
+        let argv = std::iter::once(OsString::from("fedwasm")).chain(run_argv(run));
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Run(parsed),
+            }) => parsed,
+            other => panic!("{:?} parsed as {other:?}", run_argv(run)),
+        }
+    }
+
+    /// What the detached host is started with is what `dev up` meant: every field,
+    /// none left at a default.
+    #[test]
+    fn run_argv_passes_every_field() {
+        let run = RunArgs {
+            plugins: Some("/tmp/plug ins".into()),
+            admin: "127.0.0.1:9999".into(),
+            debounce_ms: 7,
+            kubeconfig: Some("/tmp/fed/kubeconfig".into()),
+            context: "-odd-context".into(),
+            extra_kinds: vec![
+                "/v1/PersistentVolumeClaim/persistentvolumeclaims".into(),
+                "example.com/v1/Widget/widgets/cluster".into(),
+            ],
+            probe_interval_secs: 11,
+            offline_grace_secs: 13,
+            simulate_workloads: true,
+            runtime: RuntimeArgs {
+                deadline_ms: 17,
+                memory_mib: 19,
+                cache_dir: Some("/tmp/cache".into()),
+                no_cache: true,
+            },
+        };
+        assert_eq!(format!("{:?}", parse_back(&run)), format!("{run:?}"));
+    }
+
+    #[test]
+    fn run_argv_round_trips_the_defaults() {
+        let run = default_run_args().unwrap();
+        assert!(run.plugins.is_none() && run.kubeconfig.is_none());
+        assert!(run.runtime.cache_dir.is_none() && !run.runtime.no_cache);
+        assert_eq!(format!("{:?}", parse_back(&run)), format!("{run:?}"));
+    }
 }
