@@ -16,6 +16,8 @@ use crate::runtime::{PluginError, Registry};
 #[derive(Clone)]
 pub struct AdminState {
     pub registry: Arc<Registry>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub health: crate::app::Health,
 }
 
 /// `GET /plugins`, `POST /plan`, `GET /healthz`, `GET /metrics`.
@@ -23,7 +25,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/plugins", get(plugins))
         .route("/plan", post(plan))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -35,8 +37,18 @@ async fn plugins(State(state): State<AdminState>) -> impl IntoResponse {
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.registry.runtime().metrics().render(),
+        state.metrics.render(),
     )
+}
+
+/// `ok` while every part runs; 503 once a controller stopped (the process then
+/// exits so its supervisor restarts it).
+async fn healthz(State(state): State<AdminState>) -> Response {
+    if state.health.is_ok() {
+        "ok\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "a controller stopped\n").into_response()
+    }
 }
 
 /// Same body and answer as `fedwasm plan`, plus an optional `"plugin": NAME`.

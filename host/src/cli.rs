@@ -1,6 +1,13 @@
 //! Command-line interface.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use fedwasm_host::app::{AppConfig, FederationTarget};
+use fedwasm_host::federation::kinds::Kind;
+use fedwasm_host::fleet::FleetConfig;
+use fedwasm_host::runtime::{Limits, RuntimeConfig};
 
 use clap::{Args, Parser, Subcommand};
 use fedwasm_sdk::Hook;
@@ -190,6 +197,10 @@ pub struct RunArgs {
     /// Seconds a member may fail probes before it is Offline.
     #[arg(long, default_value_t = 5)]
     pub offline_grace_secs: u64,
+    /// Deadline of one whole request to a member, in seconds: a member that accepts
+    /// connections and never answers fails that request, and holds up no other member.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub member_timeout_secs: u64,
     /// Development only: play the members' missing kubelets and controllers (mark
     /// fedwasm's ReplicaSets/Deployments ready, give LoadBalancer Services an
     /// address), for clusters made by `fedwasm dev up` that run no workloads.
@@ -197,4 +208,57 @@ pub struct RunArgs {
     pub simulate_workloads: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+impl RuntimeArgs {
+    /// The runtime's configuration from these arguments.
+    pub fn config(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            limits: Limits {
+                deadline: Duration::from_millis(self.deadline_ms),
+                memory_bytes: (self.memory_mib as usize) << 20,
+            },
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                Some(self.cache_dir.clone().unwrap_or_else(default_cache_dir))
+            },
+        }
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("fedwasm/artifacts")
+}
+
+impl RunArgs {
+    /// Everything the app is built from; fails on a malformed `--propagate`.
+    pub fn app_config(&self) -> Result<AppConfig> {
+        let defaults = FleetConfig::default();
+        Ok(AppConfig {
+            runtime: self.runtime.config(),
+            plugins: self.plugins.clone(),
+            debounce: Duration::from_millis(self.debounce_ms),
+            admin: self.admin.clone(),
+            federation: self.kubeconfig.clone().map(|kubeconfig| FederationTarget {
+                kubeconfig,
+                context: self.context.clone(),
+            }),
+            fleet: FleetConfig {
+                probe_interval: Duration::from_secs(self.probe_interval_secs.max(1)),
+                offline_grace: Duration::from_secs(self.offline_grace_secs),
+                request_timeout: Duration::from_secs(self.member_timeout_secs),
+                ..defaults
+            },
+            extra_kinds: self
+                .extra_kinds
+                .iter()
+                .map(|k| Kind::parse(k).map_err(anyhow::Error::msg))
+                .collect::<Result<_>>()?,
+        })
+    }
 }

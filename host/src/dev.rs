@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use fedwasm_host::federation::join;
+use fedwasm_host::fleet::join;
 use fedwasm_testenv::{FederationSpec, LocalFederation, FEDERATION};
 
 use crate::cli::{RunArgs, RuntimeArgs};
@@ -245,7 +245,7 @@ fn up(args: UpArgs) -> Result<()> {
     );
     let kubeconfig = fed.kubeconfig_path();
     crate::block_on(async {
-        let client = crate::kube_client(Some(&kubeconfig), FEDERATION).await?;
+        let client = fedwasm_host::app::kube_client(Some(&kubeconfig), FEDERATION).await?;
         for m in &specs {
             let standalone = join::standalone_kubeconfig(&kubeconfig, &m.name)
                 .with_context(|| format!("{}'s kubeconfig", m.name))?;
@@ -326,6 +326,7 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
         extra_kinds,
         probe_interval_secs,
         offline_grace_secs,
+        member_timeout_secs,
         simulate_workloads,
         runtime:
             RuntimeArgs {
@@ -360,6 +361,10 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
     flag(
         "offline-grace-secs",
         offline_grace_secs.to_string().as_ref(),
+    );
+    flag(
+        "member-timeout-secs",
+        member_timeout_secs.to_string().as_ref(),
     );
     flag("deadline-ms", deadline_ms.to_string().as_ref());
     flag("memory-mib", memory_mib.to_string().as_ref());
@@ -431,6 +436,7 @@ mod tests {
             ],
             probe_interval_secs: 11,
             offline_grace_secs: 13,
+            member_timeout_secs: 23,
             simulate_workloads: true,
             runtime: RuntimeArgs {
                 deadline_ms: 17,

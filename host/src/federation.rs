@@ -1,27 +1,31 @@
-//! Federation: the cluster registry, member health, and the propagation controller.
+//! The propagation controller: one per kind, over the federation plane's objects.
 //!
-//! Entry point: [`run`]. Data flows one way: watch the federation plane → place
-//! (select and distribute plugins) → server-side apply into members → aggregate
-//! their status back into the federation object.
+//! Entry point: [`run`]. The files read in the order data flows: `controller`
+//! (reconcile, error policy, backoff) → `place` (select and distribute plugins) →
+//! `apply` (each member on its own, under its deadline) → `aggregate` (status and the
+//! placement annotation back on the federation object) → `events`. What differs
+//! between kinds is the table in `kinds`.
 
-pub mod cluster;
-pub mod join;
+mod aggregate;
+mod apply;
+mod controller;
+mod events;
 pub mod kinds;
-pub mod members;
-pub mod propagate;
+pub mod namespace;
+mod place;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::Client;
 
-use crate::runtime::{PluginError, Registry};
+use crate::fleet::{Fleet, MemberError};
+pub use crate::fleet::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::metrics::Metrics;
+use crate::placer::Placer;
+use crate::runtime::PluginError;
+pub use controller::{guard_panics, Context};
 
-/// Field manager of everything fedwasm writes.
-pub const FIELD_MANAGER: &str = "fedwasm";
-/// Label on every object fedwasm created in a member; objects without it are never
-/// touched (unless the federation object asks for adoption).
-pub const MANAGED_BY_LABEL: &str = "fedwasm.io/managed-by";
-pub const MANAGED_BY_VALUE: &str = "fedwasm";
 /// Finalizer on federation objects, so deletions reach the members.
 pub const FINALIZER: &str = "fedwasm.io/propagation";
 /// On a federation object: take over member objects of the same name not created by
@@ -36,59 +40,53 @@ pub const PREFERENCES_ANNOTATION: &str = "federation.kubernetes.io/replica-set-p
 /// Written by fedwasm on federation objects: the per-cluster outcome.
 pub const PLACEMENT_ANNOTATION: &str = "fedwasm.io/placement";
 
-/// Errors of the federation parts.
+/// Why a reconcile failed. Every failure goes through one path: an event on the
+/// object, `fedwasm_propagations_total{result=<kind>}`, and a retry with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{context}: {source}")]
-    Kube {
+    Federation {
         context: String,
         #[source]
         source: kube::Error,
     },
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Member(#[from] MemberError),
+    /// Some members could not be reached; the others were served.
+    #[error("{} member(s) not reached: {}", .0.len(), .0.join("; "))]
+    MembersUnreachable(Vec<String>),
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    #[error("finalizer: {0}")]
-    Finalizer(String),
+    #[error("{PREFERENCES_ANNOTATION} is not valid: {0}")]
+    InvalidPreferences(String),
+    #[error("the reconcile panicked: {0}")]
+    Panic(String),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::Error),
+    #[error("the {0} controller stopped")]
+    ControllerStopped(String),
 }
 
 impl Error {
-    pub(crate) fn kube(context: &str, source: kube::Error) -> Self {
-        Error::Kube {
+    pub(crate) fn federation(context: &str, source: kube::Error) -> Self {
+        Error::Federation {
             context: context.to_string(),
             source,
         }
     }
 
-    /// A short label for metrics.
+    /// A short label for metrics (`fedwasm_propagations_total{result}`).
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::Kube { .. } => "kube",
-            Error::Config(_) => "config",
-            Error::Plugin(_) => "plugin",
-            Error::Finalizer(_) => "finalizer",
-        }
-    }
-}
-
-/// Runs `call` again (up to 5 times, 200 ms apart) while it fails at the transport
-/// level: an apiserver may drop pooled connections, e.g. right after a CRD is
-/// installed. API answers (404, 409, 422, ...) are returned at once.
-pub(crate) async fn retry_transient<T, F, Fut>(mut call: F) -> Result<T, kube::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    let mut attempt = 0;
-    loop {
-        match call().await {
-            Err(e @ (kube::Error::Service(_) | kube::Error::HyperError(_))) if attempt < 4 => {
-                attempt += 1;
-                tracing::debug!(error = %e, attempt, "transient API error; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            other => return other,
+            Error::Federation { .. } => "federation_error",
+            Error::Member(e) if e.is_unreachable() => "member_unreachable",
+            Error::Member(_) => "member_rejected",
+            Error::MembersUnreachable(_) => "member_unreachable",
+            Error::Plugin(_) => "plugin_error",
+            Error::InvalidPreferences(_) => "invalid_preferences",
+            Error::Panic(_) => "panic",
+            Error::Fleet(_) => "config_error",
+            Error::ControllerStopped(_) => "controller_stopped",
         }
     }
 }
@@ -96,34 +94,44 @@ where
 /// How the federation controller runs.
 #[derive(Clone, Debug, Default)]
 pub struct FederationConfig {
-    pub health: members::HealthConfig,
     /// Kinds beyond the built-in ones, through the dynamic API.
     pub extra_kinds: Vec<kinds::Kind>,
 }
 
-/// Installs the Cluster CRD, then runs health probes and one propagation controller
-/// per kind until the future is dropped.
+/// Installs the Cluster CRD (retrying until the federation plane answers), then runs
+/// one propagation controller per kind. Returns only when a controller stopped (it
+/// should not): the caller should treat that as fatal, so a supervisor restarts it.
 pub async fn run(
     federation: Client,
-    registry: Arc<Registry>,
+    placer: Placer,
+    fleet: Arc<Fleet>,
+    metrics: Arc<Metrics>,
     config: FederationConfig,
-) -> Result<(), Error> {
-    cluster::install_crd(&federation).await?;
-    join::ensure_system_namespace(&federation).await?;
-    let metrics = registry.runtime().metrics().clone();
-    let members = members::Members::new(federation.clone(), config.health.clone(), metrics);
-    // A first round before the controllers start, so they see the members.
-    if let Err(e) = members.probe_all().await {
-        tracing::warn!(error = %e, "first probe of the members");
+) -> Error {
+    loop {
+        let setup = async {
+            crate::fleet::cluster::install_crd(&federation).await?;
+            crate::fleet::join::ensure_system_namespace(&federation).await
+        };
+        match setup.await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "preparing the federation plane; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
     }
-    let probes = tokio::spawn(members.clone().run_probes());
     let mut kinds = kinds::built_in();
     kinds.extend(config.extra_kinds);
-    let shared = propagate::Shared::new(federation, registry, members);
-    let controllers = kinds
-        .into_iter()
-        .map(|kind| propagate::run_controller(shared.clone(), kind));
-    futures::future::join_all(controllers).await;
-    probes.abort();
-    Ok(())
+    let shared = controller::Shared::new(federation, placer, fleet, metrics);
+    let controllers = kinds.into_iter().map(|kind| {
+        let name = kind.resource.kind.clone();
+        let task = tokio::spawn(controller::run(shared.clone(), kind));
+        async move {
+            let _ = task.await;
+            name
+        }
+    });
+    let (stopped, _, _) = futures::future::select_all(controllers.map(Box::pin)).await;
+    Error::ControllerStopped(stopped)
 }

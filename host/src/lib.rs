@@ -5,9 +5,12 @@
 //! the parts; `main.rs` wires them behind the `fedwasm` command.
 
 pub mod admin;
+pub mod app;
 pub mod bench;
 pub mod federation;
+pub mod fleet;
 pub mod metrics;
+pub mod placer;
 pub mod plan;
 pub mod runtime;
 pub mod scaffold;

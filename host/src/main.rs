@@ -5,17 +5,16 @@ mod dev;
 mod simulator;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use fedwasm_host::admin::{self, AdminState};
+use fedwasm_host::app::{self, App};
 use fedwasm_host::metrics::Metrics;
 use fedwasm_host::plan::PlanRequest;
-use fedwasm_host::runtime::{DirWatcher, Limits, PluginSource, Registry, Runtime, RuntimeConfig};
-use fedwasm_host::{bench, federation, scaffold};
+use fedwasm_host::runtime::{PluginSource, Registry, Runtime};
+use fedwasm_host::{bench, federation, fleet, scaffold};
 
 use cli::{Cli, Command, PluginCommand, RuntimeArgs};
 
@@ -102,26 +101,7 @@ fn dispatch(cli: Cli) -> Result<()> {
 }
 
 fn runtime(args: &RuntimeArgs) -> Result<Arc<Runtime>> {
-    let config = RuntimeConfig {
-        limits: Limits {
-            deadline: Duration::from_millis(args.deadline_ms),
-            memory_bytes: (args.memory_mib as usize) << 20,
-        },
-        cache_dir: if args.no_cache {
-            None
-        } else {
-            Some(args.cache_dir.clone().unwrap_or_else(default_cache_dir))
-        },
-    };
-    Runtime::new(config, Arc::new(Metrics::new())).context("starting the Wasm runtime")
-}
-
-fn default_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("fedwasm/artifacts")
+    Runtime::new(args.config(), Arc::new(Metrics::new())).context("starting the Wasm runtime")
 }
 
 /// Loads `path` into the registry under its file stem.
@@ -179,24 +159,6 @@ fn plugin_bench(args: cli::BenchArgs) -> Result<()> {
     }
 }
 
-/// A client for `context` in `kubeconfig` (default: the usual kubeconfig search).
-pub(crate) async fn kube_client(kubeconfig: Option<&Path>, context: &str) -> Result<kube::Client> {
-    let options = kube::config::KubeConfigOptions {
-        context: Some(context.to_string()),
-        ..Default::default()
-    };
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &options).await
-        }
-        None => kube::Config::from_kubeconfig(&options).await,
-    }
-    .with_context(|| format!("loading context `{context}`"))?;
-    kube::Client::try_from(config).context("building the Kubernetes client")
-}
-
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -206,8 +168,8 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
 }
 
 fn join(args: cli::JoinArgs) -> Result<()> {
-    let kubeconfig = federation::join::standalone_kubeconfig(&args.kubeconfig, &args.context)?;
-    let request = federation::join::JoinRequest {
+    let kubeconfig = fleet::join::standalone_kubeconfig(&args.kubeconfig, &args.context)?;
+    let request = fleet::join::JoinRequest {
         name: args.name.clone(),
         region: args.region,
         zone: args.zone,
@@ -216,8 +178,8 @@ fn join(args: cli::JoinArgs) -> Result<()> {
     };
     let fed_config = args.federation_kubeconfig.unwrap_or(args.kubeconfig);
     block_on(async {
-        let client = kube_client(Some(&fed_config), &args.federation_context).await?;
-        federation::join::join(&client, &request, &kubeconfig)
+        let client = app::kube_client(Some(&fed_config), &args.federation_context).await?;
+        fleet::join::join(&client, &request, &kubeconfig)
             .await
             .with_context(|| format!("joining {}", args.name))
     })??;
@@ -230,12 +192,12 @@ fn join(args: cli::JoinArgs) -> Result<()> {
 
 fn unjoin(args: cli::UnjoinArgs) -> Result<()> {
     block_on(async {
-        let client = kube_client(
+        let client = app::kube_client(
             args.federation.kubeconfig.as_deref(),
             &args.federation.context,
         )
         .await?;
-        federation::join::unjoin(&client, &args.name)
+        fleet::join::unjoin(&client, &args.name)
             .await
             .with_context(|| format!("unjoining {}", args.name))
     })??;
@@ -249,68 +211,19 @@ fn unjoin(args: cli::UnjoinArgs) -> Result<()> {
 }
 
 pub(crate) fn run(args: cli::RunArgs) -> Result<()> {
-    let registry =
-        Registry::new(runtime(&args.runtime)?).context("loading the built-in plugins")?;
-    let _watcher = match &args.plugins {
-        Some(dir) => Some(
-            DirWatcher::start(
-                registry.clone(),
-                dir,
-                Duration::from_millis(args.debounce_ms),
-            )
-            .with_context(|| format!("watching the plugin directory {}", dir.display()))?,
-        ),
-        None => None,
-    };
+    let config = args.app_config()?;
+    let simulate = args
+        .simulate_workloads
+        .then(|| (args.kubeconfig.clone(), args.context.clone()));
+    let app = App::build(config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let federation_config = federation::FederationConfig {
-        health: federation::members::HealthConfig {
-            interval: Duration::from_secs(args.probe_interval_secs.max(1)),
-            grace: Duration::from_secs(args.offline_grace_secs),
-            ..Default::default()
-        },
-        extra_kinds: args
-            .extra_kinds
-            .iter()
-            .map(|k| federation::kinds::Kind::parse(k).map_err(anyhow::Error::msg))
-            .collect::<Result<_>>()?,
-    };
     rt.block_on(async move {
-        if let Some(kubeconfig) = &args.kubeconfig {
-            let client = kube_client(Some(kubeconfig), &args.context).await?;
-            if args.simulate_workloads {
-                tokio::spawn(simulator::run(kubeconfig.clone(), args.context.clone()));
-            }
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                // The federation plane may not be up yet: keep trying, never exit.
-                loop {
-                    match federation::run(client.clone(), registry.clone(), federation_config.clone()).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::error!(error = %e, "the federation controller stopped; restarting in 5 s");
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                        }
-                    }
-                }
-            });
+        if let Some((Some(kubeconfig), context)) = simulate {
+            tokio::spawn(simulator::run(kubeconfig, context));
         }
-        let listener = tokio::net::TcpListener::bind(&args.admin)
-            .await
-            .with_context(|| format!("binding the admin API to {}", args.admin))?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, "admin API listening");
-        println!("admin API: http://{addr}");
-        let app = admin::router(AdminState { registry });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-                tracing::info!("shutting down");
-            })
-            .await
-            .context("serving the admin API")
+        app.serve().await
     })
 }

@@ -80,7 +80,7 @@ impl Metrics {
         let propagations = IntCounterVec::new(
             Opts::new(
                 "fedwasm_propagations_total",
-                "Reconciles of federation objects, by kind and result (ok, error).",
+                "Reconciles of federation objects, by kind and result (ok, or the error kind: member_unreachable, member_rejected, plugin_error, invalid_preferences, federation_error, panic, ...).",
             ),
             &["kind", "result"],
         )
@@ -115,8 +115,7 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn observe_propagation(&self, kind: &str, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
+    pub(crate) fn observe_propagation(&self, kind: &str, result: &str) {
         self.propagations.with_label_values(&[kind, result]).inc();
     }
 

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fedwasm_host::federation::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use fedwasm_host::fleet::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -46,7 +46,7 @@ async fn connect(kubeconfig: &Path, federation: &str) -> anyhow::Result<Vec<(Str
         if context == federation {
             continue;
         }
-        let client = crate::kube_client(Some(kubeconfig), &context).await?;
+        let client = fedwasm_host::app::kube_client(Some(kubeconfig), &context).await?;
         out.push((context, client));
     }
     Ok(out)
@@ -91,24 +91,38 @@ async fn tick(client: &Client, index: usize) -> anyhow::Result<()> {
     let params = PatchParams::default();
     write_status(client, &owned, |rs: &ReplicaSet| {
         let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let generation = rs.metadata.generation.unwrap_or(0);
         let status = rs.status.as_ref();
-        let have = status.and_then(|s| s.ready_replicas).unwrap_or(0);
-        (want != have || status.map(|s| s.replicas) != Some(want)).then(|| {
-            json!({"status": {"replicas": want, "readyReplicas": want,
-                "availableReplicas": want, "fullyLabeledReplicas": want}})
+        let done = status.is_some_and(|s| {
+            s.replicas == want
+                && s.ready_replicas == Some(want)
+                && s.observed_generation == Some(generation)
+        });
+        (!done).then(|| {
+            json!({"status": {"replicas": want, "readyReplicas": want, "availableReplicas": want,
+                "fullyLabeledReplicas": want, "observedGeneration": generation}})
         })
     })
     .await?;
+    // As the Deployment controller reports a finished rollout: every replica
+    // updated and available, the generation observed, both conditions.
     write_status(client, &owned, |d: &Deployment| {
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let have = d
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
-        (want != have).then(|| {
-            json!({"status": {"replicas": want, "readyReplicas": want,
-                "availableReplicas": want, "updatedReplicas": want}})
+        let generation = d.metadata.generation.unwrap_or(0);
+        let status = d.status.as_ref();
+        let done = status.is_some_and(|s| {
+            s.ready_replicas == Some(want)
+                && s.updated_replicas == Some(want)
+                && s.observed_generation == Some(generation)
+        });
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        (!done).then(|| {
+            json!({"status": {"replicas": want, "readyReplicas": want, "availableReplicas": want,
+                "updatedReplicas": want, "observedGeneration": generation, "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                 "message": "Deployment has minimum availability.", "lastUpdateTime": now, "lastTransitionTime": now},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                 "message": "ReplicaSet has successfully progressed.", "lastUpdateTime": now, "lastTransitionTime": now}]}})
         })
     })
     .await?;

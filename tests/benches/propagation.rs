@@ -17,10 +17,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fedwasm_host::federation::cluster::Cluster;
-use fedwasm_host::federation::{self, join, members::HealthConfig, FederationConfig};
-use fedwasm_host::metrics::Metrics;
-use fedwasm_host::runtime::{Registry, Runtime, RuntimeConfig};
+use fedwasm_host::app::{App, AppConfig};
+use fedwasm_host::fleet::cluster::Cluster;
+use fedwasm_host::fleet::{join, FleetConfig};
+use fedwasm_host::runtime::RuntimeConfig;
 use fedwasm_testenv::{FederationSpec, LocalFederation, FEDERATION};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -222,21 +222,24 @@ async fn bench(members_n: usize, objects: usize) {
         join::join(&fed, &request, &standalone).await.expect("join");
         members.push(client(&kubeconfig, name).await);
     }
-    let registry =
-        Registry::new(Runtime::new(RuntimeConfig::default(), Arc::new(Metrics::new())).unwrap())
-            .unwrap();
-    let host = tokio::spawn(federation::run(
-        fed.clone(),
-        registry,
-        FederationConfig {
-            health: HealthConfig {
-                interval: Duration::from_secs(1),
-                grace: Duration::from_secs(5),
-                timeout: Duration::from_secs(2),
-            },
-            extra_kinds: Vec::new(),
+    let app = App::build(AppConfig {
+        runtime: RuntimeConfig::default(),
+        plugins: None,
+        debounce: Duration::from_millis(100),
+        admin: "127.0.0.1:0".into(),
+        federation: None,
+        fleet: FleetConfig {
+            probe_interval: Duration::from_secs(1),
+            ..Default::default()
         },
-    ));
+        extra_kinds: Vec::new(),
+    })
+    .unwrap();
+    let controllers = app.start_federation(fed.clone());
+    let host = tokio::spawn(async move {
+        let _app = app;
+        controllers.await
+    });
     let clusters: Api<Cluster> = Api::all(fed.clone());
     loop {
         let list = clusters.list(&ListParams::default()).await.unwrap();

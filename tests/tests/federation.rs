@@ -1,31 +1,36 @@
 //! fedwasm against a real federation: one etcd and four real kube-apiservers (the
-//! federation plane and three members), with the host's controller running
-//! in-process. No kubelet runs in the members, so where a test needs member status
-//! (ready replicas, load-balancer addresses) it writes the member's `status` itself,
-//! acting as that member's workload controller, and says so.
+//! federation plane and three members), with the host built by the same `App` as
+//! `fedwasm run`, in-process. No kubelet runs in the members, so where a scenario
+//! needs member status (ready replicas, rollouts, load-balancer addresses) it writes
+//! the member's `status` itself, acting as that member's workload controller, and
+//! says so.
 //!
-//! One federation serves every scenario (each in its own objects) because starting
-//! four apiservers costs seconds and ~1.3 GB; the scenarios run in order.
+//! One federation serves every scenario (starting four apiservers costs seconds and
+//! ~1.3 GB), each in its own namespace. Independent scenarios run concurrently, then
+//! those that disturb the whole federation (a frozen or stopped member, a plugin
+//! swap) one after the other; every scenario runs even when another fails, and the
+//! test lists all failures. `FEDWASM_SCENARIO=name` runs only the scenarios whose
+//! name contains `name`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedwasm_host::federation::cluster::Cluster;
-use fedwasm_host::federation::{self, join, members::HealthConfig, FederationConfig};
-use fedwasm_host::metrics::Metrics;
-use fedwasm_host::runtime::{DirWatcher, Registry, Runtime, RuntimeConfig};
+use fedwasm_host::app::{kube_client, App, AppConfig};
+use fedwasm_host::fleet::cluster::Cluster;
+use fedwasm_host::fleet::{join, FleetConfig};
+use fedwasm_host::runtime::RuntimeConfig;
 use fedwasm_testenv::{FederationSpec, LocalFederation};
 use fedwasm_tests::plugins;
-use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, DynamicObject};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
 const MEMBERS: [(&str, &str, &str, &str); 3] = [
@@ -33,57 +38,100 @@ const MEMBERS: [(&str, &str, &str, &str); 3] = [
     ("m2", "us-central1", "us-central1-a", "prod"),
     ("m3", "asia-east1", "asia-east1-a", "dev"),
 ];
-const NS: &str = "e2e";
 
-async fn client(kubeconfig: &Path, context: &str) -> Client {
-    let file = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let options = KubeConfigOptions {
-        context: Some(context.into()),
-        ..Default::default()
-    };
-    let config = Config::from_custom_kubeconfig(file, &options)
-        .await
-        .expect("config");
-    Client::try_from(config).expect("client")
-}
-
-/// Polls `check` until it returns `Some`, for at most 60 s.
-async fn eventually<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn apply_params() -> PatchParams {
-    PatchParams::apply("e2e-test").force()
-}
-
+/// What every scenario gets.
+#[derive(Clone)]
 struct Env {
     fed: Client,
     members: BTreeMap<String, Client>,
-    plugin_dir: tempfile::TempDir,
-    _watch: DirWatcher,
-    host: tokio::task::JoinHandle<()>,
+    local: LocalFederation,
+    kubeconfig: PathBuf,
+    plugin_dir: PathBuf,
+    metrics: Arc<fedwasm_host::metrics::Metrics>,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.host.abort();
+type Scenario = fn(Env) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        [$((stringify!($name), (|env| Box::pin($name(env))) as Scenario)),*]
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn federation_scenarios() {
+    let local = tokio::task::spawn_blocking(|| {
+        LocalFederation::start(FederationSpec {
+            members: MEMBERS.iter().map(|m| m.0.to_string()).collect(),
+            dir: std::env::var_os("FEDWASM_E2E_DIR").map(Into::into),
+            assets: None,
+        })
+    })
+    .await
+    .unwrap()
+    .expect("a local federation of real apiservers starts");
+    let plugin_dir = tempfile::tempdir().unwrap();
+    let (env, host) = start(&local, plugin_dir.path()).await;
+    let filter = std::env::var("FEDWASM_SCENARIO").unwrap_or_default();
+    let mut failures = Vec::new();
+    // Independent scenarios, at once.
+    let concurrent = scenarios![
+        every_kind_is_propagated,
+        preferences_move_replicas_and_status_is_summed,
+        no_preferences_is_an_even_spread,
+        kubectl_rollout_status_and_wait_work,
+        deselecting_a_namespace_keeps_others_objects,
+        removed_fields_leave_the_members,
+        bad_input_gives_events_and_retries,
+        others_objects_are_never_taken_over,
+        deleting_removes_from_every_member,
+    ];
+    let mut running = Vec::new();
+    for (name, scenario) in concurrent {
+        if name.contains(filter.as_str()) {
+            running.push((name, tokio::spawn(scenario(env.clone()))));
+        }
+    }
+    for (name, task) in running {
+        if let Err(e) = task.await {
+            failures.push(format!("{name}: {}", panic_message(e)));
+        }
+    }
+    // Scenarios that disturb every object, one at a time.
+    let disruptive = scenarios![
+        a_frozen_member_holds_up_no_other,
+        a_member_away_converges_when_back,
+        a_hot_swapped_plugin_moves_replicas,
+    ];
+    for (name, scenario) in disruptive {
+        if name.contains(filter.as_str()) {
+            if let Err(e) = tokio::spawn(scenario(env.clone())).await {
+                failures.push(format!("{name}: {}", panic_message(e)));
+            }
+        }
+    }
+    host.abort();
+    assert!(
+        failures.is_empty(),
+        "failed scenarios:\n{}",
+        failures.join("\n")
+    );
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into()),
+        Err(e) => e.to_string(),
     }
 }
 
-async fn start(local: &LocalFederation) -> Env {
+async fn start(local: &LocalFederation, plugin_dir: &Path) -> (Env, tokio::task::JoinHandle<()>) {
     let kubeconfig = local.kubeconfig_path();
-    let fed = client(&kubeconfig, "federation").await;
+    let fed = kube_client(Some(&kubeconfig), "federation").await.unwrap();
     for (name, region, zone, env) in MEMBERS {
         let standalone = join::standalone_kubeconfig(&kubeconfig, name).expect("member kubeconfig");
         let request = join::JoinRequest {
@@ -97,30 +145,33 @@ async fn start(local: &LocalFederation) -> Env {
     }
     let mut members = BTreeMap::new();
     for (name, ..) in MEMBERS {
-        members.insert(name.to_string(), client(&kubeconfig, name).await);
+        members.insert(
+            name.to_string(),
+            kube_client(Some(&kubeconfig), name).await.unwrap(),
+        );
     }
-    let runtime = Runtime::new(RuntimeConfig::default(), Arc::new(Metrics::new())).unwrap();
-    let registry = Registry::new(runtime).unwrap();
-    let plugin_dir = tempfile::tempdir().unwrap();
-    let watch = DirWatcher::start(
-        registry.clone(),
-        plugin_dir.path(),
-        Duration::from_millis(50),
-    )
-    .unwrap();
-    let config = FederationConfig {
-        health: HealthConfig {
-            interval: Duration::from_millis(500),
-            grace: Duration::from_secs(2),
-            timeout: Duration::from_secs(1),
+    let app = App::build(AppConfig {
+        runtime: RuntimeConfig::default(),
+        plugins: Some(plugin_dir.to_path_buf()),
+        debounce: Duration::from_millis(50),
+        admin: "127.0.0.1:0".into(),
+        federation: None,
+        fleet: FleetConfig {
+            probe_interval: Duration::from_millis(500),
+            offline_grace: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(3),
+            ..Default::default()
         },
         extra_kinds: Vec::new(),
-    };
-    let host_client = fed.clone();
+    })
+    .expect("the host builds");
+    let metrics = app.metrics.clone();
+    let controllers = app.start_federation(fed.clone());
     let host = tokio::spawn(async move {
-        federation::run(host_client, registry, config)
-            .await
-            .expect("federation controller");
+        let _app = app;
+        let stopped = controllers.await;
+        panic!("the federation controller stopped: {stopped}");
     });
     let clusters: Api<Cluster> = Api::all(fed.clone());
     eventually("every member Ready", || async {
@@ -128,25 +179,123 @@ async fn start(local: &LocalFederation) -> Env {
         (list.items.len() == 3 && list.items.iter().all(|c| c.is_ready())).then_some(())
     })
     .await;
-    Env {
+    let env = Env {
         fed,
         members,
-        plugin_dir,
-        _watch: watch,
-        host,
+        local: local.clone(),
+        kubeconfig,
+        plugin_dir: plugin_dir.to_path_buf(),
+        metrics,
+    };
+    (env, host)
+}
+
+// ---------------------------------------------------------------------------------
+// Helpers.
+
+/// Polls `check` until it returns `Some`, for at most 60 s.
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    within(Duration::from_secs(60), what, check).await
+}
+
+/// Polls `check` until it returns `Some`, for at most `limit`.
+async fn within<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-fn dynamic(client: &Client, ar: &ApiResource) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), NS, ar)
+fn apply_params() -> PatchParams {
+    PatchParams::apply("e2e-test").force()
 }
 
-async fn member_replicas(env: &Env, name: &str) -> BTreeMap<String, Option<i32>> {
+/// Server-side applies `manifest` (any kind) in the federation plane.
+async fn apply(env: &Env, manifest: Value) {
+    let ar = resource(&manifest);
+    let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
+    let api: Api<DynamicObject> = match manifest["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(env.fed.clone(), ns, &ar),
+        None => Api::all_with(env.fed.clone(), &ar),
+    };
+    api.patch(&name, &apply_params(), &Patch::Apply(&manifest))
+        .await
+        .unwrap_or_else(|e| panic!("apply {} {name}: {e}", ar.kind));
+}
+
+fn resource(manifest: &Value) -> ApiResource {
+    let (api_version, kind) = (
+        manifest["apiVersion"].as_str().unwrap(),
+        manifest["kind"].as_str().unwrap(),
+    );
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let plural = match kind {
+        "Ingress" => "ingresses".to_string(),
+        k => format!("{}s", k.to_lowercase()),
+    };
+    ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk(group, version, kind),
+        &plural,
+    )
+}
+
+async fn namespace(env: &Env, ns: &str) {
+    apply(
+        env,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )
+    .await;
+}
+
+fn rs_manifest(ns: &str, name: &str, replicas: i32, annotations: Value) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx:1.25"}]}}}})
+}
+
+fn deployment_manifest(ns: &str, name: &str, replicas: i32, annotations: Value) -> Value {
+    let mut d = rs_manifest(ns, name, replicas, annotations);
+    d["kind"] = "Deployment".into();
+    d
+}
+
+async fn member_replicas(env: &Env, ns: &str, name: &str) -> BTreeMap<String, Option<i32>> {
     let mut out = BTreeMap::new();
     for (cluster, c) in &env.members {
-        let rs: Api<ReplicaSet> = Api::namespaced(c.clone(), NS);
+        let rs: Api<ReplicaSet> = Api::namespaced(c.clone(), ns);
         let got = rs.get_opt(name).await.ok().flatten();
         out.insert(cluster.clone(), got.and_then(|r| r.spec?.replicas));
+    }
+    out
+}
+
+async fn deployment_replicas(env: &Env, ns: &str, name: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for c in env.members.values() {
+        let d: Api<Deployment> = Api::namespaced(c.clone(), ns);
+        if let Some(r) = d
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.spec?.replicas)
+        {
+            out.push(r);
+        }
     }
     out
 }
@@ -155,94 +304,80 @@ fn expect(pairs: &[(&str, Option<i32>)]) -> BTreeMap<String, Option<i32>> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
-async fn events(client: &Client, reason: &str) -> Vec<Event> {
-    let api: Api<Event> = Api::all(client.clone());
+/// Events with `reason` about objects in `ns` (or about the Namespace `ns`).
+async fn events(env: &Env, ns: &str, reason: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::all(env.fed.clone());
     api.list(&ListParams::default())
         .await
         .map(|l| l.items)
         .unwrap_or_default()
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.namespace.as_deref() == Some(ns)
+                    || (r.kind.as_deref() == Some("Namespace") && r.name.as_deref() == Some(ns))
+            })
+        })
         .collect()
 }
 
-fn rs_manifest(name: &str, replicas: i32, annotations: Value) -> Value {
-    json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": {"name": name, "namespace": NS, "annotations": annotations},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": [{"name": "web", "image": "nginx:1.25"}]}}}})
+async fn config_map(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn federation_end_to_end() {
-    let local = tokio::task::spawn_blocking(|| {
-        LocalFederation::start(FederationSpec {
-            members: MEMBERS.iter().map(|m| m.0.to_string()).collect(),
-            dir: std::env::var_os("FEDWASM_E2E_DIR").map(Into::into),
-            assets: None,
-        })
-    })
-    .await
-    .unwrap()
-    .expect("a local federation of real apiservers starts");
-    let env = start(&local).await;
-    let fed = env.fed.clone();
+fn cm_manifest(ns: &str, name: &str, annotations: Value, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations}, "data": data})
+}
 
-    // --- Every kind is propagated, the namespace first.
+async fn kubectl(env: &Env, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .arg("--context")
+        .arg("federation")
+        .args(args)
+        .output()
+        .await
+        .expect("kubectl runs (installed by scripts/install-testenv.sh)")
+}
+
+// ---------------------------------------------------------------------------------
+// Independent scenarios.
+
+async fn every_kind_is_propagated(env: Env) {
+    let ns = "e2e-kinds";
+    namespace(&env, ns).await;
     let manifests = [
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS}, "stringData": {"password": "v1"}}),
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": NS}, "data": {"mode": "fast"}}),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": NS},
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": ns}, "stringData": {"password": "v1"}}),
+        cm_manifest(ns, "settings", json!({}), json!({"mode": "fast"})),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
                "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
-        rs_manifest(
-            "web",
-            8,
-            json!({"federation.kubernetes.io/replica-set-preferences":
-            r#"{"rebalance": true, "clusters": {"m1": {"weight": 2}, "*": {"weight": 1}}}"#}),
-        ),
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "namespace": NS},
-               "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "api"}},
-                        "template": {"metadata": {"labels": {"app": "api"}},
-                                     "spec": {"containers": [{"name": "api", "image": "nginx:1.25"}]}}}}),
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web", "namespace": NS},
+        rs_manifest(ns, "web", 3, json!({})),
+        deployment_manifest(ns, "api", 3, json!({})),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web", "namespace": ns},
                "spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}}),
     ];
-    let discovery = kube::discovery::Discovery::new(fed.clone())
-        .run()
-        .await
-        .unwrap();
-    let mut resources = Vec::new();
     for m in &manifests {
-        let gvk = kube::core::GroupVersionKind::try_from(&kube::core::TypeMeta {
-            api_version: m["apiVersion"].as_str().unwrap().into(),
-            kind: m["kind"].as_str().unwrap().into(),
-        })
-        .unwrap();
-        let (ar, caps) = discovery.resolve_gvk(&gvk).expect("known kind");
-        let name = m["metadata"]["name"].as_str().unwrap();
-        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
-            Api::namespaced_with(fed.clone(), NS, &ar)
-        } else {
-            Api::all_with(fed.clone(), &ar)
-        };
-        api.patch(name, &apply_params(), &Patch::Apply(m))
-            .await
-            .unwrap_or_else(|e| panic!("create {name}: {e}"));
-        resources.push((
-            ar,
-            caps.scope == kube::discovery::Scope::Namespaced,
-            name.to_string(),
-        ));
+        apply(&env, m.clone()).await;
     }
-    for (ar, namespaced, name) in &resources {
-        for (cluster, c) in &env.members {
-            let api: Api<DynamicObject> = if *namespaced {
-                dynamic(c, ar)
-            } else {
-                Api::all_with(c.clone(), ar)
-            };
+    let ns_resource = resource(&json!({"apiVersion": "v1", "kind": "Namespace"}));
+    for (cluster, c) in &env.members {
+        let namespaces: Api<DynamicObject> = Api::all_with(c.clone(), &ns_resource);
+        let got = eventually(&format!("Namespace {ns} in {cluster}"), || async {
+            namespaces.get_opt(ns).await.ok().flatten()
+        })
+        .await;
+        assert_eq!(got.labels()["fedwasm.io/managed-by"], "fedwasm");
+        for m in &manifests {
+            let ar = resource(m);
+            let name = m["metadata"]["name"].as_str().unwrap();
+            let api: Api<DynamicObject> = Api::namespaced_with(c.clone(), ns, &ar);
             let got = eventually(&format!("{} {name} in {cluster}", ar.kind), || async {
                 api.get_opt(name).await.ok().flatten()
             })
@@ -257,43 +392,58 @@ async fn federation_end_to_end() {
             );
         }
     }
+    // Events live in the federation plane only, also those about cluster-scoped
+    // objects (the Namespace).
+    eventually("a Propagated event about the Namespace", || async {
+        events(&env, ns, "Propagated")
+            .await
+            .iter()
+            .any(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Namespace"))
+            .then_some(())
+    })
+    .await;
+    for (cluster, c) in &env.members {
+        let api: Api<Event> = Api::all(c.clone());
+        let ours = api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reporting_controller.as_deref() == Some("fedwasm"))
+            .count();
+        assert_eq!(ours, 0, "fedwasm wrote events into {cluster}");
+    }
+}
 
-    // --- The replica split follows the preferences, and their changes.
+async fn preferences_move_replicas_and_status_is_summed(env: Env) {
+    let ns = "e2e-prefs";
+    namespace(&env, ns).await;
+    let prefs = |m1_weight: u32| {
+        json!({"federation.kubernetes.io/replica-set-preferences":
+            format!(r#"{{"rebalance": true, "clusters": {{"m1": {{"weight": {m1_weight}}}, "*": {{"weight": 1}}}}}}"#)})
+    };
+    apply(&env, rs_manifest(ns, "web", 8, prefs(2))).await;
     eventually("web split 4/2/2", || async {
-        (member_replicas(&env, "web").await
+        (member_replicas(&env, ns, "web").await
             == expect(&[("m1", Some(4)), ("m2", Some(2)), ("m3", Some(2))]))
         .then_some(())
     })
     .await;
-    let fed_rs: Api<ReplicaSet> = Api::namespaced(fed.clone(), NS);
-    fed_rs
-        .patch(
-            "web",
-            &apply_params(),
-            &Patch::Apply(rs_manifest(
-                "web",
-                8,
-                json!({"federation.kubernetes.io/replica-set-preferences":
-            r#"{"rebalance": true, "clusters": {"m1": {"weight": 0}, "*": {"weight": 1}}}"#}),
-            )),
-        )
-        .await
-        .unwrap();
+    apply(&env, rs_manifest(ns, "web", 8, prefs(0))).await;
     eventually("web split 0/4/4", || async {
-        (member_replicas(&env, "web").await
+        (member_replicas(&env, ns, "web").await
             == expect(&[("m1", Some(0)), ("m2", Some(4)), ("m3", Some(4))]))
         .then_some(())
     })
     .await;
     eventually("a PlacementChanged event", || async {
-        (!events(&fed, "PlacementChanged").await.is_empty()).then_some(())
+        (!events(&env, ns, "PlacementChanged").await.is_empty()).then_some(())
     })
     .await;
-
-    // --- Status: acting as each member's ReplicaSet controller (no kubelet runs),
-    // the test writes member status; the federation object shows the sums.
-    for (ready, (cluster, c)) in [0, 3, 4].into_iter().zip(&env.members) {
-        let rs: Api<ReplicaSet> = Api::namespaced(c.clone(), NS);
+    // Acting as each member's ReplicaSet controller (no kubelet runs).
+    for (ready, c) in [0, 3, 4].into_iter().zip(env.members.values()) {
+        let rs: Api<ReplicaSet> = Api::namespaced(c.clone(), ns);
         let replicas = rs
             .get("web")
             .await
@@ -309,23 +459,32 @@ async fn federation_end_to_end() {
             "replicas": replicas, "readyReplicas": ready, "availableReplicas": ready}})),
         )
         .await
-        .unwrap_or_else(|e| panic!("status of web in {cluster}: {e}"));
+        .unwrap();
     }
+    let fed_rs: Api<ReplicaSet> = Api::namespaced(env.fed.clone(), ns);
     let status = eventually("summed status", || async {
         let s = fed_rs.get("web").await.ok()?.status?;
         (s.ready_replicas == Some(7)).then_some(s)
     })
     .await;
     assert_eq!((status.replicas, status.available_replicas), (8, Some(7)));
-    let web = fed_rs.get("web").await.unwrap();
-    let placement: Value =
-        serde_json::from_str(&web.annotations()["fedwasm.io/placement"]).unwrap();
+    let placement: Value = serde_json::from_str(
+        &fed_rs.get("web").await.unwrap().annotations()["fedwasm.io/placement"],
+    )
+    .unwrap();
     assert_eq!(placement["m2"]["readyReplicas"], 3, "{placement}");
     // Services: acting as each member's cloud load-balancer controller.
-    for (i, (_, c)) in env.members.iter().enumerate() {
-        let svc: Api<Service> = Api::namespaced(c.clone(), NS);
+    apply(&env, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb", "namespace": ns},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}))
+    .await;
+    for (i, c) in env.members.values().enumerate() {
+        let svc: Api<Service> = Api::namespaced(c.clone(), ns);
+        eventually("lb in the member", || async {
+            svc.get_opt("lb").await.ok()?
+        })
+        .await;
         svc.patch_status(
-            "web",
+            "lb",
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {
             "loadBalancer": {"ingress": [{"ip": format!("192.0.2.{}", i + 1)}]}}})),
@@ -333,12 +492,12 @@ async fn federation_end_to_end() {
         .await
         .unwrap();
     }
-    let fed_svc: Api<Service> = Api::namespaced(fed.clone(), NS);
+    let fed_svc: Api<Service> = Api::namespaced(env.fed.clone(), ns);
     eventually(
         "every member's LB address on the federation Service",
         || async {
             let ingress = fed_svc
-                .get("web")
+                .get("lb")
                 .await
                 .ok()?
                 .status?
@@ -349,221 +508,394 @@ async fn federation_end_to_end() {
         },
     )
     .await;
+}
 
-    // --- Deselecting a cluster removes the object there.
-    let fed_cm: Api<ConfigMap> = Api::namespaced(fed.clone(), NS);
-    fed_cm
-        .patch("settings", &apply_params(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "settings", "namespace": NS, "annotations": {"fedwasm.io/cluster-selector": "env=prod"}},
-            "data": {"mode": "fast"}})))
-        .await
-        .unwrap();
-    let m3_cm: Api<ConfigMap> = Api::namespaced(env.members["m3"].clone(), NS);
-    eventually("settings removed from m3 (env=dev)", || async {
-        m3_cm
-            .get_opt("settings")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
+async fn no_preferences_is_an_even_spread(env: Env) {
+    let ns = "e2e-even";
+    namespace(&env, ns).await;
+    for (name, total, want) in [("ten", 10, [3, 3, 4]), ("seven", 7, [2, 2, 3])] {
+        apply(&env, deployment_manifest(ns, name, total, json!({}))).await;
+        eventually(&format!("{total} replicas spread {want:?}"), || async {
+            let mut got = deployment_replicas(&env, ns, name).await;
+            got.sort();
+            (got == want).then_some(())
+        })
+        .await;
+    }
+}
+
+async fn kubectl_rollout_status_and_wait_work(env: Env) {
+    let ns = "e2e-rollout";
+    namespace(&env, ns).await;
+    apply(&env, deployment_manifest(ns, "web", 6, json!({}))).await;
+    eventually("web in every member", || async {
+        (deployment_replicas(&env, ns, "web").await.len() == 3).then_some(())
     })
     .await;
-    assert!(Api::<ConfigMap>::namespaced(env.members["m1"].clone(), NS)
-        .get_opt("settings")
+    // Nothing rolled out yet: a short wait fails (the check can fail).
+    let early = kubectl(
+        &env,
+        &[
+            "-n",
+            ns,
+            "wait",
+            "--for=condition=Available",
+            "deployment/web",
+            "--timeout=3s",
+        ],
+    )
+    .await;
+    assert!(
+        !early.status.success(),
+        "kubectl wait succeeded before any member was available"
+    );
+    // Acting as each member's Deployment controller: the rollout is complete.
+    for c in env.members.values() {
+        let d: Api<Deployment> = Api::namespaced(c.clone(), ns);
+        let copy = d.get("web").await.unwrap();
+        let (n, generation) = (
+            copy.spec.unwrap().replicas.unwrap_or(0),
+            copy.metadata.generation.unwrap_or(0),
+        );
+        d.patch_status("web", &PatchParams::default(), &Patch::Merge(json!({"status": {
+            "observedGeneration": generation, "replicas": n, "updatedReplicas": n,
+            "readyReplicas": n, "availableReplicas": n, "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "ok"},
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": "done"}]}})))
+            .await
+            .unwrap();
+    }
+    let rollout = kubectl(
+        &env,
+        &[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            "deployment/web",
+            "--timeout=60s",
+        ],
+    )
+    .await;
+    assert!(
+        rollout.status.success(),
+        "kubectl rollout status: {}{}",
+        String::from_utf8_lossy(&rollout.stdout),
+        String::from_utf8_lossy(&rollout.stderr)
+    );
+    let wait = kubectl(
+        &env,
+        &[
+            "-n",
+            ns,
+            "wait",
+            "--for=condition=Available",
+            "deployment/web",
+            "--timeout=60s",
+        ],
+    )
+    .await;
+    assert!(
+        wait.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&wait.stderr)
+    );
+    // A new spec is not "observed" until every member has observed its copy.
+    apply(
+        &env,
+        deployment_manifest(ns, "web", 6, json!({"team": "a"})),
+    )
+    .await;
+    let fed: Api<Deployment> = Api::namespaced(env.fed.clone(), ns);
+    let d = fed.get("web").await.unwrap();
+    let generation = d.metadata.generation.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let observed = fed
+        .get("web")
         .await
         .unwrap()
-        .is_some());
+        .status
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0);
+    assert!(
+        observed < generation,
+        "observed {observed} of generation {generation} before the members did"
+    );
+}
 
-    // --- An object in a member that fedwasm did not create is left alone.
-    let m2_cm: Api<ConfigMap> = Api::namespaced(env.members["m2"].clone(), NS);
-    m2_cm
+async fn deselecting_a_namespace_keeps_others_objects(env: Env) {
+    let (shared, solo) = ("e2e-shared", "e2e-solo");
+    for ns in [shared, solo] {
+        namespace(&env, ns).await;
+        apply(&env, cm_manifest(ns, "ours", json!({}), json!({"a": "1"}))).await;
+    }
+    let m3 = env.members["m3"].clone();
+    for ns in [shared, solo] {
+        eventually("ours in m3", || async { config_map(&m3, ns, "ours").await }).await;
+    }
+    // Another team's object in m3's copy of the shared namespace.
+    Api::<ConfigMap>::namespaced(m3.clone(), shared)
         .create(
             &PostParams::default(),
-            &serde_json::from_value(
-                json!({"metadata": {"name": "theirs"}, "data": {"owner": "member"}}),
-            )
+            &serde_json::from_value(json!({
+            "metadata": {"name": "other-team"}, "data": {"owner": "them"}}))
             .unwrap(),
         )
         .await
         .unwrap();
-    fed_cm
-        .patch(
-            "theirs",
-            &apply_params(),
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "theirs", "namespace": NS}, "data": {"owner": "federation"}})),
+    for ns in [shared, solo] {
+        apply(
+            &env,
+            json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "annotations": {"fedwasm.io/clusters": "m1,m2"}}}),
         )
-        .await
-        .unwrap();
-    eventually("a Conflict event", || async {
-        (!events(&fed, "Conflict").await.is_empty()).then_some(())
-    })
-    .await;
-    let m1_cm: Api<ConfigMap> = Api::namespaced(env.members["m1"].clone(), NS);
-    eventually("theirs placed in m1", || async {
-        m1_cm.get_opt("theirs").await.ok()?
-    })
-    .await;
-    let untouched = m2_cm.get("theirs").await.unwrap();
-    assert_eq!(untouched.data.as_ref().unwrap()["owner"], "member");
-    assert!(untouched.labels().get("fedwasm.io/managed-by").is_none());
-
-    // --- Invalid input: malformed preferences and an unknown plugin give an event
-    // and leave the members as they were.
-    fed_rs
-        .patch(
-            "web",
-            &apply_params(),
-            &Patch::Apply(rs_manifest(
-                "web",
-                20,
-                json!({
-            "federation.kubernetes.io/replica-set-preferences": "{not json"}),
-            )),
-        )
-        .await
-        .unwrap();
-    eventually("an InvalidPreferences event", || async {
-        (!events(&fed, "InvalidPreferences").await.is_empty()).then_some(())
-    })
-    .await;
-    fed_rs
-        .patch(
-            "web",
-            &apply_params(),
-            &Patch::Apply(rs_manifest(
-                "web",
-                20,
-                json!({"fedwasm.io/distribute-plugin": "nope"}),
-            )),
-        )
-        .await
-        .unwrap();
-    eventually("a PluginError event naming the plugin", || async {
-        events(&fed, "PluginError")
+        .await;
+    }
+    let namespaces: Api<Namespace> = Api::all(m3.clone());
+    // The namespace with nothing of anyone else's goes.
+    eventually("e2e-solo removed from m3", || async {
+        let gone = namespaces
+            .get_opt(solo)
             .await
-            .iter()
-            .any(|e| e.note.as_deref().unwrap_or_default().contains("nope"))
+            .ok()?
+            .is_none_or(|n| n.metadata.deletion_timestamp.is_some());
+        gone.then_some(())
+    })
+    .await;
+    // fedwasm's object leaves the shared one; the namespace and their object stay.
+    eventually("ours removed from m3's e2e-shared", || async {
+        config_map(&m3, shared, "ours")
+            .await
+            .is_none()
             .then_some(())
     })
     .await;
-    assert_eq!(
-        member_replicas(&env, "web").await,
-        expect(&[("m1", Some(0)), ("m2", Some(4)), ("m3", Some(4))])
-    );
-
-    // --- Events live in the federation plane only, also those about
-    // cluster-scoped objects (the Namespace).
-    let propagated = events(&fed, "Propagated").await;
-    assert!(
-        propagated
-            .iter()
-            .any(|e| e.regarding.as_ref().is_some_and(
-                |r| r.kind.as_deref() == Some("Namespace") && r.name.as_deref() == Some(NS)
-            )),
-        "a Propagated event about Namespace {NS}: {propagated:?}"
-    );
-    for (cluster, c) in &env.members {
-        let api: Api<Event> = Api::all(c.clone());
-        let ours: Vec<Event> = api
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.reporting_controller.as_deref() == Some("fedwasm"))
-            .collect();
-        assert!(
-            ours.is_empty(),
-            "fedwasm wrote events into {cluster}: {ours:?}"
-        );
-    }
-
-    // --- A member away during a change converges when it returns; the others are
-    // not held up.
-    let stopped = tokio::task::spawn_blocking({
-        let local = local.clone();
-        move || local.stop_member("m3")
-    });
-    stopped.await.unwrap().expect("stop m3");
-    let clusters: Api<Cluster> = Api::all(fed.clone());
-    eventually("m3 Offline", || async {
-        let c = clusters.get("m3").await.ok()?;
-        (c.status?.phase.as_deref() == Some("Offline")).then_some(())
+    eventually("a NamespaceKept event", || async {
+        (!events(&env, shared, "NamespaceKept").await.is_empty()).then_some(())
     })
     .await;
-    let fed_secret: Api<Secret> = Api::namespaced(fed.clone(), NS);
-    fed_secret
-        .patch(
-            "creds",
-            &apply_params(),
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "creds", "namespace": NS}, "stringData": {"password": "v2"}})),
-        )
+    let kept = namespaces.get(shared).await.unwrap();
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "m3's {shared} is being deleted"
+    );
+    assert_eq!(
+        config_map(&m3, shared, "other-team")
+            .await
+            .unwrap()
+            .data
+            .unwrap()["owner"],
+        "them"
+    );
+    assert!(config_map(&env.members["m1"], shared, "ours")
         .await
-        .unwrap();
-    let password = |c: Client| async move {
-        let s: Api<Secret> = Api::namespaced(c, NS);
-        let data = s.get_opt("creds").await.ok()??.data?;
-        String::from_utf8(data.get("password")?.0.clone()).ok()
-    };
-    for m in ["m1", "m2"] {
-        eventually(&format!("v2 in {m} while m3 is away"), || async {
-            (password(env.members[m].clone()).await.as_deref() == Some("v2")).then_some(())
+        .is_some());
+}
+
+async fn removed_fields_leave_the_members(env: Env) {
+    let ns = "e2e-fields";
+    namespace(&env, ns).await;
+    let mut full = cm_manifest(
+        ns,
+        "settings",
+        json!({"note": "x"}),
+        json!({"a": "1", "b": "2"}),
+    );
+    full["metadata"]["labels"] = json!({"tier": "web"});
+    apply(&env, full).await;
+    for (cluster, c) in &env.members {
+        eventually(&format!("a and b in {cluster}"), || async {
+            (config_map(c, ns, "settings").await?.data?.len() == 2).then_some(())
         })
         .await;
     }
-    // Replicas run where members are: with m3 away, a change puts them all in m1/m2.
-    fed_rs
-        .patch(
-            "web",
-            &apply_params(),
-            &Patch::Apply(rs_manifest("web", 6, json!({}))),
+    apply(
+        &env,
+        cm_manifest(ns, "settings", json!({}), json!({"a": "1"})),
+    )
+    .await;
+    for (cluster, c) in &env.members {
+        let cm = eventually(
+            &format!("b, the label and the annotation gone from {cluster}"),
+            || async {
+                let cm = config_map(c, ns, "settings").await?;
+                (cm.data.as_ref()?.len() == 1).then_some(cm)
+            },
         )
-        .await
-        .unwrap();
-    eventually("web 3/3 while m3 is away", || async {
-        (member_replicas(&env, "web").await
-            == expect(&[("m1", Some(3)), ("m2", Some(3)), ("m3", None)]))
-        .then_some(())
-    })
-    .await;
-    let started = tokio::task::spawn_blocking({
-        let local = local.clone();
-        move || local.start_member("m3")
-    });
-    started.await.unwrap().expect("restart m3");
-    eventually("v2 in m3 after it returned", || async {
-        (password(env.members["m3"].clone()).await.as_deref() == Some("v2")).then_some(())
-    })
-    .await;
+        .await;
+        eventually(
+            &format!("the label and the annotation gone from {cluster}"),
+            || async {
+                let cm = config_map(c, ns, "settings").await?;
+                (!cm.labels().contains_key("tier") && !cm.annotations().contains_key("note"))
+                    .then_some(())
+            },
+        )
+        .await;
+        assert_eq!(cm.labels()["fedwasm.io/managed-by"], "fedwasm");
+    }
+}
 
-    // --- Back, m3 takes its share again.
-    eventually("web even 2/2/2", || async {
-        (member_replicas(&env, "web").await
+async fn bad_input_gives_events_and_retries(env: Env) {
+    let ns = "e2e-bad";
+    namespace(&env, ns).await;
+    apply(&env, rs_manifest(ns, "web", 6, json!({}))).await;
+    eventually("web 2/2/2", || async {
+        (member_replicas(&env, ns, "web").await
             == expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]))
         .then_some(())
     })
     .await;
-    // --- A hot-swapped distribute plugin moves replicas, without a restart. The
-    // chaos plugin puts every replica in the first selected cluster.
-    let tmp = env.plugin_dir.path().join("weighted-spread.tmp");
-    std::fs::write(&tmp, plugins::CHAOS).unwrap();
-    std::fs::rename(&tmp, env.plugin_dir.path().join("weighted-spread.wasm")).unwrap();
-    eventually("web 6/0/0 after the swap", || async {
-        (member_replicas(&env, "web").await
-            == expect(&[("m1", Some(6)), ("m2", Some(0)), ("m3", Some(0))]))
+    apply(
+        &env,
+        rs_manifest(
+            ns,
+            "web",
+            20,
+            json!({
+        "federation.kubernetes.io/replica-set-preferences": "{not json"}),
+        ),
+    )
+    .await;
+    eventually("an InvalidPreferences event", || async {
+        (!events(&env, ns, "InvalidPreferences").await.is_empty()).then_some(())
+    })
+    .await;
+    apply(
+        &env,
+        rs_manifest(
+            ns,
+            "web",
+            20,
+            json!({"fedwasm.io/distribute-plugin": "nope"}),
+        ),
+    )
+    .await;
+    let named = || async {
+        events(&env, ns, "PluginError")
+            .await
+            .into_iter()
+            .filter(|e| e.note.as_deref().unwrap_or_default().contains("nope"))
+            .map(|e| e.series.map_or(1, |s| s.count))
+            .sum::<i32>()
+    };
+    eventually("a PluginError event naming the plugin", || async {
+        (named().await > 0).then_some(())
+    })
+    .await;
+    // A failing plugin is retried with backoff, not left waiting for a change.
+    eventually("the failing placement retried", || async {
+        let text = env.metrics.render();
+        let retries = text
+            .lines()
+            .find(|l| {
+                l.starts_with("fedwasm_propagations_total")
+                    && l.contains("ReplicaSet")
+                    && l.contains("plugin_error")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        (retries >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        member_replicas(&env, ns, "web").await,
+        expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]),
+        "members left as they were"
+    );
+}
+
+async fn others_objects_are_never_taken_over(env: Env) {
+    let ns = "e2e-theirs";
+    namespace(&env, ns).await;
+    let m2 = env.members["m2"].clone();
+    let m2_ns: Api<Namespace> = Api::all(m2.clone());
+    eventually("the namespace in m2", || async {
+        m2_ns.get_opt(ns).await.ok()?
+    })
+    .await;
+    Api::<ConfigMap>::namespaced(m2.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+            "metadata": {"name": "theirs"}, "data": {"owner": "member"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    apply(
+        &env,
+        cm_manifest(ns, "theirs", json!({}), json!({"owner": "federation"})),
+    )
+    .await;
+    eventually("a Conflict event", || async {
+        (!events(&env, ns, "Conflict").await.is_empty()).then_some(())
+    })
+    .await;
+    eventually("theirs placed in m1", || async {
+        config_map(&env.members["m1"], ns, "theirs").await
+    })
+    .await;
+    let untouched = config_map(&m2, ns, "theirs").await.unwrap();
+    assert_eq!(untouched.data.as_ref().unwrap()["owner"], "member");
+    assert!(untouched.labels().get("fedwasm.io/managed-by").is_none());
+    // Deleting the federation object leaves their object alone too.
+    Api::<ConfigMap>::namespaced(env.fed.clone(), ns)
+        .delete("theirs", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("theirs gone from m1", || async {
+        config_map(&env.members["m1"], ns, "theirs")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(config_map(&m2, ns, "theirs").await.is_some());
+}
+
+async fn deleting_removes_from_every_member(env: Env) {
+    let ns = "e2e-delete";
+    namespace(&env, ns).await;
+    apply(
+        &env,
+        cm_manifest(
+            ns,
+            "settings",
+            json!({"fedwasm.io/cluster-selector": "env=prod"}),
+            json!({"a": "1"}),
+        ),
+    )
+    .await;
+    apply(&env, rs_manifest(ns, "web", 4, json!({}))).await;
+    eventually("web in every member", || async {
+        member_replicas(&env, ns, "web")
+            .await
+            .values()
+            .all(Option::is_some)
+            .then_some(())
+    })
+    .await;
+    eventually("settings in m1 and m2 only (env=prod)", || async {
+        (config_map(&env.members["m1"], ns, "settings")
+            .await
+            .is_some()
+            && config_map(&env.members["m2"], ns, "settings")
+                .await
+                .is_some()
+            && config_map(&env.members["m3"], ns, "settings")
+                .await
+                .is_none())
         .then_some(())
     })
     .await;
-
-    // --- Deleting in the federation deletes in every member.
+    let fed_rs: Api<ReplicaSet> = Api::namespaced(env.fed.clone(), ns);
     fed_rs
         .delete("web", &DeleteParams::default())
         .await
         .unwrap();
     eventually("web gone everywhere", || async {
-        member_replicas(&env, "web")
+        member_replicas(&env, ns, "web")
             .await
             .values()
             .all(Option::is_none)
@@ -575,5 +907,153 @@ async fn federation_end_to_end() {
         || async { fed_rs.get_opt("web").await.ok()?.is_none().then_some(()) },
     )
     .await;
-    drop(env);
+}
+
+// ---------------------------------------------------------------------------------
+// Scenarios that disturb the whole federation.
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// Thaws the apiserver even when the scenario fails half-way.
+struct Thaw(u32);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+async fn a_frozen_member_holds_up_no_other(env: Env) {
+    let ns = "e2e-frozen";
+    namespace(&env, ns).await;
+    eventually("the namespace in m3", || async {
+        Api::<Namespace>::all(env.members["m3"].clone())
+            .get_opt(ns)
+            .await
+            .ok()?
+    })
+    .await;
+    let pid = env.local.endpoint("m3").unwrap().pid.expect("m3 runs");
+    // Accepts connections (the kernel completes the handshake), never answers.
+    signal(pid, "STOP");
+    let thaw = Thaw(pid);
+    apply(&env, cm_manifest(ns, "fresh", json!({}), json!({"a": "1"}))).await;
+    for m in ["m1", "m2"] {
+        within(
+            Duration::from_secs(6),
+            &format!("fresh in {m} while m3 is frozen"),
+            || async { config_map(&env.members[m], ns, "fresh").await },
+        )
+        .await;
+    }
+    drop(thaw);
+    eventually("fresh in m3 once it thaws", || async {
+        config_map(&env.members["m3"], ns, "fresh").await
+    })
+    .await;
+}
+
+async fn a_member_away_converges_when_back(env: Env) {
+    let ns = "e2e-away";
+    namespace(&env, ns).await;
+    apply(
+        &env,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": ns},
+        "stringData": {"password": "v1"}}),
+    )
+    .await;
+    apply(&env, rs_manifest(ns, "web", 6, json!({}))).await;
+    eventually("web 2/2/2", || async {
+        (member_replicas(&env, ns, "web").await
+            == expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]))
+        .then_some(())
+    })
+    .await;
+    let local = env.local.clone();
+    tokio::task::spawn_blocking(move || local.stop_member("m3"))
+        .await
+        .unwrap()
+        .expect("stop m3");
+    let clusters: Api<Cluster> = Api::all(env.fed.clone());
+    eventually("m3 Offline", || async {
+        (clusters.get("m3").await.ok()?.status?.phase.as_deref() == Some("Offline")).then_some(())
+    })
+    .await;
+    apply(
+        &env,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": ns},
+        "stringData": {"password": "v2"}}),
+    )
+    .await;
+    let password = |c: Client| async move {
+        let data = Api::<Secret>::namespaced(c, ns)
+            .get_opt("creds")
+            .await
+            .ok()??
+            .data?;
+        String::from_utf8(data.get("password")?.0.clone()).ok()
+    };
+    for m in ["m1", "m2"] {
+        eventually(&format!("v2 in {m} while m3 is away"), || async {
+            (password(env.members[m].clone()).await.as_deref() == Some("v2")).then_some(())
+        })
+        .await;
+    }
+    // Replicas run where members are: m3's share moves to m1 and m2 meanwhile.
+    eventually("web 3/3 while m3 is away", || async {
+        let r = member_replicas(&env, ns, "web").await;
+        (r["m1"] == Some(3) && r["m2"] == Some(3)).then_some(())
+    })
+    .await;
+    let local = env.local.clone();
+    tokio::task::spawn_blocking(move || local.start_member("m3"))
+        .await
+        .unwrap()
+        .expect("restart m3");
+    eventually("v2 in m3 after it returned", || async {
+        (password(env.members["m3"].clone()).await.as_deref() == Some("v2")).then_some(())
+    })
+    .await;
+    eventually("web even 2/2/2 again", || async {
+        (member_replicas(&env, ns, "web").await
+            == expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]))
+        .then_some(())
+    })
+    .await;
+}
+
+async fn a_hot_swapped_plugin_moves_replicas(env: Env) {
+    let ns = "e2e-swap";
+    namespace(&env, ns).await;
+    apply(&env, rs_manifest(ns, "web", 6, json!({}))).await;
+    eventually("web 2/2/2", || async {
+        (member_replicas(&env, ns, "web").await
+            == expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]))
+        .then_some(())
+    })
+    .await;
+    // The chaos plugin puts every replica in the first selected cluster.
+    let tmp = env.plugin_dir.join("weighted-spread.tmp");
+    std::fs::write(&tmp, plugins::CHAOS).unwrap();
+    std::fs::rename(&tmp, env.plugin_dir.join("weighted-spread.wasm")).unwrap();
+    eventually("web 6/0/0 after the swap", || async {
+        (member_replicas(&env, ns, "web").await
+            == expect(&[("m1", Some(6)), ("m2", Some(0)), ("m3", Some(0))]))
+        .then_some(())
+    })
+    .await;
+    std::fs::remove_file(env.plugin_dir.join("weighted-spread.wasm")).unwrap();
+    eventually("web 2/2/2 with the built-in back", || async {
+        (member_replicas(&env, ns, "web").await
+            == expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]))
+        .then_some(())
+    })
+    .await;
 }

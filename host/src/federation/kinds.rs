@@ -1,25 +1,60 @@
 //! The resource kinds fedwasm propagates, and how each is turned into the object a
 //! member receives.
 
+use std::time::Duration;
+
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Map, Value};
 
-/// One propagated kind.
+/// What the federation object's status shows of its members' copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusShape {
+    /// Nothing: fedwasm leaves the status alone.
+    None,
+    /// Replica counts summed over members (these `status` fields), the generation
+    /// every member observed, and, with `conditions`, the Deployment conditions
+    /// derived from the members' (`Available`, `Progressing`).
+    Replicas {
+        sums: &'static [&'static str],
+        conditions: bool,
+    },
+    /// Every member's load-balancer addresses (`status.loadBalancer.ingress`).
+    LoadBalancer,
+}
+
+/// One propagated kind. Everything that differs between kinds is data here.
 #[derive(Clone, Debug)]
 pub struct Kind {
     pub resource: ApiResource,
     pub namespaced: bool,
     /// Has `spec.replicas` split by the distribute hook.
     pub replicas: bool,
+    /// What status is aggregated back.
+    pub status: StatusShape,
+    /// Fields each member sets for itself (a foreign value is rejected), removed
+    /// from what is sent; `*` steps into every element of an array.
+    pub member_owned: &'static [&'static str],
+    /// Members' status moves without telling the federation: how often to look.
+    pub resync: Duration,
 }
 
 impl Kind {
-    fn of<K: kube::Resource<DynamicType = ()>>(namespaced: bool, replicas: bool) -> Self {
+    fn of<K: kube::Resource<DynamicType = ()>>(namespaced: bool) -> Self {
         Self {
             resource: ApiResource::erase::<K>(&()),
             namespaced,
-            replicas,
+            replicas: false,
+            status: StatusShape::None,
+            member_owned: &[],
+            resync: Duration::from_secs(300),
         }
+    }
+
+    fn with_replicas(mut self, sums: &'static [&'static str], conditions: bool) -> Self {
+        self.replicas = true;
+        self.status = StatusShape::Replicas { sums, conditions };
+        self.resync = Duration::from_secs(5);
+        self
     }
 
     /// A kind named on the command line as `group/version/Kind/plural` (core group:
@@ -52,6 +87,9 @@ impl Kind {
             resource: ApiResource::from_gvk_with_plural(&gvk, plural),
             namespaced,
             replicas: false,
+            status: StatusShape::None,
+            member_owned: &[],
+            resync: Duration::from_secs(300),
         })
     }
 
@@ -64,7 +102,7 @@ impl Kind {
             return true;
         }
         match self.resource.kind.as_str() {
-            "Namespace" => SYSTEM_NAMESPACES.contains(&name) || name == "default",
+            "Namespace" => !namespace_propagated(name),
             "Service" => ns == "default" && name == "kubernetes",
             "ConfigMap" => name == "kube-root-ca.crt",
             "Secret" => obj
@@ -77,26 +115,64 @@ impl Kind {
     }
 }
 
+/// Whether a federated Namespace of this name is propagated (and so decides where
+/// the objects in it go): not the system namespaces, not `default`.
+pub fn namespace_propagated(name: &str) -> bool {
+    !SYSTEM_NAMESPACES.contains(&name) && name != "default"
+}
+
 /// Namespaces never propagated: the members have their own, and `fedwasm-system`
 /// holds member credentials.
 pub const SYSTEM_NAMESPACES: [&str; 4] = [
     "kube-system",
     "kube-public",
     "kube-node-lease",
-    super::cluster::SYSTEM_NAMESPACE,
+    crate::fleet::cluster::SYSTEM_NAMESPACE,
 ];
 
 /// The built-in kinds, namespaces first so members get them before their contents.
 pub fn built_in() -> Vec<Kind> {
     use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, networking::v1 as net};
     vec![
-        Kind::of::<core::Namespace>(false, false),
-        Kind::of::<core::Secret>(true, false),
-        Kind::of::<core::ConfigMap>(true, false),
-        Kind::of::<core::Service>(true, false),
-        Kind::of::<apps::ReplicaSet>(true, true),
-        Kind::of::<apps::Deployment>(true, true),
-        Kind::of::<net::Ingress>(true, false),
+        Kind {
+            // Set by each apiserver (`spec.finalizers`); a member rejects a foreign value.
+            member_owned: &["spec"],
+            ..Kind::of::<core::Namespace>(false)
+        },
+        Kind::of::<core::Secret>(true),
+        Kind::of::<core::ConfigMap>(true),
+        Kind {
+            // Allocated by the federation's apiserver; each member allocates its own.
+            member_owned: &[
+                "spec/clusterIP",
+                "spec/clusterIPs",
+                "spec/healthCheckNodePort",
+                "spec/ports/*/nodePort",
+            ],
+            status: StatusShape::LoadBalancer,
+            resync: Duration::from_secs(5),
+            ..Kind::of::<core::Service>(true)
+        },
+        Kind::of::<apps::ReplicaSet>(true).with_replicas(
+            &[
+                "replicas",
+                "fullyLabeledReplicas",
+                "readyReplicas",
+                "availableReplicas",
+            ],
+            false,
+        ),
+        Kind::of::<apps::Deployment>(true).with_replicas(
+            &[
+                "replicas",
+                "updatedReplicas",
+                "readyReplicas",
+                "availableReplicas",
+                "unavailableReplicas",
+            ],
+            true,
+        ),
+        Kind::of::<net::Ingress>(true),
     ]
 }
 
@@ -152,25 +228,9 @@ pub fn member_object(kind: &Kind, obj: &DynamicObject, replicas: Option<u32>) ->
     );
     body.insert("kind".into(), kind.resource.kind.clone().into());
     body.insert("metadata".into(), Value::Object(metadata));
-    match kind.resource.kind.as_str() {
-        // Allocated by the federation's apiserver; each member allocates its own.
-        "Service" => {
-            if let Some(Value::Object(spec)) = body.get_mut("spec") {
-                for f in ["clusterIP", "clusterIPs", "healthCheckNodePort"] {
-                    spec.remove(f);
-                }
-                if let Some(Value::Array(ports)) = spec.get_mut("ports") {
-                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
-                        p.remove("nodePort");
-                    }
-                }
-            }
-        }
-        // Set by the apiserver; a member rejects a foreign value.
-        "Namespace" => {
-            body.remove("spec");
-        }
-        _ => {}
+    for path in kind.member_owned {
+        let steps: Vec<&str> = path.split('/').collect();
+        remove_path(&mut body, &steps);
     }
     if let (true, Some(n)) = (kind.replicas, replicas) {
         if let Some(Value::Object(spec)) = body.get_mut("spec") {
@@ -178,4 +238,84 @@ pub fn member_object(kind: &Kind, obj: &DynamicObject, replicas: Option<u32>) ->
         }
     }
     Value::Object(body)
+}
+
+/// Removes the field at `steps` (`*` = every element of an array).
+fn remove_path(object: &mut Map<String, Value>, steps: &[&str]) {
+    match steps {
+        [] => {}
+        [last] => {
+            object.remove(*last);
+        }
+        [first, rest @ ..] => match (object.get_mut(*first), rest) {
+            (Some(Value::Array(items)), ["*", rest @ ..]) => {
+                for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                    remove_path(item, rest);
+                }
+            }
+            (Some(Value::Object(inner)), _) => remove_path(inner, rest),
+            _ => {}
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn kind(name: &str) -> Kind {
+        built_in()
+            .into_iter()
+            .find(|k| k.resource.kind == name)
+            .unwrap()
+    }
+
+    fn object(value: Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_service_loses_what_each_member_allocates() {
+        let svc = object(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u", "resourceVersion": "7",
+                         "annotations": {"fedwasm.io/placement": "{}", "team": "a"}},
+            "spec": {"clusterIP": "10.0.0.9", "clusterIPs": ["10.0.0.9"], "type": "LoadBalancer",
+                     "ports": [{"port": 80, "nodePort": 30080}, {"port": 443, "nodePort": 30443}]},
+            "status": {"loadBalancer": {}}}));
+        let body = member_object(&kind("Service"), &svc, None);
+        assert_eq!(
+            body,
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "namespace": "shop",
+                             "labels": {"fedwasm.io/managed-by": "fedwasm"},
+                             "annotations": {"team": "a"}},
+                "spec": {"type": "LoadBalancer", "ports": [{"port": 80}, {"port": 443}]}})
+        );
+    }
+
+    #[test]
+    fn replicas_are_the_plans_and_namespaces_lose_their_spec() {
+        let rs = object(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web", "namespace": "shop"}, "spec": {"replicas": 9}}));
+        let body = member_object(&kind("ReplicaSet"), &rs, Some(4));
+        assert_eq!(body["spec"]["replicas"], 4);
+        let ns = object(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "shop"}, "spec": {"finalizers": ["kubernetes"]}}));
+        let body = member_object(&kind("Namespace"), &ns, None);
+        assert!(body.get("spec").is_none(), "{body}");
+        assert!(body["metadata"].get("namespace").is_none());
+    }
+
+    #[test]
+    fn kinds_named_on_the_command_line() {
+        let k = Kind::parse("example.com/v1/Widget/widgets").unwrap();
+        assert!(k.namespaced && !k.replicas);
+        assert_eq!(k.resource.api_version, "example.com/v1");
+        let k = Kind::parse("/v1/PersistentVolume/persistentvolumes/cluster").unwrap();
+        assert!(!k.namespaced);
+        assert_eq!(k.resource.api_version, "v1");
+        assert!(Kind::parse("v1/Widget").is_err());
+        assert!(Kind::parse("g/v1/Widget/widgets/galaxy").is_err());
+    }
 }

@@ -46,6 +46,9 @@ pub enum PluginError {
     Instantiate { plugin: String, message: String },
     #[error("invalid request: {0}")]
     BadRequest(String),
+    /// The host could not run the call (its worker task died).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl PluginError {
@@ -61,6 +64,7 @@ impl PluginError {
             PluginError::Refused { .. } => "refused",
             PluginError::Instantiate { .. } => "instantiate",
             PluginError::BadRequest(_) => "bad_request",
+            PluginError::Internal(_) => "internal",
         }
     }
 }

@@ -1,0 +1,343 @@
+//! One controller per kind: `reconcile` places an object in the members (or removes
+//! it from them when it is deleted), `error_policy` retries failures with backoff.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use kube::api::Api;
+use kube::core::DynamicObject;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use super::kinds::Kind;
+use super::{aggregate, apply, events, place, Error, FINALIZER};
+use crate::fleet::Fleet;
+use crate::metrics::Metrics;
+use crate::placer::Placer;
+
+/// What every controller shares: one recorder (it de-duplicates events), the
+/// member view, the placer, the metrics.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub federation: Client,
+    pub placer: Placer,
+    pub fleet: Arc<Fleet>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+}
+
+impl Shared {
+    pub fn new(
+        federation: Client,
+        placer: Placer,
+        fleet: Arc<Fleet>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            federation.clone(),
+            Reporter {
+                controller: "fedwasm".into(),
+                instance: std::env::var("HOSTNAME").ok(),
+            },
+        );
+        Self {
+            federation,
+            placer,
+            fleet,
+            metrics,
+            recorder,
+        }
+    }
+}
+
+/// One controller's context.
+pub struct Context {
+    pub(crate) shared: Shared,
+    pub(crate) kind: Kind,
+    /// Consecutive failed reconciles per object of this kind, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Per object: the fingerprint of its last complete propagation and when.
+    applied: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+/// Watches one kind in the federation plane and reconciles each object; every
+/// object is re-placed when the members change or a plugin is swapped, and the
+/// objects of a namespace when its federated Namespace changes.
+pub(crate) async fn run(shared: Shared, kind: Kind) {
+    let api: Api<DynamicObject> = Api::all_with(shared.federation.clone(), &kind.resource);
+    let triggers = futures::stream::select(
+        epochs(shared.fleet.subscribe()),
+        changes(shared.placer.subscribe()),
+    );
+    let name = kind.resource.kind.clone();
+    let namespaced = kind.namespaced;
+    let ctx = Arc::new(Context {
+        shared,
+        kind: kind.clone(),
+        failures: Default::default(),
+        applied: Default::default(),
+    });
+    tracing::info!(kind = %name, "propagation controller started");
+    let mut controller =
+        Controller::new_with(api, watcher::Config::default(), kind.resource.clone())
+            .reconcile_all_on(triggers);
+    if namespaced {
+        // A namespaced object goes where its federated Namespace goes.
+        let store = controller.store();
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
+            Api::all(ctx.shared.federation.clone());
+        let resource = kind.resource.clone();
+        controller = controller.watches(namespaces, watcher::Config::default(), move |ns| {
+            let ns = ns.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|o| o.metadata.namespace.as_deref() == Some(ns.as_str()))
+                .map(|o| ObjectRef::from_obj_with(o.as_ref(), resource.clone()))
+                .collect::<Vec<_>>()
+        });
+    }
+    controller
+        .run(
+            |obj, ctx| guard_panics(reconcile(obj, ctx)),
+            error_policy,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+    tracing::error!(kind = %name, "propagation controller stopped");
+}
+
+/// Turns a panic inside `reconcile` into an error of that one object, so a bug hit
+/// by one object cannot stop the controller for every other.
+pub async fn guard_panics<F>(reconcile: F) -> Result<Action, Error>
+where
+    F: Future<Output = Result<Action, Error>>,
+{
+    match AssertUnwindSafe(reconcile).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(%message, "a reconcile panicked");
+            Err(Error::Panic(message))
+        }
+    }
+}
+
+/// A stream that yields each time the watched value changes.
+fn changes(rx: tokio::sync::watch::Receiver<u64>) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    })
+}
+
+/// A stream that yields each time the member view's epoch moves.
+fn epochs(
+    rx: tokio::sync::watch::Receiver<crate::fleet::Snapshot>,
+) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::unfold((rx, 0u64), |(mut rx, seen)| async move {
+        loop {
+            rx.changed().await.ok()?;
+            let epoch = rx.borrow_and_update().epoch;
+            if epoch != seen {
+                return Some(((), (rx, epoch)));
+            }
+        }
+    })
+}
+
+pub(crate) fn key(obj: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        obj.metadata.namespace.as_deref().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Places one federation object in the members, or removes it from them when it is
+/// being deleted. Failures are reported here (event, metric) and retried by
+/// [`error_policy`].
+#[tracing::instrument(skip_all, fields(kind = %ctx.kind.resource.kind, object = %key(&obj)))]
+pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if ctx.kind.skip(&obj) {
+        return Ok(Action::await_change());
+    }
+    let api = ctx.federation_api(&obj);
+    let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
+        match event {
+            Finalizer::Apply(obj) => apply_object(&obj, &ctx, &api).await,
+            Finalizer::Cleanup(obj) => apply::cleanup(&obj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::AddFinalizer(e)
+        | kube::runtime::finalizer::Error::RemoveFinalizer(e) => {
+            Error::federation("updating the finalizer", e)
+        }
+        other => Error::federation(
+            "the finalizer",
+            kube::Error::Service(other.to_string().into()),
+        ),
+    });
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    ctx.shared
+        .metrics
+        .observe_propagation(&ctx.kind.resource.kind, label);
+    if let Err(e) = &result {
+        events::report(&ctx, &obj, e).await;
+    }
+    result
+}
+
+/// Retries with exponential backoff per object (1 s … 60 s): a member that is away
+/// is retried, never hammered.
+pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(kind = %ctx.kind.resource.kind, object = %key(&obj), error = %error, "reconcile failed");
+    Action::requeue(ctx.backoff(&obj, true))
+}
+
+/// The longest wait between retries of one object.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The wait after `failures` consecutive failures: 1 s, 2 s, 4 s … capped at
+/// [`MAX_BACKOFF`].
+pub fn backoff_after(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
+}
+
+/// How long after a complete propagation an unchanged object is not propagated
+/// again (shorter than the status resync, so that still reads the members).
+const RECENT: Duration = Duration::from_secs(2);
+
+impl Context {
+    pub(crate) fn federation_api(&self, obj: &DynamicObject) -> Api<DynamicObject> {
+        match &obj.metadata.namespace {
+            Some(ns) if self.kind.namespaced => {
+                Api::namespaced_with(self.shared.federation.clone(), ns, &self.kind.resource)
+            }
+            _ => Api::all_with(self.shared.federation.clone(), &self.kind.resource),
+        }
+    }
+
+    /// Counts a failure (or clears the count) and returns the wait before a retry.
+    fn backoff(&self, obj: &DynamicObject, failed: bool) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let k = key(obj);
+        if !failed {
+            failures.remove(&k);
+            return Duration::ZERO;
+        }
+        let n = failures.entry(k).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_after(*n)
+    }
+
+    fn forget(&self, obj: &DynamicObject) {
+        if let Some(uid) = &obj.metadata.uid {
+            self.applied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(uid);
+        }
+    }
+}
+
+/// Place → apply in each member → aggregate.
+async fn apply_object(
+    obj: &DynamicObject,
+    ctx: &Context,
+    api: &Api<DynamicObject>,
+) -> Result<Action, Error> {
+    // Our own writes to the object (the placement annotation, the finalizer, the
+    // status) come back as watch events. Right after a complete propagation of the
+    // same content and the same decision, to the same members, there is nothing to
+    // write. The decision is made first: it also depends on the object's Namespace.
+    let snapshot = ctx.shared.fleet.snapshot();
+    let placement = place::place(ctx, obj, &snapshot).await?;
+    let plugins = *ctx.shared.placer.subscribe().borrow();
+    let fingerprint = place::fingerprint(obj, &placement, snapshot.epoch, plugins);
+    let uid = obj.metadata.uid.clone().unwrap_or_else(|| key(obj));
+    let fresh = ctx
+        .applied
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&uid)
+        .is_some_and(|(f, at)| *f == fingerprint && at.elapsed() < RECENT);
+    if fresh {
+        return Ok(Action::requeue(ctx.kind.resync));
+    }
+    let outcomes = apply::apply_all(ctx, obj, &snapshot, &placement).await;
+    aggregate::write(ctx, obj, api, &outcomes).await?;
+    let unreachable: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| match &o.outcome {
+            Some(apply::Outcome::Unreachable(e)) => Some(format!("{}: {e}", o.cluster)),
+            _ => None,
+        })
+        .collect();
+    if !unreachable.is_empty() {
+        return Err(Error::MembersUnreachable(unreachable));
+    }
+    ctx.backoff(obj, false);
+    ctx.applied
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(uid, (fingerprint, Instant::now()));
+    Ok(Action::requeue(ctx.kind.resync))
+}
+
+pub(crate) fn forget(ctx: &Context, obj: &DynamicObject) {
+    ctx.forget(obj);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let waits: Vec<u64> = (1..=9).map(|n| backoff_after(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff_after(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_is_an_error_of_that_object() {
+        let result = guard_panics(async {
+            if std::hint::black_box(true) {
+                panic!("boom in reconcile");
+            }
+            Ok(Action::await_change())
+        })
+        .await;
+        match result {
+            Err(Error::Panic(message)) => assert!(message.contains("boom"), "{message}"),
+            other => panic!("expected a Panic error, got {other:?}"),
+        }
+        assert_eq!(Error::Panic(String::new()).kind(), "panic");
+    }
+}

@@ -1,0 +1,132 @@
+//! Events about federation objects, written to the federation plane only (never to
+//! a member's event stream).
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, PostParams};
+use kube::core::DynamicObject;
+use kube::runtime::events::{Event, EventType};
+use kube::Resource;
+
+use super::controller::Context;
+use super::Error;
+
+/// The longest event note: the API caps notes at 1 KiB.
+const MAX_NOTE: usize = 1000;
+
+/// Cuts `note` to [`MAX_NOTE`] bytes at a character boundary.
+fn bounded(mut note: String) -> String {
+    if note.len() > MAX_NOTE {
+        let mut cut = MAX_NOTE - 3;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    note
+}
+
+/// The event for a failed reconcile: its reason names the kind of failure.
+pub(crate) async fn report(ctx: &Context, obj: &DynamicObject, error: &Error) {
+    let (reason, note) = match error {
+        Error::Plugin(e) => ("PluginError", format!("{e}; members left as they were")),
+        Error::InvalidPreferences(_) => (
+            "InvalidPreferences",
+            format!("{error}; members left as they were"),
+        ),
+        Error::MembersUnreachable(_) if obj.meta().deletion_timestamp.is_some() => {
+            ("DeleteBlocked", format!("{error}; will retry"))
+        }
+        // Each unreachable member already has its MemberUnreachable event.
+        Error::MembersUnreachable(_) => return,
+        Error::Member(_) => ("MemberUnreachable", format!("{error}; will retry")),
+        Error::Panic(_) => ("InternalError", format!("{error}; will retry")),
+        Error::Federation { .. } | Error::Fleet(_) | Error::ControllerStopped(_) => {
+            ("ReconcileFailed", format!("{error}; will retry"))
+        }
+    };
+    publish(ctx, obj, EventType::Warning, reason, note).await;
+}
+
+/// A member namespace stayed because others' objects are in it.
+pub(crate) async fn namespace_kept(
+    ctx: &Context,
+    obj: &DynamicObject,
+    cluster: &str,
+    foreign: &[String],
+) {
+    let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
+    let more = foreign.len().saturating_sub(shown.len());
+    let note = format!(
+        "cluster {cluster}: namespace kept, it holds objects fedwasm did not create ({}{}); fedwasm's own objects in it are removed",
+        shown.join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() }
+    );
+    publish(ctx, obj, EventType::Normal, "NamespaceKept", note).await;
+}
+
+pub(crate) async fn publish(
+    ctx: &Context,
+    obj: &DynamicObject,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let reference = obj.object_ref(&ctx.kind.resource);
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(bounded(note)),
+        action: "Propagate".into(),
+        secondary: None,
+    };
+    let result = if reference.namespace.is_some() {
+        ctx.shared.recorder.publish(&event, &reference).await
+    } else {
+        publish_cluster_scoped(ctx, &event, reference).await
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, reason, "cannot record an event");
+    }
+}
+
+/// Events about cluster-scoped objects (Namespaces, extra cluster kinds) go to
+/// `kube-system`: the only namespace every Kubernetes version accepts for them
+/// (1.20 refuses `default`, where the generic recorder puts them).
+async fn publish_cluster_scoped(
+    ctx: &Context,
+    event: &Event,
+    regarding: ObjectReference,
+) -> Result<(), kube::Error> {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let body = K8sEvent {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}",
+                regarding.name.as_deref().unwrap_or("fedwasm"),
+                now.as_nanosecond()
+            )),
+            namespace: Some("kube-system".into()),
+            ..Default::default()
+        },
+        action: Some(event.action.clone()),
+        reason: Some(event.reason.clone()),
+        note: event.note.clone(),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(regarding),
+        reporting_controller: Some("fedwasm".into()),
+        reporting_instance: Some(std::env::var("HOSTNAME").unwrap_or_else(|_| "fedwasm".into())),
+        type_: Some(
+            match event.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let api: Api<K8sEvent> = Api::namespaced(ctx.shared.federation.clone(), "kube-system");
+    api.create(&PostParams::default(), &body).await.map(drop)
+}

@@ -1,0 +1,290 @@
+//! Where an object goes: the select hook picks members, the distribute hook splits
+//! the replicas of replica kinds. Nothing here talks to a member: a member that hangs
+//! cannot hold up a decision.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use fedwasm_sdk::{DistributeRequest, ObjectRef, Preferences, SelectRequest};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kube::core::DynamicObject;
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use serde_json::Value;
+
+use super::controller::{key, Context};
+use super::kinds::namespace_propagated;
+use super::{events, Error, DISTRIBUTE_PLUGIN_ANNOTATION, PLACEMENT_ANNOTATION};
+use super::{PREFERENCES_ANNOTATION, SELECT_PLUGIN_ANNOTATION};
+use crate::fleet::{Member, Snapshot};
+use crate::runtime::preference_warnings;
+
+/// The decision for one object.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Placement {
+    /// Members that get the object, highest score first.
+    pub selected: Vec<String>,
+    /// Replica kinds: replicas per selected member (absent = 0).
+    pub replicas: Option<BTreeMap<String, u32>>,
+}
+
+pub(crate) fn annotation<'a>(obj: &'a DynamicObject, name: &str) -> Option<&'a str> {
+    obj.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(name))
+        .map(String::as_str)
+}
+
+/// Selects members and, for replica kinds, splits the replicas.
+pub(crate) async fn place(
+    ctx: &Context,
+    obj: &DynamicObject,
+    snapshot: &Snapshot,
+) -> Result<Placement, Error> {
+    let mut selected = select(ctx, &ctx.kind.resource.kind, obj, &snapshot.members).await?;
+    if let Some(allowed) = namespace_selection(ctx, obj, &snapshot.members).await? {
+        selected.retain(|c| allowed.contains(c));
+    }
+    let replicas = if ctx.kind.replicas {
+        Some(distribute(ctx, obj, &selected, &snapshot.members).await?)
+    } else {
+        None
+    };
+    Ok(Placement { selected, replicas })
+}
+
+async fn select(
+    ctx: &Context,
+    kind: &str,
+    obj: &(impl ResourceExt + ?Sized),
+    members: &[Member],
+) -> Result<Vec<String>, Error> {
+    let request = SelectRequest {
+        object: ObjectRef {
+            kind: kind.to_string(),
+            namespace: obj.namespace().unwrap_or_default(),
+            name: obj.name_any(),
+            labels: obj.labels().clone().into_iter().collect(),
+            annotations: obj.annotations().clone().into_iter().collect(),
+        },
+        clusters: members.iter().map(|m| m.cluster.to_info()).collect(),
+    };
+    let plugin = obj.annotations().get(SELECT_PLUGIN_ANNOTATION).cloned();
+    let chosen = ctx.shared.placer.select(plugin, request).await?;
+    Ok(chosen.into_iter().map(|s| s.cluster).collect())
+}
+
+/// Where the object's federated Namespace goes, if it has one: its objects go
+/// nowhere else, so deselecting a namespace from a member takes fedwasm's objects
+/// in it away too (and never re-creates the namespace there).
+async fn namespace_selection(
+    ctx: &Context,
+    obj: &DynamicObject,
+    members: &[Member],
+) -> Result<Option<Vec<String>>, Error> {
+    let Some(ns) = obj
+        .metadata
+        .namespace
+        .as_deref()
+        .filter(|_| ctx.kind.namespaced)
+    else {
+        return Ok(None);
+    };
+    if !namespace_propagated(ns) {
+        return Ok(None);
+    }
+    let api: Api<Namespace> = Api::all(ctx.shared.federation.clone());
+    let Some(namespace) = api
+        .get_opt(ns)
+        .await
+        .map_err(|e| Error::federation("reading the object's Namespace", e))?
+    else {
+        return Ok(None);
+    };
+    if namespace.metadata.deletion_timestamp.is_some() {
+        return Ok(Some(Vec::new()));
+    }
+    select(ctx, "Namespace", &namespace, members)
+        .await
+        .map(Some)
+}
+
+/// The replicas of each selected member, from the distribute hook.
+async fn distribute(
+    ctx: &Context,
+    obj: &DynamicObject,
+    selected: &[String],
+    members: &[Member],
+) -> Result<BTreeMap<String, u32>, Error> {
+    let total = obj
+        .data
+        .pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .min(u64::from(u32::MAX)) as u32;
+    let preferences = annotation(obj, PREFERENCES_ANNOTATION)
+        .map(parse_preferences)
+        .transpose()?;
+    // Replicas go to the selected members that are Ready; one that is away keeps
+    // the object (it converges when back) but its replicas run elsewhere meanwhile,
+    // as with the original federation. With no member ready, spread as selected.
+    let ready: Vec<String> = selected
+        .iter()
+        .filter(|name| {
+            members
+                .iter()
+                .any(|m| &m.name() == *name && m.cluster.is_ready())
+        })
+        .cloned()
+        .collect();
+    let candidates = if ready.is_empty() {
+        selected.to_vec()
+    } else {
+        ready
+    };
+    let mut request = DistributeRequest {
+        object: key(obj),
+        total_replicas: total,
+        clusters: selected.to_vec(),
+        preferences,
+        current: current_replicas(obj, &candidates),
+        capacity: members
+            .iter()
+            .filter(|m| candidates.contains(&m.name()))
+            .filter_map(|m| Some((m.name(), m.cluster.capacity()?)))
+            .collect(),
+    };
+    // Warn about names that match no selected cluster, not about members away.
+    for warning in preference_warnings(&request) {
+        events::publish(ctx, obj, EventType::Warning, "UnknownCluster", warning).await;
+    }
+    request.clusters = candidates;
+    let plugin = annotation(obj, DISTRIBUTE_PLUGIN_ANNOTATION).map(str::to_string);
+    let out = ctx.shared.placer.distribute(plugin, request).await?;
+    if !out.overflow.is_empty() {
+        events::publish(
+            ctx,
+            obj,
+            EventType::Warning,
+            "Overflow",
+            format!("replicas beyond the clusters' capacity: {:?}", out.overflow),
+        )
+        .await;
+    }
+    Ok(out.plan)
+}
+
+/// Parses the preferences annotation, with the reason when it is not valid.
+pub fn parse_preferences(text: &str) -> Result<Preferences, Error> {
+    serde_json::from_str::<Preferences>(text).map_err(|e| Error::InvalidPreferences(e.to_string()))
+}
+
+/// The replicas fedwasm last gave each candidate, from the placement annotation it
+/// wrote: what runs there now as far as placement is concerned, read without asking
+/// a member (a member that hangs must not hold up the decision).
+pub(crate) fn current_replicas(
+    obj: &DynamicObject,
+    candidates: &[String],
+) -> BTreeMap<String, u32> {
+    let Some(placement) =
+        annotation(obj, PLACEMENT_ANNOTATION).and_then(|a| serde_json::from_str::<Value>(a).ok())
+    else {
+        return BTreeMap::new();
+    };
+    candidates
+        .iter()
+        .filter_map(|c| {
+            let entry = placement.get(c)?;
+            (entry.get("state")?.as_str()? == "Applied").then_some(())?;
+            let n = entry.get("replicas")?.as_u64()?;
+            Some((c.clone(), n.min(u64::from(u32::MAX)) as u32))
+        })
+        .collect()
+}
+
+/// What a propagation depends on: the object's content (without what fedwasm
+/// itself writes on it), the decision, the member view's epoch and the plugin
+/// generations.
+pub(crate) fn fingerprint(
+    obj: &DynamicObject,
+    placement: &Placement,
+    members_epoch: u64,
+    plugins: u64,
+) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    // Not `status`: fedwasm writes the aggregated status itself.
+    if let Some(fields) = obj.data.as_object() {
+        for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != "status") {
+            (k, v.to_string()).hash(&mut hasher);
+        }
+    }
+    obj.metadata.labels.hash(&mut hasher);
+    obj.metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != PLACEMENT_ANNOTATION)
+        .for_each(|kv| kv.hash(&mut hasher));
+    obj.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    (&placement.selected, &placement.replicas).hash(&mut hasher);
+    (members_epoch, plugins).hash(&mut hasher);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(annotations: Value) -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "annotations": annotations},
+            "spec": {"replicas": 6}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn current_replicas_come_from_what_fedwasm_applied() {
+        let placement = json!({"m1": {"state": "Applied", "replicas": 4},
+            "m2": {"state": "Unreachable"}, "m3": {"state": "Applied", "replicas": 2}});
+        let obj = object(json!({PLACEMENT_ANNOTATION: placement.to_string()}));
+        let current = current_replicas(&obj, &["m1".into(), "m2".into()]);
+        assert_eq!(current, BTreeMap::from([("m1".to_string(), 4)]));
+        let garbled = object(json!({PLACEMENT_ANNOTATION: "{not json"}));
+        assert!(current_replicas(&garbled, &["m1".into()]).is_empty());
+    }
+
+    #[test]
+    fn malformed_preferences_say_why() {
+        let e = parse_preferences("{not json").unwrap_err();
+        assert_eq!(e.kind(), "invalid_preferences");
+        assert!(e.to_string().contains(PREFERENCES_ANNOTATION), "{e}");
+        let e = parse_preferences(r#"{"clusters": {"a": {"weight": -1}}}"#).unwrap_err();
+        assert!(e.to_string().contains("invalid value"), "{e}");
+        let ok = parse_preferences(r#"{"rebalance": true, "clusters": {"*": {"weight": 1}}}"#);
+        assert!(ok.unwrap().rebalance);
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_what_fedwasm_writes() {
+        let p = Placement {
+            selected: vec!["m1".into(), "m2".into()],
+            replicas: None,
+        };
+        let a = object(json!({"team": "a"}));
+        let mut b = object(json!({"team": "a", PLACEMENT_ANNOTATION: "{}"}));
+        b.data["status"] = json!({"replicas": 3});
+        assert_eq!(fingerprint(&a, &p, 1, 1), fingerprint(&b, &p, 1, 1));
+        assert_ne!(fingerprint(&a, &p, 1, 1), fingerprint(&a, &p, 2, 1));
+        assert_ne!(fingerprint(&a, &p, 1, 1), fingerprint(&a, &p, 1, 2));
+        let c = object(json!({"team": "b"}));
+        assert_ne!(fingerprint(&a, &p, 1, 1), fingerprint(&c, &p, 1, 1));
+        let fewer = Placement {
+            selected: vec!["m1".into()],
+            replicas: None,
+        };
+        assert_ne!(fingerprint(&a, &p, 1, 1), fingerprint(&a, &fewer, 1, 1));
+    }
+}
