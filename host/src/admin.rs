@@ -1,5 +1,6 @@
 //! The admin HTTP API: plugins, ad-hoc plans, health and metrics.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -17,7 +18,24 @@ use crate::runtime::{PluginError, Registry};
 pub struct AdminState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    pub health: crate::app::Health,
+    pub health: Health,
+}
+
+/// Whether the process still does its job: false once a part that must run for
+/// ever (a propagation controller) stopped. `/healthz` reports it.
+#[derive(Clone, Default)]
+pub struct Health(Arc<AtomicBool>);
+
+impl Health {
+    pub fn healthy() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+    pub fn is_ok(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn fail(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 /// `GET /plugins`, `POST /plan`, `GET /healthz`, `GET /metrics`.
@@ -79,5 +97,32 @@ async fn plan(State(state): State<AdminState>, body: String) -> Response {
             Json(json!({"error": format!("plan task failed: {e}")})),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::runtime::{Runtime, RuntimeConfig};
+
+    #[tokio::test]
+    async fn healthz_fails_once_a_controller_stopped() {
+        let metrics = Arc::new(Metrics::new());
+        let runtime = Runtime::new(RuntimeConfig::default(), metrics.clone()).unwrap();
+        let health = Health::healthy();
+        let state = AdminState {
+            registry: Registry::new(runtime).unwrap(),
+            metrics,
+            health: health.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/healthz", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        let status = |url: String| async move { reqwest::get(url).await.unwrap().status() };
+        assert_eq!(status(url.clone()).await, reqwest::StatusCode::OK);
+        health.fail();
+        assert_eq!(status(url).await, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        server.abort();
     }
 }

@@ -4,14 +4,13 @@
 //! tests, so a part is never wired twice in two ways.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use kube::Client;
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, Health};
 use crate::federation::{self, kinds::Kind, FederationConfig};
 use crate::fleet::{Fleet, FleetConfig};
 use crate::metrics::Metrics;
@@ -38,23 +37,6 @@ pub struct AppConfig {
 pub struct FederationTarget {
     pub kubeconfig: PathBuf,
     pub context: String,
-}
-
-/// Whether the process still does its job: false once a part that must run for
-/// ever (a propagation controller) stopped. `/healthz` reports it.
-#[derive(Clone, Default)]
-pub struct Health(Arc<AtomicBool>);
-
-impl Health {
-    pub fn healthy() -> Self {
-        Self(Arc::new(AtomicBool::new(true)))
-    }
-    pub fn is_ok(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-    pub fn fail(&self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
 }
 
 /// A client for `context` in `kubeconfig` (default: the usual kubeconfig search).

@@ -9,7 +9,7 @@ use fedwasm_host::federation::kinds::Kind;
 use fedwasm_host::fleet::FleetConfig;
 use fedwasm_host::runtime::{Limits, RuntimeConfig};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use fedwasm_sdk::Hook;
 
 /// fedwasm: federate Kubernetes clusters with placement policies as Wasm plugins.
@@ -36,7 +36,7 @@ pub enum Command {
     Unjoin(UnjoinArgs),
     /// A local federation of real kube-apiservers, to try fedwasm on one machine.
     #[command(subcommand)]
-    Dev(crate::dev::DevCommand),
+    Dev(DevCommand),
 }
 
 /// Where the federation control plane is.
@@ -261,4 +261,72 @@ impl RunArgs {
                 .collect::<Result<_>>()?,
         })
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevCommand {
+    /// Start a local federation (etcd, a federation plane and members), join the
+    /// members and, unless --no-host, run the host against it.
+    Up(UpArgs),
+    /// Stop one member's apiserver (its data is kept), to try an outage.
+    Stop(MemberArgs),
+    /// Start a stopped member again.
+    Start(MemberArgs),
+    /// Stop everything `dev up` started and remove its state (logs stay).
+    Down(DirArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DirArgs {
+    /// The local federation's directory (state, logs, kubeconfig).
+    #[arg(long, default_value = ".fedwasm-dev")]
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct MemberArgs {
+    /// The member's name.
+    pub name: String,
+    #[command(flatten)]
+    pub dir: DirArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Layout {
+    /// The nine clusters of the original Kubernetes Federation walk-through:
+    /// gce-{asia-east1,europe-west1,us-central1}-{zones}.
+    Seed,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// Number of members (m1, m2, ...), spread over three regions.
+    #[arg(long, default_value_t = 3, conflicts_with = "layout",
+          value_parser = clap::value_parser!(u16).range(1..=40))]
+    pub members: u16,
+    /// A predefined set of members instead of --members.
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
+    /// Leave the federation (and the host, unless --no-host) running in the
+    /// background and return; `fedwasm dev down` stops it.
+    #[arg(long)]
+    pub detach: bool,
+    /// Do not run the host; only the clusters.
+    #[arg(long)]
+    pub no_host: bool,
+    /// Address of the host's admin API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub admin: String,
+    /// Plugin directory the host watches.
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+    /// Also run the workload simulator: it plays the members' missing kubelets and
+    /// controllers, marking member ReplicaSets/Deployments ready and giving
+    /// LoadBalancer Services an address, so status aggregation has something to show.
+    #[arg(long)]
+    pub simulate_workloads: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }

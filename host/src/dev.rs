@@ -6,79 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
 use fedwasm_host::fleet::join;
 use fedwasm_testenv::{FederationSpec, LocalFederation, FEDERATION};
 
-use crate::cli::{RunArgs, RuntimeArgs};
+use clap::Args;
 
-#[derive(Subcommand, Debug)]
-pub enum DevCommand {
-    /// Start a local federation (etcd, a federation plane and members), join the
-    /// members and, unless --no-host, run the host against it.
-    Up(UpArgs),
-    /// Stop one member's apiserver (its data is kept), to try an outage.
-    Stop(MemberArgs),
-    /// Start a stopped member again.
-    Start(MemberArgs),
-    /// Stop everything `dev up` started and remove its state (logs stay).
-    Down(DirArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct DirArgs {
-    /// The local federation's directory (state, logs, kubeconfig).
-    #[arg(long, default_value = ".fedwasm-dev")]
-    pub dir: PathBuf,
-}
-
-#[derive(Args, Debug)]
-pub struct MemberArgs {
-    /// The member's name.
-    pub name: String,
-    #[command(flatten)]
-    pub dir: DirArgs,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Layout {
-    /// The nine clusters of the original Kubernetes Federation walk-through:
-    /// gce-{asia-east1,europe-west1,us-central1}-{zones}.
-    Seed,
-}
-
-#[derive(Args, Debug)]
-pub struct UpArgs {
-    #[command(flatten)]
-    pub dir: DirArgs,
-    /// Number of members (m1, m2, ...), spread over three regions.
-    #[arg(long, default_value_t = 3, conflicts_with = "layout",
-          value_parser = clap::value_parser!(u16).range(1..=40))]
-    pub members: u16,
-    /// A predefined set of members instead of --members.
-    #[arg(long, value_enum)]
-    pub layout: Option<Layout>,
-    /// Leave the federation (and the host, unless --no-host) running in the
-    /// background and return; `fedwasm dev down` stops it.
-    #[arg(long)]
-    pub detach: bool,
-    /// Do not run the host; only the clusters.
-    #[arg(long)]
-    pub no_host: bool,
-    /// Address of the host's admin API.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub admin: String,
-    /// Plugin directory the host watches.
-    #[arg(long)]
-    pub plugins: Option<PathBuf>,
-    /// Also run the workload simulator: it plays the members' missing kubelets and
-    /// controllers, marking member ReplicaSets/Deployments ready and giving
-    /// LoadBalancer Services an address, so status aggregation has something to show.
-    #[arg(long)]
-    pub simulate_workloads: bool,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
-}
+use crate::cli::{DevCommand, Layout, RunArgs, RuntimeArgs, UpArgs};
 
 /// One member to create: name, region, zone, labels.
 #[derive(Clone, Debug)]
@@ -244,7 +177,7 @@ fn up(args: UpArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let kubeconfig = fed.kubeconfig_path();
-    crate::block_on(async {
+    crate::serve::block_on(async {
         let client = fedwasm_host::app::kube_client(Some(&kubeconfig), FEDERATION).await?;
         for m in &specs {
             let standalone = join::standalone_kubeconfig(&kubeconfig, &m.name)
@@ -292,11 +225,11 @@ fn up(args: UpArgs) -> Result<()> {
     }
     let result = if args.no_host {
         eprintln!("[dev] clusters up; Ctrl-C stops them");
-        crate::block_on(async {
+        crate::serve::block_on(async {
             let _ = tokio::signal::ctrl_c().await;
         })
     } else {
-        crate::run(run_args)
+        crate::serve::run(run_args)
     };
     eprintln!("[dev] stopping the local federation");
     fed.down().context("stopping the local federation")?;

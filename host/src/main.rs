@@ -2,6 +2,7 @@
 
 mod cli;
 mod dev;
+mod serve;
 mod simulator;
 
 use std::io::Write;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use fedwasm_host::app::{self, App};
+use fedwasm_host::app;
 use fedwasm_host::metrics::Metrics;
 use fedwasm_host::plan::PlanRequest;
 use fedwasm_host::runtime::{PluginSource, Registry, Runtime};
@@ -93,7 +94,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Plugin(PluginCommand::Bench(args)) => plugin_bench(args),
-        Command::Run(args) => run(args),
+        Command::Run(args) => serve::run(args),
         Command::Join(args) => join(args),
         Command::Unjoin(args) => unjoin(args),
         Command::Dev(command) => dev::dispatch(command),
@@ -159,14 +160,6 @@ fn plugin_bench(args: cli::BenchArgs) -> Result<()> {
     }
 }
 
-pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(f))
-}
-
 fn join(args: cli::JoinArgs) -> Result<()> {
     let kubeconfig = fleet::join::standalone_kubeconfig(&args.kubeconfig, &args.context)?;
     let request = fleet::join::JoinRequest {
@@ -177,7 +170,7 @@ fn join(args: cli::JoinArgs) -> Result<()> {
         capacity: args.capacity,
     };
     let fed_config = args.federation_kubeconfig.unwrap_or(args.kubeconfig);
-    block_on(async {
+    serve::block_on(async {
         let client = app::kube_client(Some(&fed_config), &args.federation_context).await?;
         fleet::join::join(&client, &request, &kubeconfig)
             .await
@@ -191,7 +184,7 @@ fn join(args: cli::JoinArgs) -> Result<()> {
 }
 
 fn unjoin(args: cli::UnjoinArgs) -> Result<()> {
-    block_on(async {
+    serve::block_on(async {
         let client = app::kube_client(
             args.federation.kubeconfig.as_deref(),
             &args.federation.context,
@@ -208,22 +201,4 @@ fn unjoin(args: cli::UnjoinArgs) -> Result<()> {
         federation::MANAGED_BY_VALUE
     );
     Ok(())
-}
-
-pub(crate) fn run(args: cli::RunArgs) -> Result<()> {
-    let config = args.app_config()?;
-    let simulate = args
-        .simulate_workloads
-        .then(|| (args.kubeconfig.clone(), args.context.clone()));
-    let app = App::build(config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async move {
-        if let Some((Some(kubeconfig), context)) = simulate {
-            tokio::spawn(simulator::run(kubeconfig, context));
-        }
-        app.serve().await
-    })
 }
