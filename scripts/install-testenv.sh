@@ -21,6 +21,15 @@ log() { echo "[install-testenv] $*" >&2; }
 
 have_assets() { [[ -x "$1/etcd" && -x "$1/kube-apiserver" ]]; }
 
+# kubectl: the end-to-end tests check federation objects with it, as users do
+# (`kubectl rollout status`, `kubectl wait`). Debian's matches the 1.20 apiservers.
+if ! command -v kubectl >/dev/null 2>&1; then
+    log "installing kubectl (Debian's kubernetes-client)"
+    if [[ $(id -u) -ne 0 ]]; then SUDO_K="sudo"; else SUDO_K=""; fi
+    $SUDO_K apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO_K apt-get install -y -qq kubernetes-client >/dev/null
+fi
+
 if [[ -n "${KUBEBUILDER_ASSETS:-}" ]] && have_assets "$KUBEBUILDER_ASSETS"; then
     log "using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
     echo "$KUBEBUILDER_ASSETS"
