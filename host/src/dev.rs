@@ -68,7 +68,7 @@ pub fn dispatch(command: DevCommand) -> Result<()> {
             let fed = attach(&args.dir.dir)?;
             fed.stop_member(&args.name)
                 .with_context(|| format!("stopping {}", args.name))?;
-            eprintln!(
+            note!(
                 "stopped {} (its data is kept; `fedwasm dev start {} --dir {}` brings it back)",
                 args.name,
                 args.name,
@@ -80,7 +80,7 @@ pub fn dispatch(command: DevCommand) -> Result<()> {
             let fed = attach(&args.dir.dir)?;
             fed.start_member(&args.name)
                 .with_context(|| format!("starting {}", args.name))?;
-            eprintln!("started {}", args.name);
+            note!("started {}", args.name);
             Ok(())
         }
         DevCommand::Down(args) => down(&args.dir),
@@ -110,7 +110,7 @@ fn down(dir: &Path) -> Result<()> {
         let _ = std::fs::remove_file(host_pid_file(dir));
     }
     fed.down().context("stopping the local federation")?;
-    eprintln!("stopped the local federation in {}", dir.display());
+    note!("stopped the local federation in {}", dir.display());
     Ok(())
 }
 
@@ -158,9 +158,9 @@ fn up(args: UpArgs) -> Result<()> {
     let dir = args.dir.dir.clone();
     let specs = members(&args);
     let started = Instant::now();
-    eprintln!("[dev] locating etcd and kube-apiserver (installed and built on first use)");
+    note!("[dev] locating etcd and kube-apiserver (installed and built on first use)");
     let assets = fedwasm_testenv::locate_or_install().context("getting etcd and kube-apiserver")?;
-    eprintln!(
+    note!(
         "[dev] starting etcd and {} kube-apiservers in {}",
         specs.len() + 1,
         dir.display()
@@ -171,7 +171,7 @@ fn up(args: UpArgs) -> Result<()> {
         assets: Some(assets),
     })
     .context("starting the local federation")?;
-    eprintln!(
+    note!(
         "[dev] {} clusters ready after {:.1}s",
         specs.len() + 1,
         started.elapsed().as_secs_f64()
@@ -192,12 +192,13 @@ fn up(args: UpArgs) -> Result<()> {
             join::join(&client, &request, &standalone)
                 .await
                 .with_context(|| format!("joining {}", m.name))?;
-            eprintln!("[dev] joined {} ({})", m.name, m.zone);
+            note!("[dev] joined {} ({})", m.name, m.zone);
         }
         anyhow::Ok(())
     })??;
-    println!("kubeconfig: {}", kubeconfig.display());
-    eprintln!(
+    // A closed stdout loses only this line: the log and the state say the same.
+    let _ = crate::print_line(format!("kubeconfig: {}", kubeconfig.display()));
+    note!(
         "[dev] try: kubectl --kubeconfig {} --context federation get clusters",
         kubeconfig.display()
     );
@@ -217,21 +218,21 @@ fn up(args: UpArgs) -> Result<()> {
             spawn_detached_host(&dir, &run_args)?;
         }
         fed.detach();
-        eprintln!(
+        note!(
             "[dev] running in the background; `fedwasm dev down --dir {}` stops it",
             dir.display()
         );
         return Ok(());
     }
     let result = if args.no_host {
-        eprintln!("[dev] clusters up; Ctrl-C stops them");
+        note!("[dev] clusters up; Ctrl-C stops them");
         crate::serve::block_on(async {
             let _ = tokio::signal::ctrl_c().await;
         })
     } else {
         crate::serve::run(run_args)
     };
-    eprintln!("[dev] stopping the local federation");
+    note!("[dev] stopping the local federation");
     fed.down().context("stopping the local federation")?;
     result
 }
@@ -328,7 +329,7 @@ fn spawn_detached_host(dir: &Path, run: &RunArgs) -> Result<()> {
         .spawn()
         .context("starting the host in the background")?;
     std::fs::write(host_pid_file(dir), child.id().to_string()).context("writing host.pid")?;
-    eprintln!(
+    note!(
         "[dev] host running in the background (pid {}, admin API http://{}, log {})",
         child.id(),
         run.admin,

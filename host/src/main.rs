@@ -1,5 +1,14 @@
 //! The `fedwasm` command.
 
+/// Like `eprintln!`, without the panic when stderr is closed: a message nobody can
+/// read is dropped.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod dev;
 mod serve;
@@ -62,7 +71,7 @@ impl std::error::Error for StdoutClosed {}
 /// Writes `line` and a newline to stdout. Not `println!`, which panics when the
 /// write fails: Rust ignores SIGPIPE, so a reader that went away makes the write
 /// fail with EPIPE, which becomes [`StdoutClosed`]; any other failure is an error.
-fn print_line(line: impl std::fmt::Display) -> Result<()> {
+pub(crate) fn print_line(line: impl std::fmt::Display) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
@@ -79,7 +88,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             let sdk = args.sdk.unwrap_or_else(scaffold::default_sdk_path);
             let name = scaffold::new_plugin(&args.dir, args.hook, &sdk)
                 .with_context(|| format!("creating a plugin crate in {}", args.dir.display()))?;
-            eprintln!(
+            note!(
                 "created {name} ({} hook) in {}; build it with `fedwasm plugin build {}`",
                 args.hook,
                 args.dir.display(),
@@ -90,8 +99,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Plugin(PluginCommand::Build(args)) => {
             let out = scaffold::build_plugin(&args.dir)
                 .with_context(|| format!("building the plugin in {}", args.dir.display()))?;
-            println!("{}", out.display());
-            Ok(())
+            print_line(out.display())
         }
         Command::Plugin(PluginCommand::Bench(args)) => plugin_bench(args),
         Command::Run(args) => serve::run(args),
@@ -176,7 +184,7 @@ fn join(args: cli::JoinArgs) -> Result<()> {
             .await
             .with_context(|| format!("joining {}", args.name))
     })??;
-    eprintln!(
+    note!(
         "joined {}; `kubectl --context {} get clusters` shows its status",
         args.name, args.federation_context
     );
@@ -194,7 +202,7 @@ fn unjoin(args: cli::UnjoinArgs) -> Result<()> {
             .await
             .with_context(|| format!("unjoining {}", args.name))
     })??;
-    eprintln!(
+    note!(
         "unjoined {}: objects fedwasm placed there stay (labelled {}={}) but are no longer managed",
         args.name,
         federation::MANAGED_BY_LABEL,
