@@ -300,6 +300,15 @@ async fn deployment_replicas(env: &Env, ns: &str, name: &str) -> Vec<i32> {
     out
 }
 
+/// Waits until m1, m2, m3 have `want` replicas of ReplicaSet `name` (`None`: none).
+async fn replicas_become(env: &Env, ns: &str, name: &str, want: [Option<i32>; 3], what: &str) {
+    let want = expect(&[("m1", want[0]), ("m2", want[1]), ("m3", want[2])]);
+    eventually(what, || async {
+        (member_replicas(env, ns, name).await == want).then_some(())
+    })
+    .await;
+}
+
 fn expect(pairs: &[(&str, Option<i32>)]) -> BTreeMap<String, Option<i32>> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
@@ -424,18 +433,22 @@ async fn preferences_move_replicas_and_status_is_summed(env: Env) {
             format!(r#"{{"rebalance": true, "clusters": {{"m1": {{"weight": {m1_weight}}}, "*": {{"weight": 1}}}}}}"#)})
     };
     apply(&env, rs_manifest(ns, "web", 8, prefs(2))).await;
-    eventually("web split 4/2/2", || async {
-        (member_replicas(&env, ns, "web").await
-            == expect(&[("m1", Some(4)), ("m2", Some(2)), ("m3", Some(2))]))
-        .then_some(())
-    })
+    replicas_become(
+        &env,
+        ns,
+        "web",
+        [Some(4), Some(2), Some(2)],
+        "web split 4/2/2",
+    )
     .await;
     apply(&env, rs_manifest(ns, "web", 8, prefs(0))).await;
-    eventually("web split 0/4/4", || async {
-        (member_replicas(&env, ns, "web").await
-            == expect(&[("m1", Some(0)), ("m2", Some(4)), ("m3", Some(4))]))
-        .then_some(())
-    })
+    replicas_become(
+        &env,
+        ns,
+        "web",
+        [Some(0), Some(4), Some(4)],
+        "web split 0/4/4",
+    )
     .await;
     eventually("a PlacementChanged event", || async {
         (!events(&env, ns, "PlacementChanged").await.is_empty()).then_some(())
@@ -740,12 +753,7 @@ async fn bad_input_gives_events_and_retries(env: Env) {
     let ns = "e2e-bad";
     namespace(&env, ns).await;
     apply(&env, rs_manifest(ns, "web", 6, json!({}))).await;
-    eventually("web 2/2/2", || async {
-        (member_replicas(&env, ns, "web").await
-            == expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]))
-        .then_some(())
-    })
-    .await;
+    replicas_become(&env, ns, "web", [Some(2), Some(2), Some(2)], "web 2/2/2").await;
     apply(
         &env,
         rs_manifest(
@@ -970,12 +978,7 @@ async fn a_member_away_converges_when_back(env: Env) {
     )
     .await;
     apply(&env, rs_manifest(ns, "web", 6, json!({}))).await;
-    eventually("web 2/2/2", || async {
-        (member_replicas(&env, ns, "web").await
-            == expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]))
-        .then_some(())
-    })
-    .await;
+    replicas_become(&env, ns, "web", [Some(2), Some(2), Some(2)], "web 2/2/2").await;
     let local = env.local.clone();
     tokio::task::spawn_blocking(move || local.stop_member("m3"))
         .await
@@ -1021,11 +1024,13 @@ async fn a_member_away_converges_when_back(env: Env) {
         (password(env.members["m3"].clone()).await.as_deref() == Some("v2")).then_some(())
     })
     .await;
-    eventually("web even 2/2/2 again", || async {
-        (member_replicas(&env, ns, "web").await
-            == expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]))
-        .then_some(())
-    })
+    replicas_become(
+        &env,
+        ns,
+        "web",
+        [Some(2), Some(2), Some(2)],
+        "web even 2/2/2 again",
+    )
     .await;
 }
 
@@ -1033,27 +1038,26 @@ async fn a_hot_swapped_plugin_moves_replicas(env: Env) {
     let ns = "e2e-swap";
     namespace(&env, ns).await;
     apply(&env, rs_manifest(ns, "web", 6, json!({}))).await;
-    eventually("web 2/2/2", || async {
-        (member_replicas(&env, ns, "web").await
-            == expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]))
-        .then_some(())
-    })
-    .await;
+    replicas_become(&env, ns, "web", [Some(2), Some(2), Some(2)], "web 2/2/2").await;
     // The chaos plugin puts every replica in the first selected cluster.
     let tmp = env.plugin_dir.join("weighted-spread.tmp");
     std::fs::write(&tmp, plugins::CHAOS).unwrap();
     std::fs::rename(&tmp, env.plugin_dir.join("weighted-spread.wasm")).unwrap();
-    eventually("web 6/0/0 after the swap", || async {
-        (member_replicas(&env, ns, "web").await
-            == expect(&[("m1", Some(6)), ("m2", Some(0)), ("m3", Some(0))]))
-        .then_some(())
-    })
+    replicas_become(
+        &env,
+        ns,
+        "web",
+        [Some(6), Some(0), Some(0)],
+        "web 6/0/0 after the swap",
+    )
     .await;
     std::fs::remove_file(env.plugin_dir.join("weighted-spread.wasm")).unwrap();
-    eventually("web 2/2/2 with the built-in back", || async {
-        (member_replicas(&env, ns, "web").await
-            == expect(&[("m1", Some(2)), ("m2", Some(2)), ("m3", Some(2))]))
-        .then_some(())
-    })
+    replicas_become(
+        &env,
+        ns,
+        "web",
+        [Some(2), Some(2), Some(2)],
+        "web 2/2/2 with the built-in back",
+    )
     .await;
 }

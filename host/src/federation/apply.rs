@@ -150,23 +150,14 @@ async fn create(
     obj: &DynamicObject,
     ctx: &Context,
 ) -> Result<DynamicObject, MemberError> {
-    let object: DynamicObject =
-        serde_json::from_value(body.clone()).map_err(|e| MemberError::Api {
-            cluster: client.cluster().to_string(),
-            source: kube::Error::SerdeError(e),
-        })?;
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    let created = match client.call(api.create(&params, &object)).await {
+    let created = match post(client, api, body).await {
         Err(e) if e.code() == Some(404) && ctx.kind.namespaced => {
             // The namespace is missing in the member: create it (labelled as ours),
             // then the object.
             if let Some(ns) = &obj.metadata.namespace {
                 namespace::ensure(client, ns).await?;
             }
-            client.call(api.create(&params, &object)).await?
+            post(client, api, body).await?
         }
         other => other?,
     };
@@ -176,6 +167,26 @@ async fn create(
         .await?;
     drop(created);
     hand_over(client, api, name, applied).await
+}
+
+/// Creates `body` in a member as fedwasm (POST: a 409 if it exists already).
+pub(crate) async fn post<K>(
+    client: &MemberClient,
+    api: &Api<K>,
+    body: &Value,
+) -> Result<K, MemberError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(body.clone()).map_err(|e| MemberError::Api {
+        cluster: client.cluster().to_string(),
+        source: kube::Error::SerdeError(e),
+    })?;
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    client.call(api.create(&params, &object)).await
 }
 
 fn has_update_entry(obj: &DynamicObject) -> bool {

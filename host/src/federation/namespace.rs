@@ -6,29 +6,21 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::core::DynamicObject;
 use kube::discovery::{verbs, Discovery, Scope};
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::fleet::{MemberClient, MemberError};
 
 /// Creates `ns` in a member, labelled as fedwasm's, unless it exists.
 pub(crate) async fn ensure(client: &MemberClient, ns: &str) -> Result<(), MemberError> {
     let api: Api<Namespace> = Api::all(client.client().clone());
-    let body: Namespace = serde_json::from_value(json!({
-        "metadata": {"name": ns, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}}))
-    .map_err(|e| MemberError::Api {
-        cluster: client.cluster().to_string(),
-        source: kube::Error::SerdeError(e),
-    })?;
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    match client.call(api.create(&params, &body)).await {
+    let body = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": ns, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE}}});
+    match super::apply::post(client, &api, &body).await {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(409) => Ok(()),
         Err(e) => Err(e),
