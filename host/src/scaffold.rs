@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fedwasm_pluginbuild::{build_component, PluginCrate};
+use fedwasm_pluginbuild::{build, PluginCrate, Workspace};
 use fedwasm_sdk::Hook;
 
 /// Errors of scaffolding and building.
@@ -14,21 +14,21 @@ pub enum ScaffoldError {
     BadName(String),
     #[error("the fedwasm SDK was not found at {0}; pass --sdk PATH")]
     NoSdk(PathBuf),
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("no [package] name in {0}")]
+    #[error("{0} defines no package (only a workspace?)")]
     NoPackage(PathBuf),
     #[error(transparent)]
     Build(#[from] fedwasm_pluginbuild::BuildError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ScaffoldError + '_ {
-    move |source| ScaffoldError::Io {
+    move |error| ScaffoldError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -62,7 +62,7 @@ pub fn new_plugin(dir: &Path, hook: Hook, sdk: &Path) -> Result<String, Scaffold
         return Err(ScaffoldError::NoSdk(sdk));
     }
     std::fs::create_dir_all(dir.join("src")).map_err(io(dir))?;
-    let manifest = format!(
+    let package = format!(
         r#"[package]
 name = "{name}"
 version = "0.1.0"
@@ -75,26 +75,66 @@ crate-type = ["cdylib", "rlib"]
 
 [dependencies]
 fedwasm-sdk = {{ path = "{sdk}" }}
-
-[profile.release]
-opt-level = "s"
-lto = true
-
-# A plugin is its own workspace, wherever it lives.
-[workspace]
 "#,
         sdk = sdk.display()
     );
     let files = [
-        (PathBuf::from("Cargo.toml"), manifest),
         (PathBuf::from("src/lib.rs"), template(hook, &name)),
         (PathBuf::from(".gitignore"), "/target\n".to_string()),
+        (PathBuf::from("Cargo.toml"), package.clone()),
     ];
     for (path, text) in files {
         let path = dir.join(path);
         std::fs::write(&path, text).map_err(io(&path))?;
     }
+    // Written as a member of whatever workspace lists it; if none does, it becomes
+    // a workspace of its own.
+    let manifest = match enclosing_workspace(dir) {
+        Some(root) => format!(
+            r#"{package}
+# A member of the workspace at {root}: it builds into that workspace's target
+# directory with the [profile.release] set there (a plugin is small with
+# opt-level = "s" and lto = true).
+"#,
+            root = root.display()
+        ),
+        None => format!(
+            r#"{package}
+[profile.release]
+opt-level = "s"
+lto = true
+
+# A plugin is its own workspace unless an enclosing workspace lists it as a member.
+[workspace]
+"#
+        ),
+    };
+    let path = dir.join("Cargo.toml");
+    std::fs::write(&path, manifest).map_err(io(&path))?;
     Ok(name)
+}
+
+fn cargo() -> PathBuf {
+    std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "cargo".into())
+}
+
+/// The root directory of the workspace that has the crate in `dir` as a member, when
+/// that is not the crate itself. A crate in some workspace's directory tree that is
+/// not listed as its member makes cargo fail here, which also means `None`.
+fn enclosing_workspace(dir: &Path) -> Option<PathBuf> {
+    let out = std::process::Command::new(cargo())
+        .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())?;
+    let manifest = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let root = manifest.parent()?.canonicalize().ok()?;
+    (root != dir.canonicalize().ok()?).then_some(root)
 }
 
 fn template(hook: Hook, name: &str) -> String {
@@ -217,45 +257,27 @@ mod tests {{
     )
 }
 
-/// The `[package] name` of the crate in `dir`, read without a TOML parser: the first
-/// `name = "..."` line after `[package]`.
-fn package_name(dir: &Path) -> Result<String, ScaffoldError> {
-    let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest).map_err(io(&manifest))?;
-    let mut in_package = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package {
-            if let Some(rest) = line.strip_prefix("name") {
-                if let Some(value) = rest.trim_start().strip_prefix('=') {
-                    return Ok(value.trim().trim_matches('"').to_string());
-                }
-            }
-        }
-    }
-    Err(ScaffoldError::NoPackage(manifest))
-}
-
-/// Builds the plugin crate in `dir` and writes `<target>/fedwasm/<name>.wasm`.
-/// `CARGO_TARGET_DIR` is honoured, so several plugins can share one build cache.
+/// Builds the plugin crate in `dir` and writes `<target>/fedwasm/<name>.wasm`, where
+/// `<target>` is the target directory cargo uses for it: `dir/target` for a plugin
+/// that is its own workspace, the workspace's for a member, or `CARGO_TARGET_DIR`.
 pub fn build_plugin(dir: &Path) -> Result<PathBuf, ScaffoldError> {
-    let package = package_name(dir)?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir.join("target"));
-    let cargo = std::env::var_os("CARGO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "cargo".into());
+    let dir = dir.canonicalize().map_err(io(dir))?;
+    let cargo = cargo();
+    let package = Workspace::read(&cargo, &dir, None)?
+        .package_in(&dir)
+        .ok_or_else(|| ScaffoldError::NoPackage(dir.join("Cargo.toml")))?
+        .name
+        .clone();
     let krate = PluginCrate {
-        dir: dir.to_path_buf(),
+        dir,
         package: package.clone(),
         features: Vec::new(),
     };
-    let component = build_component(&cargo, &krate, &target_dir)?;
-    let out_dir = target_dir.join("fedwasm");
+    let built = build(&cargo, &krate, None)?;
+    let out_dir = built.target_directory.join("fedwasm");
     std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
+    let out_dir = out_dir.canonicalize().map_err(io(&out_dir))?;
     let out = out_dir.join(format!("{package}.wasm"));
-    std::fs::write(&out, component).map_err(io(&out))?;
+    std::fs::write(&out, built.component).map_err(io(&out))?;
     Ok(out)
 }
