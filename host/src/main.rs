@@ -186,7 +186,8 @@ fn join(args: cli::JoinArgs) -> Result<()> {
     })??;
     note!(
         "joined {}; `kubectl --context {} get clusters` shows its status",
-        args.name, args.federation_context
+        args.name,
+        args.federation_context
     );
     Ok(())
 }
