@@ -39,12 +39,7 @@ fn main() {
     let registry = Registry::new(runtime).expect("built-ins");
     let _watch = DirWatcher::start(registry.clone(), dir.path(), DEFAULT_DEBOUNCE).expect("watch");
     let base = built_in_bytes("weighted-spread").expect("built-in");
-    let request = DistributeRequest {
-        object: "default/web".into(),
-        total_replicas: 90,
-        clusters: (0..9).map(|i| format!("c{i}")).collect(),
-        ..Default::default()
-    };
+    let request = DistributeRequest::new("default/web", 90, (0..9).map(|i| format!("c{i}")));
     let mut samples = Vec::new();
     for n in 0..20 {
         let before = registry.get("swap").map(|p| p.generation()).ok();

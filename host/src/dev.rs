@@ -32,19 +32,10 @@ pub fn members(args: &UpArgs) -> Vec<MemberSpec> {
         zone: zone.into(),
     };
     match args.layout {
-        Some(Layout::Seed) => [
-            ("asia-east1", ["a", "b", "c"]),
-            ("europe-west1", ["b", "c", "d"]),
-            ("us-central1", ["a", "b", "c"]),
-        ]
-        .iter()
-        .flat_map(|(region, zones)| {
-            zones.iter().map(move |z| {
-                let zone = format!("{region}-{z}");
-                member(format!("gce-{zone}"), region, &zone)
-            })
-        })
-        .collect(),
+        Some(Layout::Seed) => fedwasm_sdk::WALKTHROUGH_CLUSTERS
+            .iter()
+            .map(|(name, region, zone)| member(name.to_string(), region, zone))
+            .collect(),
         None => {
             const REGIONS: [(&str, &str); 3] = [
                 ("europe-west1", "europe-west1-b"),

@@ -190,11 +190,7 @@ fn template(hook: Hook, name: &str) -> String {
     }"#,
             r#"    #[test]
     fn spreads_evenly() {
-        let request = DistributeRequest {
-            total_replicas: 5,
-            clusters: vec!["a".into(), "b".into()],
-            ..Default::default()
-        };
+        let request = DistributeRequest::new("ns/web", 5, ["a", "b"]);
         let out = PLUGIN::distribute(request).unwrap();
         assert_eq!(out.plan["a"], 3);
         assert_eq!(out.plan["b"], 2);

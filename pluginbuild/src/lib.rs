@@ -315,6 +315,29 @@ fn cdylib_artifact(messages: &[u8], id: &str) -> Option<PathBuf> {
         .next_back()
 }
 
+/// For build scripts: builds `krate` into a component, writes it to
+/// `$OUT_DIR/<file>.wasm` and returns the Rust expression that embeds it
+/// (`include_bytes!(...)`). The wasm build gets a target directory of its own,
+/// `<target>/<target_subdir>`: the outer cargo holds the lock on the main one.
+/// Panics with the reason on failure, as a build script should.
+pub fn embed(krate: &PluginCrate, file: &str, target_subdir: &str) -> String {
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let cargo = PathBuf::from(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // OUT_DIR = <target>/<profile>/build/<pkg>/out
+    let target_dir = out
+        .ancestors()
+        .nth(4)
+        .map(|t| t.join(target_subdir))
+        .unwrap_or_else(|| out.join(target_subdir));
+    for path in ["src", "Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", krate.dir.join(path).display());
+    }
+    let bytes = build_component(&cargo, krate, &target_dir)
+        .unwrap_or_else(|e| panic!("building the plugin {file}: {e}"));
+    std::fs::write(out.join(format!("{file}.wasm")), bytes).expect("writing into OUT_DIR");
+    format!("include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{file}.wasm\"))")
+}
+
 /// Encodes a core module built with the SDK (it carries its WIT in a custom section)
 /// as a component.
 pub fn encode_component(core: &[u8]) -> Result<Vec<u8>, String> {

@@ -33,6 +33,21 @@ pub use types::*;
 /// The version of the WIT package this SDK implements.
 pub const WIT_VERSION: &str = "0.1.0";
 
+/// The nine clusters of the original Kubernetes Federation walk-through, as
+/// `(name, region, zone)`: `fedwasm dev up --layout seed` starts them, and plugin
+/// tests place against them.
+pub const WALKTHROUGH_CLUSTERS: [(&str, &str, &str); 9] = [
+    ("gce-asia-east1-a", "asia-east1", "asia-east1-a"),
+    ("gce-asia-east1-b", "asia-east1", "asia-east1-b"),
+    ("gce-asia-east1-c", "asia-east1", "asia-east1-c"),
+    ("gce-europe-west1-b", "europe-west1", "europe-west1-b"),
+    ("gce-europe-west1-c", "europe-west1", "europe-west1-c"),
+    ("gce-europe-west1-d", "europe-west1", "europe-west1-d"),
+    ("gce-us-central1-a", "us-central1", "us-central1-a"),
+    ("gce-us-central1-b", "us-central1", "us-central1-b"),
+    ("gce-us-central1-c", "us-central1", "us-central1-c"),
+];
+
 /// A placement plugin. Implement the hooks named in [`Plugin::HOOKS`].
 pub trait Plugin {
     /// The hooks this plugin implements. The host never calls the others.

@@ -171,6 +171,23 @@ pub struct DistributeRequest {
     pub capacity: BTreeMap<String, u32>,
 }
 
+impl DistributeRequest {
+    /// `total` replicas of `object` over `clusters`, with no preferences, nothing
+    /// running and no capacity bound: an even spread.
+    pub fn new<C: Into<String>>(
+        object: impl Into<String>,
+        total: u32,
+        clusters: impl IntoIterator<Item = C>,
+    ) -> Self {
+        Self {
+            object: object.into(),
+            total_replicas: total,
+            clusters: clusters.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Output of the distribute hook.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]

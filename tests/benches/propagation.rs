@@ -25,9 +25,8 @@ use fedwasm_testenv::{FederationSpec, LocalFederation, FEDERATION};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
-use kube::{Client, Config};
+use kube::Client;
 use serde_json::json;
 
 const CONCURRENCY: usize = 32;
@@ -38,16 +37,9 @@ const PACED_RATE: u32 = 25;
 type Seen = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
 
 async fn client(kubeconfig: &std::path::Path, context: &str) -> Client {
-    let file = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let options = KubeConfigOptions {
-        context: Some(context.into()),
-        ..Default::default()
-    };
-    let mut config = Config::from_custom_kubeconfig(file, &options)
+    fedwasm_host::app::kube_client(Some(kubeconfig), context)
         .await
-        .expect("config");
-    config.read_timeout = Some(Duration::from_secs(30));
-    Client::try_from(config).expect("client")
+        .expect("a client from the kubeconfig")
 }
 
 fn config_map(ns: &str, name: &str) -> serde_json::Value {

@@ -44,12 +44,7 @@ fn registry_with(deadline: Duration) -> Arc<Registry> {
 }
 
 fn request(total: u32, clusters: &[&str], object: &str) -> DistributeRequest {
-    DistributeRequest {
-        object: object.into(),
-        total_replicas: total,
-        clusters: clusters.iter().map(|c| c.to_string()).collect(),
-        ..Default::default()
-    }
+    DistributeRequest::new(object, total, clusters.iter().copied())
 }
 
 fn plan(

@@ -297,7 +297,7 @@ async fn delete_owned(
     if !owned(&found) || found.metadata.deletion_timestamp.is_some() {
         return Ok(Removal::Nothing);
     }
-    if ctx.kind.resource.kind == "Namespace" && !ctx.kind.namespaced {
+    if ctx.kind.holds_objects {
         let foreign = namespace::empty_of_ours(client, &name).await?;
         if !foreign.is_empty() {
             return Ok(Removal::Kept(foreign));

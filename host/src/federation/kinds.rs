@@ -36,6 +36,15 @@ pub struct Kind {
     pub member_owned: &'static [&'static str],
     /// Members' status moves without telling the federation: how often to look.
     pub resync: Duration,
+    /// Objects of this kind every cluster has anyway (`(namespace, name)`; `*` any),
+    /// never propagated.
+    pub system_objects: &'static [(&'static str, &'static str)],
+    /// A Secret `type` never propagated (service-account tokens: each cluster mints
+    /// its own).
+    pub system_type: Option<&'static str>,
+    /// Holds other objects (a Namespace): removed from a member only when nothing
+    /// in it is anyone else's.
+    pub holds_objects: bool,
 }
 
 impl Kind {
@@ -47,6 +56,9 @@ impl Kind {
             status: StatusShape::None,
             member_owned: &[],
             resync: Duration::from_secs(300),
+            system_objects: &[],
+            system_type: None,
+            holds_objects: false,
         }
     }
 
@@ -90,6 +102,9 @@ impl Kind {
             status: StatusShape::None,
             member_owned: &[],
             resync: Duration::from_secs(300),
+            system_objects: &[],
+            system_type: None,
+            holds_objects: false,
         })
     }
 
@@ -101,17 +116,14 @@ impl Kind {
         if SYSTEM_NAMESPACES.contains(&ns) {
             return true;
         }
-        match self.resource.kind.as_str() {
-            "Namespace" => !namespace_propagated(name),
-            "Service" => ns == "default" && name == "kubernetes",
-            "ConfigMap" => name == "kube-root-ca.crt",
-            "Secret" => obj
-                .data
-                .get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t == "kubernetes.io/service-account-token"),
-            _ => false,
-        }
+        let listed = self
+            .system_objects
+            .iter()
+            .any(|(n, o)| (*n == "*" || *n == ns) && (*o == "*" || *o == name));
+        let typed = self
+            .system_type
+            .is_some_and(|t| obj.data.get("type").and_then(Value::as_str) == Some(t));
+        listed || typed || (self.holds_objects && !namespace_propagated(name))
     }
 }
 
@@ -137,10 +149,17 @@ pub fn built_in() -> Vec<Kind> {
         Kind {
             // Set by each apiserver (`spec.finalizers`); a member rejects a foreign value.
             member_owned: &["spec"],
+            holds_objects: true,
             ..Kind::of::<core::Namespace>(false)
         },
-        Kind::of::<core::Secret>(true),
-        Kind::of::<core::ConfigMap>(true),
+        Kind {
+            system_type: Some("kubernetes.io/service-account-token"),
+            ..Kind::of::<core::Secret>(true)
+        },
+        Kind {
+            system_objects: &[("*", "kube-root-ca.crt")],
+            ..Kind::of::<core::ConfigMap>(true)
+        },
         Kind {
             // Allocated by the federation's apiserver; each member allocates its own.
             member_owned: &[
@@ -151,6 +170,7 @@ pub fn built_in() -> Vec<Kind> {
             ],
             status: StatusShape::LoadBalancer,
             resync: Duration::from_secs(5),
+            system_objects: &[("default", "kubernetes")],
             ..Kind::of::<core::Service>(true)
         },
         Kind::of::<apps::ReplicaSet>(true).with_replicas(
@@ -305,6 +325,42 @@ mod tests {
         let body = member_object(&kind("Namespace"), &ns, None);
         assert!(body.get("spec").is_none(), "{body}");
         assert!(body["metadata"].get("namespace").is_none());
+    }
+
+    #[test]
+    fn what_every_cluster_has_is_not_propagated() {
+        let skip = |k: &str, v: Value| kind(k).skip(&object(v));
+        assert!(skip(
+            "Namespace",
+            json!({"metadata": {"name": "kube-system"}})
+        ));
+        assert!(skip("Namespace", json!({"metadata": {"name": "default"}})));
+        assert!(!skip("Namespace", json!({"metadata": {"name": "shop"}})));
+        assert!(skip(
+            "Service",
+            json!({"metadata": {"name": "kubernetes", "namespace": "default"}})
+        ));
+        assert!(!skip(
+            "Service",
+            json!({"metadata": {"name": "kubernetes", "namespace": "shop"}})
+        ));
+        assert!(skip(
+            "ConfigMap",
+            json!({"metadata": {"name": "kube-root-ca.crt", "namespace": "shop"}})
+        ));
+        assert!(skip(
+            "Secret",
+            json!({"metadata": {"name": "t", "namespace": "shop"},
+            "type": "kubernetes.io/service-account-token"})
+        ));
+        assert!(!skip(
+            "Secret",
+            json!({"metadata": {"name": "t", "namespace": "shop"}, "type": "Opaque"})
+        ));
+        assert!(skip(
+            "Deployment",
+            json!({"metadata": {"name": "web", "namespace": "fedwasm-system"}})
+        ));
     }
 
     #[test]

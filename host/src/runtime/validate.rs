@@ -141,12 +141,7 @@ mod tests {
     use super::*;
 
     fn req(total: u32, clusters: &[&str]) -> DistributeRequest {
-        DistributeRequest {
-            object: "ns/x".into(),
-            total_replicas: total,
-            clusters: clusters.iter().map(|c| c.to_string()).collect(),
-            ..Default::default()
-        }
+        DistributeRequest::new("ns/x", total, clusters.iter().copied())
     }
 
     fn out(plan: &[(&str, u32)]) -> wit::DistributeResponse {

@@ -222,26 +222,22 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn walkthrough() -> Vec<ClusterInfo> {
-        let mut out = Vec::new();
-        for (region, zones) in [
-            ("asia-east1", ["a", "b", "c"]),
-            ("europe-west1", ["b", "c", "d"]),
-            ("us-central1", ["a", "b", "c"]),
-        ] {
-            for z in zones {
-                out.push(ClusterInfo {
-                    name: format!("gce-{region}-{z}"),
-                    region: region.into(),
-                    zone: format!("{region}-{z}"),
+        fedwasm_sdk::WALKTHROUGH_CLUSTERS
+            .iter()
+            .map(|(name, region, zone)| {
+                let z = &zone[region.len() + 1..];
+                ClusterInfo {
+                    name: name.to_string(),
+                    region: region.to_string(),
+                    zone: zone.to_string(),
                     labels: BTreeMap::from([
                         ("env".into(), if z == "c" { "dev" } else { "prod" }.into()),
                         ("tier".into(), z.into()),
                     ]),
                     ready: z != "d",
-                });
-            }
-        }
-        out
+                }
+            })
+            .collect()
     }
 
     fn with(annotations: &[(&str, &str)]) -> SelectRequest {

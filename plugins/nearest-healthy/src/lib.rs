@@ -158,23 +158,16 @@ mod tests {
     use super::*;
 
     fn walkthrough() -> Vec<Backend> {
-        let mut out = Vec::new();
-        for (region, zones) in [
-            ("asia-east1", ["a", "b", "c"]),
-            ("europe-west1", ["b", "c", "d"]),
-            ("us-central1", ["a", "b", "c"]),
-        ] {
-            for z in zones {
-                out.push(Backend {
-                    cluster: format!("gce-{region}-{z}"),
-                    region: region.into(),
-                    zone: format!("{region}-{z}"),
-                    healthy: true,
-                    available: None,
-                });
-            }
-        }
-        out
+        fedwasm_sdk::WALKTHROUGH_CLUSTERS
+            .iter()
+            .map(|(name, region, zone)| Backend {
+                cluster: name.to_string(),
+                region: region.to_string(),
+                zone: zone.to_string(),
+                healthy: true,
+                available: None,
+            })
+            .collect()
     }
 
     fn order(req: &RankRequest) -> Vec<String> {

@@ -7,12 +7,7 @@ use serde_json::Value;
 use std::collections::HashSet;
 
 fn request(total: u32, clusters: &[&str], object: &str) -> DistributeRequest {
-    DistributeRequest {
-        object: object.into(),
-        total_replicas: total,
-        clusters: clusters.iter().map(|c| c.to_string()).collect(),
-        ..Default::default()
-    }
+    DistributeRequest::new(object, total, clusters.iter().copied())
 }
 
 #[test]

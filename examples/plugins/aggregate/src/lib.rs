@@ -62,12 +62,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn request(total: u32, clusters: &[&str]) -> DistributeRequest {
-        DistributeRequest {
-            object: "ns/web".into(),
-            total_replicas: total,
-            clusters: clusters.iter().map(|c| c.to_string()).collect(),
-            ..Default::default()
-        }
+        DistributeRequest::new("ns/web", total, clusters.iter().copied())
     }
 
     fn weight(w: u32, max: Option<u32>) -> ClusterPreference {
