@@ -19,6 +19,8 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub health: Health,
+    /// The routing table, when a federation is attached.
+    pub router: Option<Arc<crate::routing::Router>>,
 }
 
 /// Whether the process still does its job: false once a part that must run for
@@ -44,6 +46,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/plugins", get(plugins))
         .route("/plan", post(plan))
         .route("/healthz", get(healthz))
+        .route("/routes", get(routes))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -57,6 +60,18 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+/// Per route and client location, the ranking in effect.
+async fn routes(State(state): State<AdminState>) -> Response {
+    match &state.router {
+        Some(router) => Json(router.describe()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no federation attached (run with --kubeconfig)"})),
+        )
+            .into_response(),
+    }
 }
 
 /// `ok` while every part runs; 503 once a controller stopped (the process then
@@ -115,6 +130,7 @@ mod tests {
             registry: Registry::new(runtime).unwrap(),
             metrics,
             health: health.clone(),
+            router: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/healthz", listener.local_addr().unwrap());

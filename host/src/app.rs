@@ -13,8 +13,10 @@ use kube::Client;
 use crate::admin::{self, AdminState, Health};
 use crate::federation::{self, kinds::Kind, FederationConfig};
 use crate::fleet::{Fleet, FleetConfig};
+use crate::ingress::{IngressConfig, IngressMetrics};
 use crate::metrics::Metrics;
 use crate::placer::Placer;
+use crate::routing::{Locality, Router, RouterConfig};
 use crate::runtime::{DirWatcher, Registry, Runtime, RuntimeConfig};
 
 /// Everything `fedwasm run` is told.
@@ -30,6 +32,32 @@ pub struct AppConfig {
     pub federation: Option<FederationTarget>,
     pub fleet: FleetConfig,
     pub extra_kinds: Vec<Kind>,
+    /// Address of the global ingress; none: no ingress.
+    pub ingress: Option<String>,
+    pub ingress_config: IngressConfig,
+    /// The locality table's file (re-read when it changes).
+    pub locality: Option<PathBuf>,
+    pub routing: RouterConfig,
+}
+
+impl Default for AppConfig {
+    /// No plugin directory, federation, ingress or locality table; the admin API
+    /// on a free loopback port.
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            plugins: None,
+            debounce: Duration::from_millis(100),
+            admin: "127.0.0.1:0".into(),
+            federation: None,
+            fleet: FleetConfig::default(),
+            extra_kinds: Vec::new(),
+            ingress: None,
+            ingress_config: IngressConfig::default(),
+            locality: None,
+            routing: RouterConfig::default(),
+        }
+    }
 }
 
 /// Where the federation plane is: a context in a kubeconfig.
@@ -60,6 +88,8 @@ pub async fn kube_client(kubeconfig: Option<&Path>, context: &str) -> Result<Cli
 /// The parts that exist before the async runtime runs.
 pub struct App {
     pub config: AppConfig,
+    /// The locality table as read at start.
+    pub locality: Locality,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub health: Health,
@@ -73,6 +103,11 @@ impl App {
         let runtime = Runtime::new(config.runtime.clone(), metrics.clone())
             .context("starting the Wasm runtime")?;
         let registry = Registry::new(runtime).context("loading the built-in plugins")?;
+        // A malformed table stops the start, with the line or field at fault.
+        let locality = match &config.locality {
+            Some(path) => Locality::load(path).context("the locality table")?,
+            None => Locality::default(),
+        };
         let watcher = match &config.plugins {
             Some(dir) => Some(
                 DirWatcher::start(registry.clone(), dir, config.debounce)
@@ -82,6 +117,7 @@ impl App {
         };
         Ok(Self {
             config,
+            locality,
             metrics,
             registry,
             health: Health::healthy(),
@@ -89,36 +125,78 @@ impl App {
         })
     }
 
-    /// Starts the member view and the controllers against `federation`. The returned
-    /// future ends only when a controller stopped, with why.
-    pub fn start_federation(
-        &self,
-        federation: Client,
-    ) -> impl std::future::Future<Output = federation::Error> {
+    /// Starts the member view, the controllers and the routing table against
+    /// `federation`. `stopped` ends only when a controller stopped, with why.
+    pub fn start_federation(&self, federation: Client) -> Running {
         let (fleet, prober) = Fleet::start(
             federation.clone(),
             self.config.fleet.clone(),
             self.metrics.clone(),
         );
         let placer = Placer::new(self.registry.clone());
+        let router = Router::start(
+            federation.clone(),
+            fleet.clone(),
+            placer.clone(),
+            self.locality.clone(),
+            self.config.routing.clone(),
+        );
+        if let Some(path) = self.config.locality.clone() {
+            tokio::spawn(reload_locality(path, Arc::downgrade(&router)));
+        }
         let config = FederationConfig {
             extra_kinds: self.config.extra_kinds.clone(),
         };
         let metrics = self.metrics.clone();
-        async move {
+        let stopped = Box::pin(async move {
             let stopped = federation::run(federation, placer, fleet, metrics, config).await;
             prober.abort();
             stopped
-        }
+        });
+        Running { router, stopped }
+    }
+
+    /// Serves the global ingress on `listener` with `router`'s table, until
+    /// `shutdown` resolves.
+    pub fn start_ingress(
+        &self,
+        listener: tokio::net::TcpListener,
+        router: Arc<Router>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        let metrics = Arc::new(
+            IngressMetrics::new(self.metrics.registry())
+                .context("registering the ingress metrics")?,
+        );
+        let config = self.config.ingress_config.clone();
+        Ok(tokio::spawn(crate::ingress::serve(
+            listener, router, metrics, config, shutdown,
+        )))
     }
 
     /// Runs until Ctrl-C or SIGTERM (`Ok`), or until a controller stops (`Err`: the
     /// process should exit non-zero so its supervisor restarts it).
     pub async fn serve(self) -> Result<()> {
         let (dead_tx, mut dead_rx) = tokio::sync::mpsc::channel::<String>(1);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut router = None;
         if let Some(target) = &self.config.federation {
             let client = kube_client(Some(&target.kubeconfig), &target.context).await?;
-            let controllers = self.start_federation(client);
+            let running = self.start_federation(client);
+            router = Some(running.router.clone());
+            if let Some(addr) = &self.config.ingress {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the global ingress to {addr}"))?;
+                let local = listener.local_addr()?;
+                tracing::info!(addr = %local, "global ingress listening");
+                say(&format!("global ingress: http://{local}"));
+                let mut stop = stop_rx.clone();
+                self.start_ingress(listener, running.router.clone(), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })?;
+            }
+            let controllers = running.stopped;
             let health = self.health.clone();
             tokio::spawn(async move {
                 let why = controllers.await;
@@ -132,16 +210,12 @@ impl App {
             .with_context(|| format!("binding the admin API to {}", self.config.admin))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "admin API listening");
-        {
-            // Never a panic on a closed stdout: the address is also in the log.
-            use std::io::Write as _;
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "admin API: http://{addr}").and_then(|()| out.flush());
-        }
+        say(&format!("admin API: http://{addr}"));
         let app = admin::router(AdminState {
             registry: self.registry.clone(),
             metrics: self.metrics.clone(),
             health: self.health.clone(),
+            router,
         });
         let died = Arc::new(std::sync::Mutex::new(None));
         let shutdown = {
@@ -159,10 +233,53 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving the admin API")?;
+        let _ = stop_tx.send(true);
         let why = died.lock().unwrap_or_else(|p| p.into_inner()).take();
         match why {
             Some(why) => Err(anyhow::anyhow!(why)),
             None => Ok(()),
+        }
+    }
+}
+
+/// The host, started against a federation plane.
+pub struct Running {
+    /// The routing table (for the ingress, DNS and `/routes`).
+    pub router: Arc<Router>,
+    /// Ends only when a controller stopped, with why.
+    pub stopped: std::pin::Pin<Box<dyn std::future::Future<Output = federation::Error> + Send>>,
+}
+
+/// One line on stdout; never a panic when stdout is closed (it is in the log too).
+fn say(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// Re-reads the locality table when its file changes; a table that does not parse
+/// is refused with the reason and the one before keeps serving.
+async fn reload_locality(path: PathBuf, router: std::sync::Weak<Router>) {
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = stamp(&path);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match Locality::load(&path) {
+            Ok(table) => {
+                tracing::info!(path = %path.display(), "locality table reloaded");
+                router.set_locality(table);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "locality table refused; the previous one keeps serving")
+            }
         }
     }
 }

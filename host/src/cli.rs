@@ -7,6 +7,8 @@ use anyhow::Result;
 use fedwasm_host::app::{AppConfig, FederationTarget};
 use fedwasm_host::federation::kinds::Kind;
 use fedwasm_host::fleet::FleetConfig;
+use fedwasm_host::ingress::IngressConfig;
+use fedwasm_host::routing::RouterConfig;
 use fedwasm_host::runtime::{Limits, RuntimeConfig};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -70,6 +72,10 @@ pub struct JoinArgs {
     /// Replicas the member can run, if you know better than the host's measurement.
     #[arg(long)]
     pub capacity: Option<u32>,
+    /// Where the global ingress reaches the member's ingress (`http://host:port`),
+    /// when its Ingresses publish no load-balancer address.
+    #[arg(long)]
+    pub ingress_endpoint: Option<String>,
     /// The federation plane's context (in --federation-kubeconfig, or --kubeconfig).
     #[arg(long = "federation-context", default_value = "federation")]
     pub federation_context: String,
@@ -201,6 +207,18 @@ pub struct RunArgs {
     /// connections and never answers fails that request, and holds up no other member.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub member_timeout_secs: u64,
+    /// Serve the global ingress (HTTP) on this address: each client is sent to the
+    /// closest healthy cluster with capacity, by the `rank` hook.
+    #[arg(long)]
+    pub ingress: Option<String>,
+    /// The locality table (JSON or YAML): client networks → region and zone, and
+    /// the proxies whose X-Forwarded-For is believed. Re-read when it changes.
+    #[arg(long)]
+    pub locality: Option<PathBuf>,
+    /// Concurrent requests one ready replica takes: a cluster's capacity is its
+    /// ready replicas times this; a full cluster spills to the next.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_replica_concurrency: u32,
     /// Development only: play the members' missing kubelets and controllers (mark
     /// fedwasm's ReplicaSets/Deployments ready, give LoadBalancer Services an
     /// address), for clusters made by `fedwasm dev up` that run no workloads.
@@ -259,6 +277,13 @@ impl RunArgs {
                 .iter()
                 .map(|k| Kind::parse(k).map_err(anyhow::Error::msg))
                 .collect::<Result<_>>()?,
+            ingress: self.ingress.clone(),
+            ingress_config: IngressConfig::default(),
+            locality: self.locality.clone(),
+            routing: RouterConfig {
+                per_replica_concurrency: self.per_replica_concurrency,
+                ..RouterConfig::default()
+            },
         })
     }
 }

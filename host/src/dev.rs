@@ -179,6 +179,7 @@ fn up(args: UpArgs) -> Result<()> {
                 zone: Some(m.zone.clone()),
                 labels: m.labels.clone(),
                 capacity: None,
+                ingress_endpoint: None,
             };
             join::join(&client, &request, &standalone)
                 .await
@@ -252,6 +253,9 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
         probe_interval_secs,
         offline_grace_secs,
         member_timeout_secs,
+        ingress,
+        locality,
+        per_replica_concurrency,
         simulate_workloads,
         runtime:
             RuntimeArgs {
@@ -290,6 +294,16 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
     flag(
         "member-timeout-secs",
         member_timeout_secs.to_string().as_ref(),
+    );
+    if let Some(ingress) = ingress {
+        flag("ingress", ingress.as_ref());
+    }
+    if let Some(locality) = locality {
+        flag("locality", locality.as_os_str());
+    }
+    flag(
+        "per-replica-concurrency",
+        per_replica_concurrency.to_string().as_ref(),
     );
     flag("deadline-ms", deadline_ms.to_string().as_ref());
     flag("memory-mib", memory_mib.to_string().as_ref());
@@ -362,6 +376,9 @@ mod tests {
             probe_interval_secs: 11,
             offline_grace_secs: 13,
             member_timeout_secs: 23,
+            ingress: Some("127.0.0.1:8088".into()),
+            locality: Some("/tmp/locality.yaml".into()),
+            per_replica_concurrency: 29,
             simulate_workloads: true,
             runtime: RuntimeArgs {
                 deadline_ms: 17,

@@ -176,6 +176,7 @@ fn join(args: cli::JoinArgs) -> Result<()> {
         zone: args.zone,
         labels: args.labels.into_iter().collect(),
         capacity: args.capacity,
+        ingress_endpoint: args.ingress_endpoint,
     };
     let fed_config = args.federation_kubeconfig.unwrap_or(args.kubeconfig);
     serve::block_on(async {

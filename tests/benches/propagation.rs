@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use fedwasm_host::app::{App, AppConfig};
 use fedwasm_host::fleet::cluster::Cluster;
 use fedwasm_host::fleet::{join, FleetConfig};
-use fedwasm_host::runtime::RuntimeConfig;
 use fedwasm_testenv::{FederationSpec, LocalFederation, FEDERATION};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -210,27 +209,23 @@ async fn bench(members_n: usize, objects: usize) {
             zone: None,
             labels: Default::default(),
             capacity: None,
+            ingress_endpoint: None,
         };
         join::join(&fed, &request, &standalone).await.expect("join");
         members.push(client(&kubeconfig, name).await);
     }
     let app = App::build(AppConfig {
-        runtime: RuntimeConfig::default(),
-        plugins: None,
-        debounce: Duration::from_millis(100),
-        admin: "127.0.0.1:0".into(),
-        federation: None,
         fleet: FleetConfig {
             probe_interval: Duration::from_secs(1),
             ..Default::default()
         },
-        extra_kinds: Vec::new(),
+        ..Default::default()
     })
     .unwrap();
     let controllers = app.start_federation(fed.clone());
     let host = tokio::spawn(async move {
         let _app = app;
-        controllers.await
+        controllers.stopped.await
     });
     let clusters: Api<Cluster> = Api::all(fed.clone());
     loop {

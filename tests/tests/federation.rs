@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use fedwasm_host::app::{kube_client, App, AppConfig};
 use fedwasm_host::fleet::cluster::Cluster;
 use fedwasm_host::fleet::{join, FleetConfig};
-use fedwasm_host::runtime::RuntimeConfig;
+use fedwasm_host::routing::{Router, RouterConfig};
 use fedwasm_testenv::{FederationSpec, LocalFederation};
 use fedwasm_tests::plugins;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -48,7 +49,84 @@ struct Env {
     kubeconfig: PathBuf,
     plugin_dir: PathBuf,
     metrics: Arc<fedwasm_host::metrics::Metrics>,
+    router: Arc<Router>,
+    /// The global ingress.
+    ingress: SocketAddr,
+    /// Each member's workload behind its ingress (no kubelet runs: these small
+    /// HTTP servers play the pods), by cluster.
+    backends: Arc<BTreeMap<String, Workload>>,
 }
+
+/// A member's stand-in workload: answers `served from <zone>` on every path, after
+/// 1 s on `/slow`; can be stopped and started again on the same port.
+struct Workload {
+    zone: &'static str,
+    port: u16,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Workload {
+    async fn start(zone: &'static str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let w = Self {
+            zone,
+            port,
+            task: Default::default(),
+        };
+        w.serve(listener);
+        w
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let zone = self.zone;
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(move || async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    format!("served from {zone}")
+                }),
+            )
+            .fallback(move || async move {
+                format!("Welcome to the global site! You are being served from {zone}")
+            });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        *self.task.lock().unwrap() = Some(task);
+    }
+
+    fn stop(&self) {
+        if let Some(t) = self.task.lock().unwrap().take() {
+            t.abort();
+        }
+    }
+
+    async fn restart(&self) {
+        self.stop();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Client networks of the ingress scenarios: a client on 127.1.x.x is in Asia,
+/// 127.2.x.x in the US, 127.3.x.x in Europe.
+const LOCALITY: &str = r#"{"clients": [
+    {"cidr": "127.1.0.0/16", "region": "asia-east1", "zone": "asia-east1-a"},
+    {"cidr": "127.2.0.0/16", "region": "us-central1", "zone": "us-central1-a"},
+    {"cidr": "127.3.0.0/16", "region": "europe-west1", "zone": "europe-west1-b"}]}"#;
 
 type Scenario = fn(Env) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -70,8 +148,8 @@ async fn federation_scenarios() {
     .await
     .unwrap()
     .expect("a local federation of real apiservers starts");
-    let plugin_dir = tempfile::tempdir().unwrap();
-    let (env, host) = start(&local, plugin_dir.path()).await;
+    let work = tempfile::tempdir().unwrap();
+    let (env, host) = start(&local, work.path()).await;
     let filter = std::env::var("FEDWASM_SCENARIO").unwrap_or_default();
     let mut failures = Vec::new();
     // Independent scenarios, at once.
@@ -85,6 +163,7 @@ async fn federation_scenarios() {
         bad_input_gives_events_and_retries,
         others_objects_are_never_taken_over,
         deleting_removes_from_every_member,
+        the_global_ingress_sends_clients_to_the_closest_cluster,
     ];
     let mut running = Vec::new();
     for (name, scenario) in concurrent {
@@ -129,9 +208,15 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     }
 }
 
-async fn start(local: &LocalFederation, plugin_dir: &Path) -> (Env, tokio::task::JoinHandle<()>) {
+async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinHandle<()>) {
+    let plugin_dir = work.join("plugins");
+    std::fs::create_dir(&plugin_dir).unwrap();
     let kubeconfig = local.kubeconfig_path();
     let fed = kube_client(Some(&kubeconfig), "federation").await.unwrap();
+    let mut backends = BTreeMap::new();
+    for (name, _, zone, _) in MEMBERS {
+        backends.insert(name.to_string(), Workload::start(zone).await);
+    }
     for (name, region, zone, env) in MEMBERS {
         let standalone = join::standalone_kubeconfig(&kubeconfig, name).expect("member kubeconfig");
         let request = join::JoinRequest {
@@ -140,6 +225,7 @@ async fn start(local: &LocalFederation, plugin_dir: &Path) -> (Env, tokio::task:
             zone: Some(zone.into()),
             labels: BTreeMap::from([("env".into(), env.into())]),
             capacity: None,
+            ingress_endpoint: Some(format!("http://127.0.0.1:{}", backends[name].port)),
         };
         join::join(&fed, &request, &standalone).await.expect("join");
     }
@@ -150,12 +236,11 @@ async fn start(local: &LocalFederation, plugin_dir: &Path) -> (Env, tokio::task:
             kube_client(Some(&kubeconfig), name).await.unwrap(),
         );
     }
+    let locality = work.join("locality.json");
+    std::fs::write(&locality, LOCALITY).unwrap();
     let app = App::build(AppConfig {
-        runtime: RuntimeConfig::default(),
-        plugins: Some(plugin_dir.to_path_buf()),
+        plugins: Some(plugin_dir.clone()),
         debounce: Duration::from_millis(50),
-        admin: "127.0.0.1:0".into(),
-        federation: None,
         fleet: FleetConfig {
             probe_interval: Duration::from_millis(500),
             offline_grace: Duration::from_secs(2),
@@ -163,14 +248,25 @@ async fn start(local: &LocalFederation, plugin_dir: &Path) -> (Env, tokio::task:
             request_timeout: Duration::from_secs(3),
             ..Default::default()
         },
-        extra_kinds: Vec::new(),
+        locality: Some(locality),
+        routing: RouterConfig {
+            per_replica_concurrency: 2,
+            probe_interval: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..Default::default()
     })
     .expect("the host builds");
     let metrics = app.metrics.clone();
-    let controllers = app.start_federation(fed.clone());
+    let running = app.start_federation(fed.clone());
+    let router = running.router.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ingress = listener.local_addr().unwrap();
+    app.start_ingress(listener, router.clone(), std::future::pending())
+        .expect("the ingress starts");
     let host = tokio::spawn(async move {
         let _app = app;
-        let stopped = controllers.await;
+        let stopped = running.stopped.await;
         panic!("the federation controller stopped: {stopped}");
     });
     let clusters: Api<Cluster> = Api::all(fed.clone());
@@ -184,8 +280,11 @@ async fn start(local: &LocalFederation, plugin_dir: &Path) -> (Env, tokio::task:
         members,
         local: local.clone(),
         kubeconfig,
-        plugin_dir: plugin_dir.to_path_buf(),
+        plugin_dir,
         metrics,
+        router,
+        ingress,
+        backends: Arc::new(backends),
     };
     (env, host)
 }
@@ -1058,6 +1157,211 @@ async fn a_hot_swapped_plugin_moves_replicas(env: Env) {
         "web",
         [Some(2), Some(2), Some(2)],
         "web 2/2/2 with the built-in back",
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------
+// The global ingress. No kubelet runs: the test plays each member's Deployment
+// controller (writing ready replicas) and its pods (a small HTTP server per
+// member, reached at the Cluster's `spec.ingressEndpoint`).
+
+/// One GET through the global ingress from a client at `source`: (status, the
+/// cluster that served, body).
+async fn get_from(env: &Env, source: &str, path: &str) -> (u16, String, String) {
+    let client = reqwest::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("http://{}{path}", env.ingress))
+        .header("host", "shop.example.com")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} from {source}: {e}"));
+    let status = response.status().as_u16();
+    let cluster = response
+        .headers()
+        .get("x-fedwasm-cluster")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, cluster, response.text().await.unwrap_or_default())
+}
+
+/// GETs from `source` until `cluster` serves; every answer must be a 200.
+async fn served_by(env: &Env, source: &str, cluster: &str, what: &str) {
+    eventually(what, || async {
+        let (status, served, body) = get_from(env, source, "/").await;
+        assert_eq!(status, 200, "a failed GET from {source} ({what}): {body}");
+        (served == cluster).then_some(())
+    })
+    .await;
+}
+
+async fn set_ready(env: &Env, ns: &str, cluster: &str, ready: i32) {
+    let d: Api<Deployment> = Api::namespaced(env.members[cluster].clone(), ns);
+    d.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+        "replicas": 2, "readyReplicas": ready, "availableReplicas": ready}})),
+    )
+    .await
+    .unwrap();
+}
+
+async fn the_global_ingress_sends_clients_to_the_closest_cluster(env: Env) {
+    let ns = "e2e-global";
+    namespace(&env, ns).await;
+    apply(&env, deployment_manifest(ns, "web", 6, json!({}))).await;
+    apply(
+        &env,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+    )
+    .await;
+    apply(&env, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"rules": [{"host": "shop.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}))
+    .await;
+    eventually("web in every member", || async {
+        (deployment_replicas(&env, ns, "web").await == [2, 2, 2]).then_some(())
+    })
+    .await;
+    for (cluster, ..) in MEMBERS {
+        set_ready(&env, ns, cluster, 2).await;
+    }
+    // Each client is served by the cluster in its own region (once the routes are
+    // there: 503 until the members report ready replicas).
+    eventually("the Asian client served from asia-east1", || async {
+        (get_from(&env, "127.1.0.1", "/").await.1 == "m3").then_some(())
+    })
+    .await;
+    served_by(
+        &env,
+        "127.2.0.1",
+        "m2",
+        "the US client served from us-central1",
+    )
+    .await;
+    served_by(
+        &env,
+        "127.3.0.1",
+        "m1",
+        "the European client served from europe-west1",
+    )
+    .await;
+    let (_, _, body) = get_from(&env, "127.1.0.1", "/").await;
+    assert_eq!(
+        body,
+        "Welcome to the global site! You are being served from asia-east1-a"
+    );
+    // No Wasm per request: the rankings are in the table, per location.
+    let routes = env.router.describe();
+    let route = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["namespace"] == ns && r["kind"] == "Ingress")
+        .expect("a route for the Ingress");
+    assert_eq!(
+        route["rankings"]["asia-east1/asia-east1-a"][0], "m3",
+        "{route}"
+    );
+
+    // The Asian backend goes away: not one GET fails, the next closest serves.
+    env.backends["m3"].stop();
+    for _ in 0..20 {
+        let (status, served, body) = get_from(&env, "127.1.0.1", "/").await;
+        assert_eq!(
+            status, 200,
+            "a GET failed while m3's backend was down: {body}"
+        );
+        assert_ne!(served, "m3");
+    }
+    env.backends["m3"].restart().await;
+    served_by(
+        &env,
+        "127.1.0.1",
+        "m3",
+        "the Asian client back on m3 once it answers",
+    )
+    .await;
+
+    // m3's replicas become unready (as its Deployment controller would report).
+    set_ready(&env, ns, "m3", 0).await;
+    eventually(
+        "the Asian client moved off m3 with no ready replicas",
+        || async {
+            let (status, served, body) = get_from(&env, "127.1.0.1", "/").await;
+            assert_eq!(status, 200, "{body}");
+            (served != "m3").then_some(())
+        },
+    )
+    .await;
+    set_ready(&env, ns, "m3", 2).await;
+    served_by(
+        &env,
+        "127.1.0.1",
+        "m3",
+        "the Asian client back on m3 once ready",
+    )
+    .await;
+
+    // At capacity (1 ready replica × 2 requests each), m2 spills to the next.
+    set_ready(&env, ns, "m2", 1).await;
+    eventually("m2's capacity down to 2", || async {
+        let table = env.router.table();
+        let route = table.ingress_route("shop.example.com", "/")?;
+        let m2 = route.backends.iter().find(|b| b.cluster == "m2")?;
+        (m2.capacity == 2).then_some(())
+    })
+    .await;
+    let answers =
+        futures::future::join_all((0..4).map(|_| get_from(&env, "127.2.0.1", "/slow"))).await;
+    let mut served: Vec<&str> = answers
+        .iter()
+        .map(|(s, c, _)| {
+            assert_eq!(*s, 200);
+            c.as_str()
+        })
+        .collect();
+    served.sort();
+    assert_eq!(
+        served.iter().filter(|c| **c == "m2").count(),
+        2,
+        "{served:?}"
+    );
+    set_ready(&env, ns, "m2", 2).await;
+
+    // A hot-swapped rank plugin changes the routes, without a restart: the chaos
+    // plugin ranks the members in reverse (m3, m2, m1) for everyone.
+    served_by(
+        &env,
+        "127.2.0.1",
+        "m2",
+        "the US client on m2 before the swap",
+    )
+    .await;
+    let tmp = env.plugin_dir.join("nearest-healthy.tmp");
+    std::fs::write(&tmp, plugins::CHAOS).unwrap();
+    std::fs::rename(&tmp, env.plugin_dir.join("nearest-healthy.wasm")).unwrap();
+    served_by(
+        &env,
+        "127.2.0.1",
+        "m3",
+        "the US client on m3 after the swap",
+    )
+    .await;
+    std::fs::remove_file(env.plugin_dir.join("nearest-healthy.wasm")).unwrap();
+    served_by(
+        &env,
+        "127.2.0.1",
+        "m2",
+        "the US client back on m2 with the built-in",
     )
     .await;
 }

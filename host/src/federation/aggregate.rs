@@ -31,6 +31,9 @@ pub(crate) async fn write(
         let entry = match outcome {
             Outcome::Applied(applied) => {
                 let mut entry = json!({"state": "Applied"});
+                if ctx.kind.status == StatusShape::LoadBalancer {
+                    entry["addresses"] = json!(lb_addresses(applied));
+                }
                 if ctx.kind.replicas {
                     entry["replicas"] = count(applied, "/spec/replicas").into();
                     entry["readyReplicas"] = count(applied, "/status/readyReplicas").into();
@@ -71,6 +74,23 @@ pub(crate) async fn write(
     }
     write_placement(ctx, obj, api, json!(placement)).await?;
     write_status(ctx, obj, api, outcomes).await
+}
+
+/// The member's load-balancer addresses for its copy (IPs or host names): where
+/// the global ingress and the DNS responder send clients.
+fn lb_addresses(obj: &DynamicObject) -> Vec<String> {
+    obj.data
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| {
+            i.get("ip")
+                .or_else(|| i.get("hostname"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect()
 }
 
 fn count(obj: &DynamicObject, pointer: &str) -> u64 {

@@ -192,7 +192,11 @@ pub fn built_in() -> Vec<Kind> {
             ],
             true,
         ),
-        Kind::of::<net::Ingress>(true),
+        Kind {
+            status: StatusShape::LoadBalancer,
+            resync: Duration::from_secs(5),
+            ..Kind::of::<net::Ingress>(true)
+        },
     ]
 }
 

@@ -40,6 +40,10 @@ pub struct ClusterSpec {
     /// Replicas this cluster can run, overriding what the host measures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<u32>,
+    /// Where the global ingress reaches this cluster's ingress (`http://host:port`)
+    /// when its Ingresses publish no load-balancer address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_endpoint: Option<String>,
 }
 
 /// What the host last saw of the member.

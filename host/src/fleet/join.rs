@@ -22,6 +22,8 @@ pub struct JoinRequest {
     pub zone: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub capacity: Option<u32>,
+    /// The member's ingress, when its Ingresses publish no load-balancer address.
+    pub ingress_endpoint: Option<String>,
 }
 
 /// Creates `fedwasm-system` in the federation plane if it is missing.
@@ -141,6 +143,7 @@ pub async fn join(
         region: request.region.clone(),
         zone: request.zone.clone(),
         capacity: request.capacity,
+        ingress_endpoint: request.ingress_endpoint.clone(),
     };
     let cluster = json!({
         "apiVersion": "fedwasm.io/v1alpha1", "kind": "Cluster",

@@ -1,11 +1,15 @@
-//! A distribute plugin that misbehaves when asked to, to test the host's sandbox.
+//! A distribute and rank plugin that misbehaves when asked to, to test the host's
+//! sandbox.
 //!
 //! Without features it misbehaves only for objects named `*/loop`, `*/hog`,
 //! `*/trap`, `*/invalid` or `*/refuse`, and otherwise puts every replica in the first
 //! candidate, an answer no built-in gives, so tests can tell which generation
-//! answered. With an `always-*` feature it misbehaves on every request.
+//! answered; it ranks backends in the reverse of their order, for the same reason.
+//! With an `always-*` feature it misbehaves on every request.
 
-use fedwasm_sdk::{export_plugin, DistributeRequest, DistributeResponse, Hook, Plugin};
+use fedwasm_sdk::{
+    export_plugin, DistributeRequest, DistributeResponse, Hook, Plugin, RankRequest,
+};
 
 pub struct Chaos;
 
@@ -26,7 +30,17 @@ fn behaviour(object: &str) -> &str {
 }
 
 impl Plugin for Chaos {
-    const HOOKS: &'static [Hook] = &[Hook::Distribute];
+    const HOOKS: &'static [Hook] = &[Hook::Distribute, Hook::Rank];
+
+    fn rank(request: RankRequest) -> Result<Vec<u32>, String> {
+        let n = request.backends.len() as u32;
+        let reversed = (0..n).rev().collect();
+        match behaviour("") {
+            "" => Ok(reversed),
+            // The same misbehaviour as distribute's, through one code path.
+            _ => Self::distribute(DistributeRequest::new("ns/x", 1, ["a"])).map(|_| reversed),
+        }
+    }
 
     fn distribute(request: DistributeRequest) -> Result<DistributeResponse, String> {
         let mut out = DistributeResponse::default();

@@ -1,0 +1,473 @@
+//! Building the routing table from the federation plane (federated Ingresses,
+//! Services and their workloads, through reflectors), the member view and backend
+//! health; ranking each route for every location, with a cache so a rebuild calls
+//! the rank hook only for states it has not seen.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use fedwasm_sdk::RankRequest;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::Value;
+
+use super::RANK_PLUGIN_ANNOTATION;
+use super::{Backend, Health, Locality, Route, RouteKey, RouteKind, Router, RouterConfig, Rule};
+use crate::federation::PLACEMENT_ANNOTATION;
+use crate::fleet::{Fleet, Snapshot};
+use crate::placer::Placer;
+use crate::runtime::default_plugin;
+
+/// The federated objects routes are made of.
+#[derive(Clone)]
+pub(crate) struct Sources {
+    pub ingresses: Store<Ingress>,
+    pub services: Store<Service>,
+    pub deployments: Store<Deployment>,
+    pub replica_sets: Store<ReplicaSet>,
+}
+
+/// Rankings already computed: (plugin, plugin generation, request) → order.
+type RankCache = Mutex<HashMap<(String, u64, RankRequest), Vec<usize>>>;
+
+/// Bounds the rank cache: past it, it starts afresh.
+const RANK_CACHE_ENTRIES: usize = 50_000;
+
+impl Router {
+    /// Starts reflecting the federation plane, probing backends and rebuilding the
+    /// table whenever something it depends on changes.
+    pub fn start(
+        federation: Client,
+        fleet: Arc<Fleet>,
+        placer: Placer,
+        locality: Locality,
+        config: RouterConfig,
+    ) -> Arc<Router> {
+        let router = Arc::new(Router {
+            table: ArcSwap::default(),
+            locality: ArcSwap::from_pointee(locality),
+            health: Arc::new(Health::default()),
+            rebuild: tokio::sync::Notify::new(),
+        });
+        let sources = Sources {
+            ingresses: reflect(&router, Api::all(federation.clone())),
+            services: reflect(&router, Api::all(federation.clone())),
+            deployments: reflect(&router, Api::all(federation.clone())),
+            replica_sets: reflect(&router, Api::all(federation)),
+        };
+        tokio::spawn(rebuild_loop(
+            router.clone(),
+            sources,
+            fleet,
+            placer,
+            config.clone(),
+        ));
+        tokio::spawn(super::health::probe_loop(router.clone(), config));
+        router
+    }
+}
+
+/// A reflector of `api` whose every event asks for a rebuild.
+fn reflect<K>(router: &Arc<Router>, api: Api<K>) -> Store<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    let weak = Arc::downgrade(router);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let Some(router) = weak.upgrade() else { break };
+            if let Err(e) = event {
+                tracing::debug!(error = %e, "routing: watching the federation plane");
+            }
+            router.rebuild.notify_one();
+        }
+    });
+    reader
+}
+
+async fn rebuild_loop(
+    router: Arc<Router>,
+    sources: Sources,
+    fleet: Arc<Fleet>,
+    placer: Placer,
+    config: RouterConfig,
+) {
+    let cache: RankCache = Mutex::default();
+    let mut members = fleet.subscribe();
+    let mut plugins = placer.subscribe();
+    let mut health = router.health.subscribe();
+    loop {
+        // Coalesce bursts of changes (a watch relist, many objects at once).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let snapshot = fleet.snapshot();
+        let locality = router.locality.load_full();
+        let generation = *plugins.borrow_and_update();
+        let bases = routes_from(&sources, &snapshot, &router.health, &config);
+        let live: HashSet<String> = bases
+            .iter()
+            .flat_map(|r| r.backends.iter().filter_map(|b| b.endpoint.clone()))
+            .collect();
+        router.health.retain(&live);
+        let mut routes = Vec::with_capacity(bases.len());
+        for base in bases {
+            routes.push(rank(base, &locality, &placer, generation, &cache).await);
+        }
+        router
+            .table
+            .store(Arc::new(super::Table { routes, locality }));
+        tokio::select! {
+            _ = router.rebuild.notified() => {}
+            r = members.changed() => if r.is_err() { return },
+            r = plugins.changed() => if r.is_err() { return },
+            r = health.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// A route before ranking.
+pub(crate) struct Base {
+    pub key: RouteKey,
+    pub rules: Vec<Rule>,
+    pub backends: Vec<Backend>,
+    pub plugin: String,
+}
+
+/// Per member: what fedwasm's placement annotation says of one object there.
+fn placement(obj: &impl ResourceExt) -> BTreeMap<String, Value> {
+    obj.annotations()
+        .get(PLACEMENT_ANNOTATION)
+        .and_then(|a| serde_json::from_str::<BTreeMap<String, Value>>(a).ok())
+        .unwrap_or_default()
+}
+
+fn applied(entry: &Value) -> bool {
+    entry.get("state").and_then(Value::as_str) == Some("Applied")
+}
+
+fn addresses(entry: &Value) -> Vec<String> {
+    entry
+        .get("addresses")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| Some(v.as_str()?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Ready replicas per member of the workloads Service `name` in `ns` selects; `None`
+/// when it selects nothing (no Service, or no selector).
+fn ready_behind(sources: &Sources, ns: &str, name: &str) -> Option<BTreeMap<String, u32>> {
+    let service = sources
+        .services
+        .state()
+        .into_iter()
+        .find(|s| s.namespace().as_deref() == Some(ns) && s.name_any() == name)?;
+    let selector = service
+        .spec
+        .as_ref()?
+        .selector
+        .clone()
+        .filter(|s| !s.is_empty())?;
+    let selects = |labels: Option<&BTreeMap<String, String>>| {
+        labels.is_some_and(|l| selector.iter().all(|(k, v)| l.get(k) == Some(v)))
+    };
+    let mut ready: BTreeMap<String, u32> = BTreeMap::new();
+    let mut add = |obj: &dyn Fn() -> BTreeMap<String, Value>| {
+        for (cluster, entry) in obj() {
+            let n = entry
+                .get("readyReplicas")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let sum = ready.entry(cluster).or_default();
+            *sum = sum.saturating_add(n.min(u64::from(u32::MAX)) as u32);
+        }
+    };
+    for d in sources.deployments.state() {
+        let labels = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref()?.labels.as_ref());
+        if d.namespace().as_deref() == Some(ns) && selects(labels) {
+            add(&|| placement(d.as_ref()));
+        }
+    }
+    for rs in sources.replica_sets.state() {
+        let labels = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref()?.metadata.as_ref()?.labels.as_ref());
+        // ReplicaSets a federated Deployment made are counted through it.
+        if rs.namespace().as_deref() == Some(ns)
+            && rs.owner_references().is_empty()
+            && selects(labels)
+        {
+            add(&|| placement(rs.as_ref()));
+        }
+    }
+    Some(ready)
+}
+
+/// The rules of an Ingress, per backend Service.
+fn ingress_rules(ingress: &Ingress) -> BTreeMap<String, Vec<Rule>> {
+    let mut out: BTreeMap<String, Vec<Rule>> = BTreeMap::new();
+    let Some(spec) = ingress.spec.as_ref() else {
+        return out;
+    };
+    if let Some(svc) = spec
+        .default_backend
+        .as_ref()
+        .and_then(|b| b.service.as_ref())
+    {
+        out.entry(svc.name.clone()).or_default().push(Rule {
+            host: None,
+            path: None,
+            exact: false,
+        });
+    }
+    for rule in spec.rules.iter().flatten() {
+        let host = rule.host.clone().filter(|h| !h.is_empty());
+        for path in rule.http.iter().flat_map(|h| h.paths.iter()) {
+            let Some(svc) = path.backend.service.as_ref() else {
+                continue;
+            };
+            out.entry(svc.name.clone()).or_default().push(Rule {
+                host: host.clone(),
+                path: Some(path.path.clone().unwrap_or_else(|| "/".into())),
+                exact: path.path_type == "Exact",
+            });
+        }
+    }
+    out
+}
+
+/// Every route, with each member's backend state.
+pub(crate) fn routes_from(
+    sources: &Sources,
+    snapshot: &Snapshot,
+    health: &Health,
+    config: &RouterConfig,
+) -> Vec<Base> {
+    let mut out = Vec::new();
+    let rank_plugin = |annotations: &BTreeMap<String, String>| -> String {
+        annotations
+            .get(RANK_PLUGIN_ANNOTATION)
+            .cloned()
+            .unwrap_or_else(|| default_plugin(fedwasm_sdk::Hook::Rank).to_string())
+    };
+    for ingress in sources.ingresses.state() {
+        let ns = ingress.namespace().unwrap_or_default();
+        let placed = placement(ingress.as_ref());
+        for (service, rules) in ingress_rules(&ingress) {
+            let ready = ready_behind(sources, &ns, &service);
+            let backends = placed
+                .iter()
+                .filter(|(_, e)| applied(e))
+                .map(|(cluster, entry)| {
+                    let member = snapshot.get(cluster);
+                    let endpoint = addresses(entry)
+                        .first()
+                        .map(|a| format!("http://{a}"))
+                        .or_else(|| member?.cluster.spec.ingress_endpoint.clone())
+                        .map(|e| e.trim_end_matches('/').to_string());
+                    let ready_n = ready
+                        .as_ref()
+                        .and_then(|r| r.get(cluster).copied())
+                        .unwrap_or(0);
+                    let reason = if !member.is_some_and(|m| m.cluster.is_ready()) {
+                        Some("the member is not Ready".to_string())
+                    } else if ready.is_none() {
+                        Some(format!("Service {service} selects no workload"))
+                    } else if ready_n == 0 {
+                        Some(format!("no ready replicas behind Service {service}"))
+                    } else if let Some(e) = &endpoint {
+                        health.verdict(e)
+                    } else {
+                        Some("no load-balancer address and no spec.ingressEndpoint".to_string())
+                    };
+                    backend(
+                        cluster,
+                        member,
+                        endpoint,
+                        addresses(entry),
+                        ready_n,
+                        reason,
+                        config,
+                    )
+                })
+                .collect();
+            out.push(Base {
+                key: RouteKey {
+                    kind: RouteKind::Ingress,
+                    namespace: ns.clone(),
+                    name: ingress.name_any(),
+                    service,
+                },
+                rules,
+                backends,
+                plugin: rank_plugin(ingress.annotations()),
+            });
+        }
+    }
+    for service in sources.services.state() {
+        let ns = service.namespace().unwrap_or_default();
+        let name = service.name_any();
+        let placed = placement(service.as_ref());
+        if placed.is_empty() {
+            continue;
+        }
+        let ready = ready_behind(sources, &ns, &name);
+        let backends = placed
+            .iter()
+            .filter(|(_, e)| applied(e))
+            .map(|(cluster, entry)| {
+                let member = snapshot.get(cluster);
+                let ready_n = ready
+                    .as_ref()
+                    .and_then(|r| r.get(cluster).copied())
+                    .unwrap_or(0);
+                let addrs = addresses(entry);
+                let reason = if !member.is_some_and(|m| m.cluster.is_ready()) {
+                    Some("the member is not Ready".to_string())
+                } else if ready_n == 0 {
+                    Some("no ready replicas behind it".to_string())
+                } else if addrs.is_empty() {
+                    Some("no load-balancer address".to_string())
+                } else {
+                    None
+                };
+                backend(cluster, member, None, addrs, ready_n, reason, config)
+            })
+            .collect();
+        out.push(Base {
+            key: RouteKey {
+                kind: RouteKind::Service,
+                namespace: ns,
+                name: name.clone(),
+                service: name,
+            },
+            rules: Vec::new(),
+            backends,
+            plugin: rank_plugin(service.annotations()),
+        });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+fn backend(
+    cluster: &str,
+    member: Option<&crate::fleet::Member>,
+    endpoint: Option<String>,
+    addresses: Vec<String>,
+    ready_replicas: u32,
+    reason: Option<String>,
+    config: &RouterConfig,
+) -> Backend {
+    let spec = member.map(|m| &m.cluster.spec);
+    Backend {
+        cluster: cluster.to_string(),
+        region: spec.and_then(|s| s.region.clone()).unwrap_or_default(),
+        zone: spec.and_then(|s| s.zone.clone()).unwrap_or_default(),
+        endpoint,
+        addresses,
+        ready_replicas,
+        capacity: ready_replicas.saturating_mul(config.per_replica_concurrency),
+        healthy: reason.is_none(),
+        reason,
+    }
+}
+
+/// Ranks `base` for every location, from the cache where the same request was
+/// ranked before by the same plugin generation.
+async fn rank(
+    base: Base,
+    locality: &Locality,
+    placer: &Placer,
+    generation: u64,
+    cache: &RankCache,
+) -> Route {
+    let mut rankings = Vec::new();
+    let mut error = None;
+    for location in locality.locations() {
+        let request = RankRequest {
+            client: location.clone(),
+            backends: base
+                .backends
+                .iter()
+                .map(|b| fedwasm_sdk::Backend {
+                    cluster: b.cluster.clone(),
+                    region: b.region.clone(),
+                    zone: b.zone.clone(),
+                    healthy: b.healthy,
+                    available: Some(b.capacity),
+                })
+                .collect(),
+        };
+        let key = (base.plugin.clone(), generation, request);
+        let cached = cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let order = match cached {
+            Some(order) => order,
+            None => match placer.rank(Some(base.plugin.clone()), key.2.clone()).await {
+                Ok(order) => {
+                    let order: Vec<usize> = order.into_iter().map(|i| i as usize).collect();
+                    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+                    if cache.len() >= RANK_CACHE_ENTRIES {
+                        cache.clear();
+                    }
+                    cache.insert(key, order.clone());
+                    order
+                }
+                Err(e) => {
+                    // Healthy ones first, by name: usable, if not closest.
+                    error = Some(e.to_string());
+                    let mut order: Vec<usize> = (0..base.backends.len()).collect();
+                    order.sort_by_key(|i| !base.backends[*i].healthy);
+                    order
+                }
+            },
+        };
+        rankings.push((location, order));
+    }
+    if let Some(e) = &error {
+        tracing::warn!(route = ?base.key, error = %e, "ranking failed; healthy backends by name");
+    }
+    Route {
+        key: base.key,
+        rules: base.rules,
+        backends: base.backends,
+        rankings,
+        plugin: base.plugin,
+        error,
+    }
+}
+
+/// Distinct endpoints of every Ingress route.
+pub(crate) fn endpoints(table: &super::Table) -> Vec<String> {
+    let mut out: Vec<String> = table
+        .routes
+        .iter()
+        .flat_map(|r| r.backends.iter().filter_map(|b| b.endpoint.clone()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}

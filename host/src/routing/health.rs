@@ -1,0 +1,173 @@
+//! Health of backend endpoints: passive (a connection error or a 5xx ejects an
+//! endpoint for a while, longer each time) and active (every endpoint in the table
+//! is probed; a probe that fails marks it down, one that answers brings it back).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+/// The first ejection; doubled per consecutive failure up to [`MAX_EJECTION`].
+pub const BASE_EJECTION: Duration = Duration::from_secs(1);
+pub const MAX_EJECTION: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Endpoint {
+    /// The last active probe's verdict; `None` before the first.
+    probe_ok: Option<bool>,
+    ejected_until: Option<Instant>,
+    failures: u32,
+}
+
+/// What is known of every endpoint's health.
+pub struct Health {
+    endpoints: Mutex<HashMap<String, Endpoint>>,
+    /// Bumped when an endpoint goes up or down: the routes are re-ranked.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            endpoints: Mutex::default(),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Health {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Endpoint>> {
+        self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes whenever an endpoint goes up or down.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// `None` when `endpoint` may serve; else why not.
+    pub fn verdict(&self, endpoint: &str) -> Option<String> {
+        let endpoints = self.lock();
+        let e = endpoints.get(endpoint)?;
+        if let Some(until) = e.ejected_until.filter(|u| *u > Instant::now()) {
+            let left = until.saturating_duration_since(Instant::now());
+            return Some(format!(
+                "ejected after {} failure(s), {} ms left",
+                e.failures,
+                left.as_millis()
+            ));
+        }
+        (e.probe_ok == Some(false)).then(|| "its probe fails".to_string())
+    }
+
+    /// A request to `endpoint` could not connect or got a 5xx: eject it.
+    pub fn report_failure(&self, endpoint: &str) {
+        {
+            let mut endpoints = self.lock();
+            let e = endpoints.entry(endpoint.to_string()).or_default();
+            e.failures = e.failures.saturating_add(1);
+            let backoff = BASE_EJECTION
+                .saturating_mul(1 << e.failures.saturating_sub(1).min(8))
+                .min(MAX_EJECTION);
+            e.ejected_until = Some(Instant::now() + backoff);
+        }
+        tracing::info!(%endpoint, "backend ejected");
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// A request to `endpoint` succeeded: its failure count starts again.
+    pub fn report_success(&self, endpoint: &str) {
+        if let Some(e) = self.lock().get_mut(endpoint) {
+            e.failures = 0;
+        }
+    }
+
+    /// An active probe's verdict. An answering endpoint whose ejection ran out is
+    /// back; one whose probe fails is down until a probe answers.
+    pub fn probed(&self, endpoint: &str, ok: bool) {
+        let flipped = {
+            let mut endpoints = self.lock();
+            let e = endpoints.entry(endpoint.to_string()).or_default();
+            let before = e.probe_ok;
+            e.probe_ok = Some(ok);
+            let expired = e.ejected_until.is_some_and(|u| u <= Instant::now());
+            if ok && expired {
+                e.ejected_until = None;
+            }
+            before != Some(ok) || (ok && expired)
+        };
+        if flipped {
+            tracing::info!(%endpoint, ok, "backend probe");
+            self.changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Forgets endpoints no route uses any more.
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        self.lock().retain(|k, _| live.contains(k));
+    }
+}
+
+/// Probes every endpoint of the current table each `probe_interval`: an endpoint
+/// that answers (any status below 500) within `probe_timeout` is up.
+pub(crate) async fn probe_loop(router: std::sync::Arc<super::Router>, config: super::RouterConfig) {
+    let client = crate::ingress::http_client();
+    loop {
+        let endpoints = super::build::endpoints(&router.table());
+        let probes = endpoints.iter().map(|endpoint| {
+            let client = client.clone();
+            async move {
+                let ok = probe(&client, endpoint, config.probe_timeout).await;
+                (endpoint, ok)
+            }
+        });
+        for (endpoint, ok) in futures::future::join_all(probes).await {
+            router.health.probed(endpoint, ok);
+        }
+        tokio::time::sleep(config.probe_interval).await;
+    }
+}
+
+async fn probe(client: &crate::ingress::HttpClient, endpoint: &str, timeout: Duration) -> bool {
+    let Ok(request) = hyper::Request::get(format!("{endpoint}/"))
+        .header(hyper::header::USER_AGENT, "fedwasm-probe")
+        .body(crate::ingress::empty_body())
+    else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(timeout, client.request(request)).await,
+        Ok(Ok(response)) if response.status().as_u16() < 500
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_eject_longer_each_time_and_probes_bring_back() {
+        let h = Health::default();
+        let ep = "http://127.0.0.1:1";
+        assert!(h.verdict(ep).is_none(), "unknown endpoints may serve");
+        h.report_failure(ep);
+        assert!(h.verdict(ep).unwrap().contains("ejected after 1"));
+        h.report_failure(ep);
+        let v = h.verdict(ep).unwrap();
+        assert!(v.contains("ejected after 2"), "{v}");
+        // A probe that answers during the ejection does not cut it short.
+        h.probed(ep, true);
+        assert!(h.verdict(ep).is_some());
+        h.probed("http://other", false);
+        assert_eq!(
+            h.verdict("http://other").as_deref(),
+            Some("its probe fails")
+        );
+        h.probed("http://other", true);
+        assert!(h.verdict("http://other").is_none());
+        h.report_success(ep);
+        h.retain(&Default::default());
+        assert!(h.verdict(ep).is_none());
+    }
+}
