@@ -177,9 +177,16 @@ impl App {
     /// Runs until Ctrl-C or SIGTERM (`Ok`), or until a controller stops (`Err`: the
     /// process should exit non-zero so its supervisor restarts it).
     pub async fn serve(self) -> Result<()> {
+        self.start().await?.wait().await
+    }
+
+    /// Binds and starts every front door (admin API; with a federation, the
+    /// controllers and, when asked for, the global ingress) and returns at once.
+    pub async fn start(self) -> Result<Serving> {
         let (dead_tx, mut dead_rx) = tokio::sync::mpsc::channel::<String>(1);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut router = None;
+        let mut ingress = None;
         if let Some(target) = &self.config.federation {
             let client = kube_client(Some(&target.kubeconfig), &target.context).await?;
             let running = self.start_federation(client);
@@ -191,6 +198,7 @@ impl App {
                 let local = listener.local_addr()?;
                 tracing::info!(addr = %local, "global ingress listening");
                 say(&format!("global ingress: http://{local}"));
+                ingress = Some(local);
                 let mut stop = stop_rx.clone();
                 self.start_ingress(listener, running.router.clone(), async move {
                     let _ = stop.wait_for(|s| *s).await;
@@ -208,37 +216,77 @@ impl App {
         let listener = tokio::net::TcpListener::bind(&self.config.admin)
             .await
             .with_context(|| format!("binding the admin API to {}", self.config.admin))?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, "admin API listening");
-        say(&format!("admin API: http://{addr}"));
-        let app = admin::router(AdminState {
+        let admin = listener.local_addr()?;
+        tracing::info!(addr = %admin, "admin API listening");
+        say(&format!("admin API: http://{admin}"));
+        let routes = admin::router(AdminState {
             registry: self.registry.clone(),
             metrics: self.metrics.clone(),
             health: self.health.clone(),
-            router,
+            router: router.clone(),
         });
-        let died = Arc::new(std::sync::Mutex::new(None));
-        let shutdown = {
-            let died = died.clone();
-            async move {
-                tokio::select! {
-                    _ = shutdown_signal() => tracing::info!("shutting down"),
-                    why = dead_rx.recv() => {
-                        *died.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        let mut stopped = stop_rx.clone();
+        let task = tokio::spawn(async move {
+            // The runtime, registry and plugin watcher live as long as the server.
+            let _app = self;
+            let died = Arc::new(std::sync::Mutex::new(None));
+            let shutdown = {
+                let died = died.clone();
+                async move {
+                    tokio::select! {
+                        _ = shutdown_signal() => tracing::info!("shutting down"),
+                        _ = stopped.wait_for(|s| *s) => {}
+                        why = dead_rx.recv() => {
+                            *died.lock().unwrap_or_else(|p| p.into_inner()) = why;
+                        }
                     }
                 }
+            };
+            let served = axum::serve(listener, routes)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving the admin API");
+            served?;
+            let why = died.lock().unwrap_or_else(|p| p.into_inner()).take();
+            match why {
+                Some(why) => Err(anyhow::anyhow!(why)),
+                None => Ok(()),
             }
+        });
+        Ok(Serving {
+            admin,
+            ingress,
+            router,
+            stop: stop_tx,
+            task,
+        })
+    }
+}
+
+/// A started host.
+pub struct Serving {
+    pub admin: std::net::SocketAddr,
+    pub ingress: Option<std::net::SocketAddr>,
+    pub router: Option<Arc<Router>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Serving {
+    /// Until Ctrl-C or SIGTERM (`Ok`), or a controller stopped (`Err`).
+    pub async fn wait(self) -> Result<()> {
+        let result = match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("the admin API task failed: {e}")),
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving the admin API")?;
-        let _ = stop_tx.send(true);
-        let why = died.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match why {
-            Some(why) => Err(anyhow::anyhow!(why)),
-            None => Ok(()),
-        }
+        let _ = self.stop.send(true);
+        result
+    }
+
+    /// Stops every front door now.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.wait().await
     }
 }
 

@@ -39,6 +39,10 @@ pub enum Command {
     /// A local federation of real kube-apiservers, to try fedwasm on one machine.
     #[command(subcommand)]
     Dev(DevCommand),
+    /// The 2016 Federation walk-through, replayed and narrated on a local
+    /// nine-cluster federation: a global site, clients sent to the closest cluster,
+    /// an outage, and placement policies changed without a restart.
+    Demo(DemoArgs),
 }
 
 /// Where the federation control plane is.
@@ -352,6 +356,24 @@ pub struct UpArgs {
     /// LoadBalancer Services an address, so status aggregation has something to show.
     #[arg(long)]
     pub simulate_workloads: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Where the local federation keeps its state, logs and kubeconfig.
+    #[arg(long, default_value = ".fedwasm-demo")]
+    pub dir: PathBuf,
+    /// Run the steps, stop everything and exit: 0 only if every check held.
+    #[arg(long)]
+    pub exit: bool,
+    /// Address of the admin API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub admin: String,
+    /// Address of the global ingress.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub ingress: String,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

@@ -25,13 +25,18 @@ pub struct MemberSpec {
 /// The members of a layout or of `--members N` (regions round-robin, so the
 /// defaults exercise zone/region placement from the start).
 pub fn members(args: &UpArgs) -> Vec<MemberSpec> {
+    layout(args.layout, args.members)
+}
+
+/// The members of `layout`, or `n` members `m1`, `m2`, ...
+pub fn layout(layout: Option<Layout>, n: u16) -> Vec<MemberSpec> {
     let member = |name: String, region: &str, zone: &str| MemberSpec {
         labels: BTreeMap::from([("region".to_string(), region.to_string())]),
         name,
         region: region.into(),
         zone: zone.into(),
     };
-    match args.layout {
+    match layout {
         Some(Layout::Seed) => fedwasm_sdk::WALKTHROUGH_CLUSTERS
             .iter()
             .map(|(name, region, zone)| member(name.to_string(), region, zone))
@@ -42,7 +47,7 @@ pub fn members(args: &UpArgs) -> Vec<MemberSpec> {
                 ("us-central1", "us-central1-a"),
                 ("asia-east1", "asia-east1-a"),
             ];
-            (1..=args.members)
+            (1..=n)
                 .map(|i| {
                     let (region, zone) = REGIONS[usize::from(i - 1) % REGIONS.len()];
                     member(format!("m{i}"), region, zone)
@@ -148,46 +153,8 @@ fn stop_host(pid: i32) {
 fn up(args: UpArgs) -> Result<()> {
     let dir = args.dir.dir.clone();
     let specs = members(&args);
-    let started = Instant::now();
-    note!("[dev] locating etcd and kube-apiserver (installed and built on first use)");
-    let assets = fedwasm_testenv::locate_or_install().context("getting etcd and kube-apiserver")?;
-    note!(
-        "[dev] starting etcd and {} kube-apiservers in {}",
-        specs.len() + 1,
-        dir.display()
-    );
-    let fed = LocalFederation::start(FederationSpec {
-        members: specs.iter().map(|m| m.name.clone()).collect(),
-        dir: Some(dir.clone()),
-        assets: Some(assets),
-    })
-    .context("starting the local federation")?;
-    note!(
-        "[dev] {} clusters ready after {:.1}s",
-        specs.len() + 1,
-        started.elapsed().as_secs_f64()
-    );
+    let fed = start_local(&dir, &specs)?;
     let kubeconfig = fed.kubeconfig_path();
-    crate::serve::block_on(async {
-        let client = fedwasm_host::app::kube_client(Some(&kubeconfig), FEDERATION).await?;
-        for m in &specs {
-            let standalone = join::standalone_kubeconfig(&kubeconfig, &m.name)
-                .with_context(|| format!("{}'s kubeconfig", m.name))?;
-            let request = join::JoinRequest {
-                name: m.name.clone(),
-                region: Some(m.region.clone()),
-                zone: Some(m.zone.clone()),
-                labels: m.labels.clone(),
-                capacity: None,
-                ingress_endpoint: None,
-            };
-            join::join(&client, &request, &standalone)
-                .await
-                .with_context(|| format!("joining {}", m.name))?;
-            note!("[dev] joined {} ({})", m.name, m.zone);
-        }
-        anyhow::Ok(())
-    })??;
     // A closed stdout loses only this line: the log and the state say the same.
     let _ = crate::print_line(format!("kubeconfig: {}", kubeconfig.display()));
     note!(
@@ -227,6 +194,53 @@ fn up(args: UpArgs) -> Result<()> {
     note!("[dev] stopping the local federation");
     fed.down().context("stopping the local federation")?;
     result
+}
+
+/// Starts a local federation of `specs` in `dir` (getting the binaries first) and
+/// joins every member, with progress on stderr.
+pub fn start_local(dir: &Path, specs: &[MemberSpec]) -> Result<LocalFederation> {
+    let dir = dir.to_path_buf();
+    let started = Instant::now();
+    note!("[dev] locating etcd and kube-apiserver (installed and built on first use)");
+    let assets = fedwasm_testenv::locate_or_install().context("getting etcd and kube-apiserver")?;
+    note!(
+        "[dev] starting etcd and {} kube-apiservers in {}",
+        specs.len() + 1,
+        dir.display()
+    );
+    let fed = LocalFederation::start(FederationSpec {
+        members: specs.iter().map(|m| m.name.clone()).collect(),
+        dir: Some(dir.clone()),
+        assets: Some(assets),
+    })
+    .context("starting the local federation")?;
+    note!(
+        "[dev] {} clusters ready after {:.1}s",
+        specs.len() + 1,
+        started.elapsed().as_secs_f64()
+    );
+    let kubeconfig = fed.kubeconfig_path();
+    crate::serve::block_on(async {
+        let client = fedwasm_host::app::kube_client(Some(&kubeconfig), FEDERATION).await?;
+        for m in specs {
+            let standalone = join::standalone_kubeconfig(&kubeconfig, &m.name)
+                .with_context(|| format!("{}'s kubeconfig", m.name))?;
+            let request = join::JoinRequest {
+                name: m.name.clone(),
+                region: Some(m.region.clone()),
+                zone: Some(m.zone.clone()),
+                labels: m.labels.clone(),
+                capacity: None,
+                ingress_endpoint: None,
+            };
+            join::join(&client, &request, &standalone)
+                .await
+                .with_context(|| format!("joining {}", m.name))?;
+            note!("[dev] joined {} ({})", m.name, m.zone);
+        }
+        anyhow::Ok(())
+    })??;
+    Ok(fed)
 }
 
 /// `RunArgs` as `fedwasm run` has them without flags.

@@ -10,6 +10,7 @@ macro_rules! note {
 }
 
 mod cli;
+mod demo;
 mod dev;
 mod serve;
 mod simulator;
@@ -32,6 +33,8 @@ fn main() {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Run(_) | Command::Dev(_) => "info",
+        // The demo narrates on stderr itself; the host's log goes to a file.
+        Command::Demo(_) => "warn",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -106,6 +109,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Join(args) => join(args),
         Command::Unjoin(args) => unjoin(args),
         Command::Dev(command) => dev::dispatch(command),
+        Command::Demo(args) => demo::run(args),
     }
 }
 
