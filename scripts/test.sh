@@ -24,6 +24,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (workspace)"
 cargo test --workspace
 
+step "fedwasm demo --exit (the walk-through on nine local clusters, every check must hold)"
+DEMO_DIR=$(mktemp -d)
+cargo run -q -p fedwasm-host --bin fedwasm -- demo --exit --dir "$DEMO_DIR/demo" \
+    --admin 127.0.0.1:0 --ingress 127.0.0.1:0
+rm -rf "$DEMO_DIR"
+
 step "cargo test (examples/plugins/aggregate, natively)"
 (cd examples/plugins/aggregate && cargo test)
 
