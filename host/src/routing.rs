@@ -79,11 +79,23 @@ pub struct Rule {
     pub exact: bool,
 }
 
+/// One port of a federated Service (DNS answers SRV queries for the named ones).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    /// The port's name; empty when unnamed.
+    pub name: String,
+    pub port: u16,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+}
+
 /// One route and its rankings.
 #[derive(Clone, Debug, Serialize)]
 pub struct Route {
     pub key: RouteKey,
     pub rules: Vec<Rule>,
+    /// Service routes: the Service's ports; empty for Ingress routes.
+    pub ports: Vec<ServicePort>,
     pub backends: Vec<Backend>,
     /// For each location: indices into `backends`, best first.
     pub rankings: Vec<(Location, Vec<usize>)>,
@@ -260,6 +272,7 @@ impl Router {
                 serde_json::json!({
                     "kind": r.key.kind, "namespace": r.key.namespace, "name": r.key.name,
                     "service": r.key.service, "plugin": r.plugin, "rules": r.rules,
+                    "ports": r.ports,
                     "backends": r.backends, "rankings": rankings, "error": r.error,
                 })
             })
@@ -281,6 +294,7 @@ mod tests {
                 service: name.into(),
             },
             rules,
+            ports: Vec::new(),
             backends: Vec::new(),
             rankings: Vec::new(),
             plugin: "nearest-healthy".into(),

@@ -19,7 +19,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 
 use super::RANK_PLUGIN_ANNOTATION;
-use super::{Backend, Health, Locality, Route, RouteKey, RouteKind, Router, RouterConfig, Rule};
+use super::{
+    Backend, Health, Locality, Route, RouteKey, RouteKind, Router, RouterConfig, Rule, ServicePort,
+};
 use crate::federation::PLACEMENT_ANNOTATION;
 use crate::fleet::{Fleet, Snapshot};
 use crate::placer::Placer;
@@ -141,6 +143,7 @@ async fn rebuild_loop(
 pub(crate) struct Base {
     pub key: RouteKey,
     pub rules: Vec<Rule>,
+    pub ports: Vec<ServicePort>,
     pub backends: Vec<Backend>,
     pub plugin: String,
 }
@@ -318,6 +321,7 @@ pub(crate) fn routes_from(
                     service,
                 },
                 rules,
+                ports: Vec::new(),
                 backends,
                 plugin: rank_plugin(ingress.annotations()),
             });
@@ -361,12 +365,29 @@ pub(crate) fn routes_from(
                 service: name,
             },
             rules: Vec::new(),
+            ports: service_ports(&service),
             backends,
             plugin: rank_plugin(service.annotations()),
         });
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out
+}
+
+/// The ports of a Service, as its spec lists them (protocol `TCP` when unset).
+fn service_ports(service: &Service) -> Vec<ServicePort> {
+    service
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(ServicePort {
+                name: p.name.clone().unwrap_or_default(),
+                port: u16::try_from(p.port).ok()?,
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            })
+        })
+        .collect()
 }
 
 fn backend(
@@ -453,6 +474,7 @@ async fn rank(
     Route {
         key: base.key,
         rules: base.rules,
+        ports: base.ports,
         backends: base.backends,
         rankings,
         plugin: base.plugin,
