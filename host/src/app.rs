@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result};
 use kube::Client;
 
 use crate::admin::{self, AdminState, Health};
+use crate::dns::{DnsConfig, DnsHandler, DnsMetrics};
 use crate::federation::{self, kinds::Kind, FederationConfig};
 use crate::fleet::{Fleet, FleetConfig};
 use crate::ingress::{IngressConfig, IngressMetrics};
@@ -38,6 +39,8 @@ pub struct AppConfig {
     /// The locality table's file (re-read when it changes).
     pub locality: Option<PathBuf>,
     pub routing: RouterConfig,
+    /// The DNS front door (none unless `dns.addr` is set).
+    pub dns: DnsConfig,
 }
 
 impl Default for AppConfig {
@@ -56,6 +59,7 @@ impl Default for AppConfig {
             ingress_config: IngressConfig::default(),
             locality: None,
             routing: RouterConfig::default(),
+            dns: DnsConfig::default(),
         }
     }
 }
@@ -174,6 +178,22 @@ impl App {
         )))
     }
 
+    /// Answers DNS on `udp` and `tcp` from `router`'s table, until `shutdown`
+    /// resolves; fails on a malformed `--dns-zone` or `--federation-name`.
+    pub fn start_dns(
+        &self,
+        udp: tokio::net::UdpSocket,
+        tcp: tokio::net::TcpListener,
+        router: Arc<Router>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        let zones = self.config.dns.zones().map_err(anyhow::Error::msg)?;
+        let metrics =
+            DnsMetrics::new(self.metrics.registry()).context("registering the DNS metrics")?;
+        let handler = DnsHandler::new(zones, Arc::new(move || router.table()), Some(metrics));
+        Ok(crate::dns::serve(udp, tcp, handler, shutdown))
+    }
+
     /// Runs until Ctrl-C or SIGTERM (`Ok`), or until a controller stops (`Err`: the
     /// process should exit non-zero so its supervisor restarts it).
     pub async fn serve(self) -> Result<()> {
@@ -187,6 +207,7 @@ impl App {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut router = None;
         let mut ingress = None;
+        let mut dns = None;
         if let Some(target) = &self.config.federation {
             let client = kube_client(Some(&target.kubeconfig), &target.context).await?;
             let running = self.start_federation(client);
@@ -201,6 +222,19 @@ impl App {
                 ingress = Some(local);
                 let mut stop = stop_rx.clone();
                 self.start_ingress(listener, running.router.clone(), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })?;
+            }
+            if let Some(addr) = &self.config.dns.addr {
+                let (udp, tcp) = crate::dns::bind(addr)
+                    .await
+                    .with_context(|| format!("binding DNS (UDP and TCP) to {addr}"))?;
+                let local = udp.local_addr()?;
+                tracing::info!(addr = %local, "DNS listening (UDP and TCP)");
+                say(&format!("dns: {local}"));
+                dns = Some(local);
+                let mut stop = stop_rx.clone();
+                self.start_dns(udp, tcp, running.router.clone(), async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })?;
             }
@@ -256,6 +290,7 @@ impl App {
         Ok(Serving {
             admin,
             ingress,
+            dns,
             router,
             stop: stop_tx,
             task,
@@ -267,6 +302,8 @@ impl App {
 pub struct Serving {
     pub admin: std::net::SocketAddr,
     pub ingress: Option<std::net::SocketAddr>,
+    /// The DNS front door's address (UDP and TCP).
+    pub dns: Option<std::net::SocketAddr>,
     pub router: Option<Arc<Router>>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<()>>,

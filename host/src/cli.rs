@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use fedwasm_host::app::{AppConfig, FederationTarget};
+use fedwasm_host::dns::DnsConfig;
 use fedwasm_host::federation::kinds::Kind;
 use fedwasm_host::fleet::FleetConfig;
 use fedwasm_host::ingress::IngressConfig;
@@ -223,6 +224,20 @@ pub struct RunArgs {
     /// ready replicas times this; a full cluster spills to the next.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub per_replica_concurrency: u32,
+    /// Answer DNS on this address (UDP and TCP): `<svc>.<ns>.svc.clusterset.local`
+    /// is the closest healthy shard's load-balancer addresses, by the `rank` hook.
+    #[arg(long)]
+    pub dns: Option<String>,
+    /// Also answer the original Federation names under this domain:
+    /// `<svc>.<ns>.<federation-name>.svc[.<zone>.<region>|.<region>].DOMAIN`.
+    #[arg(long)]
+    pub dns_zone: Option<String>,
+    /// The federation's name in the --dns-zone names.
+    #[arg(long, default_value = "federation")]
+    pub federation_name: String,
+    /// TTL of every DNS answer, in seconds (also how long a "no such name" is cached).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub dns_ttl: u32,
     /// Development only: play the members' missing kubelets and controllers (mark
     /// fedwasm's ReplicaSets/Deployments ready, give LoadBalancer Services an
     /// address), for clusters made by `fedwasm dev up` that run no workloads.
@@ -287,6 +302,12 @@ impl RunArgs {
             routing: RouterConfig {
                 per_replica_concurrency: self.per_replica_concurrency,
                 ..RouterConfig::default()
+            },
+            dns: DnsConfig {
+                addr: self.dns.clone(),
+                zone: self.dns_zone.clone(),
+                federation: self.federation_name.clone(),
+                ttl: Duration::from_secs(self.dns_ttl.into()),
             },
         })
     }

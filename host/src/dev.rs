@@ -270,6 +270,10 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
         ingress,
         locality,
         per_replica_concurrency,
+        dns,
+        dns_zone,
+        federation_name,
+        dns_ttl,
         simulate_workloads,
         runtime:
             RuntimeArgs {
@@ -319,6 +323,14 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
         "per-replica-concurrency",
         per_replica_concurrency.to_string().as_ref(),
     );
+    if let Some(dns) = dns {
+        flag("dns", dns.as_ref());
+    }
+    if let Some(dns_zone) = dns_zone {
+        flag("dns-zone", dns_zone.as_ref());
+    }
+    flag("federation-name", federation_name.as_ref());
+    flag("dns-ttl", dns_ttl.to_string().as_ref());
     flag("deadline-ms", deadline_ms.to_string().as_ref());
     flag("memory-mib", memory_mib.to_string().as_ref());
     if let Some(cache_dir) = cache_dir {
@@ -393,6 +405,10 @@ mod tests {
             ingress: Some("127.0.0.1:8088".into()),
             locality: Some("/tmp/locality.yaml".into()),
             per_replica_concurrency: 29,
+            dns: Some("127.0.0.1:8053".into()),
+            dns_zone: Some("example.com".into()),
+            federation_name: "-odd-federation".into(),
+            dns_ttl: 31,
             simulate_workloads: true,
             runtime: RuntimeArgs {
                 deadline_ms: 17,

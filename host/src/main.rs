@@ -32,7 +32,8 @@ use cli::{Cli, Command, PluginCommand, RuntimeArgs};
 fn main() {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Run(_) | Command::Dev(_) => "info",
+        // hickory-server logs every DNS query at info.
+        Command::Run(_) | Command::Dev(_) => "info,hickory_server=warn",
         // The demo narrates on stderr itself; the host's log goes to a file.
         Command::Demo(_) => "warn",
         _ => "warn",
