@@ -395,8 +395,9 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
                 let replayable = matches!(payload, Payload::Replayable(_));
                 if !(retry_any && replayable) {
                     // Nothing to retry with: their answer is the answer.
-                    state.router.health().report_failure(endpoint);
-                    state.metrics.ejections.with_label_values(&[cluster]).inc();
+                    if state.router.health().report_failure(endpoint, false) {
+                        state.metrics.ejections.with_label_values(&[cluster]).inc();
+                    }
                     return finish(state, response, cluster);
                 }
                 (
@@ -436,8 +437,9 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
             .errors
             .with_label_values(&[cluster, kind])
             .inc();
-        state.metrics.ejections.with_label_values(&[cluster]).inc();
-        state.router.health().report_failure(endpoint);
+        if state.router.health().report_failure(endpoint, kind != "status_5xx") {
+            state.metrics.ejections.with_label_values(&[cluster]).inc();
+        }
         tracing::info!(%cluster, kind, "ingress: a cluster failed a request");
         last_failure = Some(failure);
         if !retry {

@@ -11,6 +11,9 @@ use tokio::sync::watch;
 /// The first ejection; doubled per consecutive failure up to [`MAX_EJECTION`].
 pub const BASE_EJECTION: Duration = Duration::from_secs(1);
 pub const MAX_EJECTION: Duration = Duration::from_secs(30);
+/// Consecutive 5xx answers that eject an endpoint (a connection failure ejects at
+/// once): one failing request path must not take a whole cluster out.
+pub const EJECT_AFTER_5XX: u32 = 3;
 
 #[derive(Default)]
 struct Endpoint {
@@ -61,19 +64,30 @@ impl Health {
         (e.probe_ok == Some(false)).then(|| "its probe fails".to_string())
     }
 
-    /// A request to `endpoint` could not connect or got a 5xx: eject it.
-    pub fn report_failure(&self, endpoint: &str) {
-        {
+    /// A request to `endpoint` failed: a connection failure or timeout (`hard`)
+    /// ejects it at once, a 5xx after [`EJECT_AFTER_5XX`] in a row; each ejection
+    /// lasts twice the one before, up to [`MAX_EJECTION`]. Returns whether it was
+    /// ejected.
+    pub fn report_failure(&self, endpoint: &str, hard: bool) -> bool {
+        let ejected = {
             let mut endpoints = self.lock();
             let e = endpoints.entry(endpoint.to_string()).or_default();
             e.failures = e.failures.saturating_add(1);
-            let backoff = BASE_EJECTION
-                .saturating_mul(1 << e.failures.saturating_sub(1).min(8))
-                .min(MAX_EJECTION);
-            e.ejected_until = Some(Instant::now() + backoff);
+            let threshold = if hard { 1 } else { EJECT_AFTER_5XX };
+            let eject = e.failures >= threshold;
+            if eject {
+                let backoff = BASE_EJECTION
+                    .saturating_mul(1 << (e.failures - threshold).min(8))
+                    .min(MAX_EJECTION);
+                e.ejected_until = Some(Instant::now() + backoff);
+            }
+            eject
+        };
+        if ejected {
+            tracing::info!(%endpoint, "backend ejected");
+            self.changed.send_modify(|v| *v += 1);
         }
-        tracing::info!(%endpoint, "backend ejected");
-        self.changed.send_modify(|v| *v += 1);
+        ejected
     }
 
     /// A request to `endpoint` succeeded: its failure count starts again.
@@ -151,9 +165,9 @@ mod tests {
         let h = Health::default();
         let ep = "http://127.0.0.1:1";
         assert!(h.verdict(ep).is_none(), "unknown endpoints may serve");
-        h.report_failure(ep);
+        assert!(h.report_failure(ep, true));
         assert!(h.verdict(ep).unwrap().contains("ejected after 1"));
-        h.report_failure(ep);
+        assert!(h.report_failure(ep, true));
         let v = h.verdict(ep).unwrap();
         assert!(v.contains("ejected after 2"), "{v}");
         // A probe that answers during the ejection does not cut it short.
@@ -166,6 +180,12 @@ mod tests {
         );
         h.probed("http://other", true);
         assert!(h.verdict("http://other").is_none());
+        // 5xx answers eject only when they keep coming.
+        let flaky = "http://flaky";
+        assert!(!h.report_failure(flaky, false) && !h.report_failure(flaky, false));
+        assert!(h.verdict(flaky).is_none());
+        assert!(h.report_failure(flaky, false));
+        assert!(h.verdict(flaky).is_some());
         h.report_success(ep);
         h.retain(&Default::default());
         assert!(h.verdict(ep).is_none());
