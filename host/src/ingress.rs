@@ -437,7 +437,11 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
             .errors
             .with_label_values(&[cluster, kind])
             .inc();
-        if state.router.health().report_failure(endpoint, kind != "status_5xx") {
+        if state
+            .router
+            .health()
+            .report_failure(endpoint, kind != "status_5xx")
+        {
             state.metrics.ejections.with_label_values(&[cluster]).inc();
         }
         tracing::info!(%cluster, kind, "ingress: a cluster failed a request");
