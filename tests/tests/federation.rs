@@ -21,11 +21,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedwasm_host::app::{kube_client, App, AppConfig};
+use fedwasm_host::dns::DnsConfig;
 use fedwasm_host::fleet::cluster::Cluster;
 use fedwasm_host::fleet::{join, FleetConfig};
 use fedwasm_host::routing::{Router, RouterConfig};
 use fedwasm_testenv::{FederationSpec, LocalFederation};
 use fedwasm_tests::plugins;
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, RecordType};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
@@ -52,6 +56,8 @@ struct Env {
     router: Arc<Router>,
     /// The global ingress.
     ingress: SocketAddr,
+    /// The DNS front door (UDP and TCP; `--dns-zone example.com`).
+    dns: SocketAddr,
     /// Each member's workload behind its ingress (no kubelet runs: these small
     /// HTTP servers play the pods), by cluster.
     backends: Arc<BTreeMap<String, Workload>>,
@@ -164,6 +170,7 @@ async fn federation_scenarios() {
         others_objects_are_never_taken_over,
         deleting_removes_from_every_member,
         the_global_ingress_sends_clients_to_the_closest_cluster,
+        dns_answers_with_the_closest_healthy_shard,
     ];
     let mut running = Vec::new();
     for (name, scenario) in concurrent {
@@ -254,6 +261,10 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
             probe_interval: Duration::from_millis(300),
             ..Default::default()
         },
+        dns: DnsConfig {
+            zone: Some("example.com".into()),
+            ..Default::default()
+        },
         ..Default::default()
     })
     .expect("the host builds");
@@ -264,6 +275,10 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
     let ingress = listener.local_addr().unwrap();
     app.start_ingress(listener, router.clone(), std::future::pending())
         .expect("the ingress starts");
+    let (udp, tcp) = fedwasm_host::dns::bind("127.0.0.1:0").await.unwrap();
+    let dns = udp.local_addr().unwrap();
+    app.start_dns(udp, tcp, router.clone(), std::future::pending())
+        .expect("DNS starts");
     let host = tokio::spawn(async move {
         let _app = app;
         let stopped = running.stopped.await;
@@ -284,6 +299,7 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
         metrics,
         router,
         ingress,
+        dns,
         backends: Arc::new(backends),
     };
     (env, host)
@@ -1364,4 +1380,222 @@ async fn the_global_ingress_sends_clients_to_the_closest_cluster(env: Env) {
         "the US client back on m2 with the built-in",
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------------
+// DNS. The test plays each member's Deployment controller (ready replicas) and its
+// cloud load-balancer controller (the member Service's `status.loadBalancer`).
+
+/// One DNS query over UDP from a client at `source` (a loopback address the
+/// locality table places), with an EDNS Client Subnet option when `subnet` is
+/// given.
+async fn dns_query(
+    env: &Env,
+    source: &str,
+    name: &str,
+    qtype: RecordType,
+    subnet: Option<(&str, u8)>,
+) -> Message {
+    let mut query = Message::query();
+    query.metadata.id = 4242;
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if let Some((ip, prefix)) = subnet {
+        let mut edns = Edns::new();
+        edns.options_mut()
+            .insert(EdnsOption::Subnet(ClientSubnet::new(
+                ip.parse().unwrap(),
+                prefix,
+                0,
+            )));
+        query.set_edns(edns);
+    }
+    let socket = tokio::net::UdpSocket::bind((source, 0)).await.unwrap();
+    socket
+        .send_to(&query.to_vec().unwrap(), env.dns)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), socket.recv_from(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("no DNS answer to {name} {qtype} from {source}"))
+        .unwrap();
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(answer.metadata.id, 4242);
+    assert!(
+        !answer.metadata.recursion_available,
+        "an authoritative-only server offers no recursion"
+    );
+    answer
+}
+
+/// The same over TCP (two-byte length, then the message).
+async fn dns_query_tcp(env: &Env, name: &str, qtype: RecordType) -> Message {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    let bytes = query.to_vec().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(env.dns).await.unwrap();
+    let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    stream.write_all(&framed).await.unwrap();
+    let n = stream.read_u16().await.unwrap();
+    let mut body = vec![0u8; usize::from(n)];
+    stream.read_exact(&mut body).await.unwrap();
+    Message::from_vec(&body).unwrap()
+}
+
+/// The answer section as `TYPE data` strings.
+fn records(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .map(|r| format!("{} {}", r.record_type(), r.data))
+        .collect()
+}
+
+/// The answer to A `name` from a client in Asia.
+async fn a_from_asia(env: &Env, name: &str) -> Vec<String> {
+    records(&dns_query(env, "127.1.0.1", name, RecordType::A, None).await)
+}
+
+/// Queries A `name` from `source` until the answer is `want`.
+async fn resolves_to(env: &Env, source: &str, name: &str, want: &[&str], what: &str) {
+    eventually(what, || async {
+        let m = dns_query(env, source, name, RecordType::A, None).await;
+        (records(&m) == want).then_some(())
+    })
+    .await;
+}
+
+async fn dns_answers_with_the_closest_healthy_shard(env: Env) {
+    let ns = "e2e-dns";
+    namespace(&env, ns).await;
+    apply(&env, deployment_manifest(ns, "web", 6, json!({}))).await;
+    apply(
+        &env,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}),
+    )
+    .await;
+    eventually("web in every member", || async {
+        (deployment_replicas(&env, ns, "web").await == [2, 2, 2]).then_some(())
+    })
+    .await;
+    // Each member's controllers: replicas ready, a load-balancer address.
+    for (i, (cluster, ..)) in MEMBERS.iter().enumerate() {
+        set_ready(&env, ns, cluster, 2).await;
+        let svc: Api<Service> = Api::namespaced(env.members[*cluster].clone(), ns);
+        eventually("the Service in the member", || async {
+            svc.get_opt("web").await.ok()?
+        })
+        .await;
+        svc.patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+            "loadBalancer": {"ingress": [{"ip": format!("192.0.2.{}", i + 1)}]}}})),
+        )
+        .await
+        .unwrap();
+    }
+    let web = format!("web.{ns}.svc.clusterset.local.");
+    // Each client gets the shard in its own region.
+    resolves_to(&env, "127.1.0.1", &web, &["A 192.0.2.3"], "Asia → m3").await;
+    resolves_to(&env, "127.2.0.1", &web, &["A 192.0.2.2"], "the US → m2").await;
+    resolves_to(&env, "127.3.0.1", &web, &["A 192.0.2.1"], "Europe → m1").await;
+    let m = dns_query(&env, "127.1.0.1", &web, RecordType::A, None).await;
+    assert!(m.metadata.authoritative);
+    assert_eq!(m.answers[0].ttl, 5, "the default TTL");
+    assert_eq!(m.answers[0].name.to_string(), web);
+    // The same over TCP (from 127.0.0.1: nowhere the table knows).
+    let m = dns_query_tcp(&env, &web, RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.answers.len(), 1, "{m:?}");
+    // A resolver in Europe asking on behalf of a client in the US (ECS).
+    let m = dns_query(
+        &env,
+        "127.3.0.1",
+        &web,
+        RecordType::A,
+        Some(("127.2.0.0", 16)),
+    )
+    .await;
+    assert_eq!(records(&m), ["A 192.0.2.2"]);
+
+    // SRV for the named port; the target's address in the additional section.
+    let srv = format!("_http._tcp.web.{ns}.svc.clusterset.local.");
+    let m = dns_query(&env, "127.1.0.1", &srv, RecordType::SRV, None).await;
+    assert_eq!(records(&m), [format!("SRV 0 100 80 {web}")]);
+    let extra: Vec<String> = m
+        .additionals
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect();
+    assert_eq!(extra, [format!("{web} A 192.0.2.3")]);
+    // The MCS schema version.
+    let m = dns_query(
+        &env,
+        "127.1.0.1",
+        "dns-version.clusterset.local.",
+        RecordType::TXT,
+        None,
+    )
+    .await;
+    assert_eq!(records(&m), ["TXT 1.0.0"]);
+    // Unknown inside the zone: NXDOMAIN with the SOA; outside: REFUSED.
+    let m = dns_query(
+        &env,
+        "127.1.0.1",
+        &format!("nope.{ns}.svc.clusterset.local."),
+        RecordType::A,
+        None,
+    )
+    .await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+    let m = dns_query(&env, "127.1.0.1", "example.org.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    assert!(m.answers.is_empty());
+
+    // The Federation names under --dns-zone example.com.
+    let global = format!("web.{ns}.federation.svc.example.com.");
+    let us = format!("web.{ns}.federation.svc.us-central1.example.com.");
+    let eu_b = format!("web.{ns}.federation.svc.europe-west1-b.europe-west1.example.com.");
+    let asia = format!("web.{ns}.federation.svc.asia-east1.example.com.");
+    let asia_a = format!("web.{ns}.federation.svc.asia-east1-a.asia-east1.example.com.");
+    assert_eq!(a_from_asia(&env, &global).await, ["A 192.0.2.3"]);
+    assert_eq!(a_from_asia(&env, &us).await, ["A 192.0.2.2"]);
+    assert_eq!(a_from_asia(&env, &eu_b).await, ["A 192.0.2.1"]);
+    assert_eq!(a_from_asia(&env, &asia_a).await, ["A 192.0.2.3"]);
+
+    // m3's replicas become unready: the Asian client moves to the next closest,
+    // and m3's zone and region names point one level up.
+    set_ready(&env, ns, "m3", 0).await;
+    let moved = eventually("the Asian client moved off m3", || async {
+        let m = dns_query(&env, "127.1.0.1", &web, RecordType::A, None).await;
+        let got = records(&m);
+        (got.len() == 1 && got[0] != "A 192.0.2.3").then_some(got)
+    })
+    .await;
+    // The next closest is the one the rank hook puts second for Asia.
+    let table = env.router.table();
+    let route = table
+        .service_route(ns, "web")
+        .expect("a route for the Service");
+    let asia_client = table.locality.locate("127.1.0.1".parse().unwrap());
+    let next = route
+        .ranked(&asia_client)
+        .find(|b| b.healthy)
+        .expect("a healthy shard");
+    assert_eq!(moved, [format!("A {}", next.addresses[0])]);
+    assert_eq!(
+        a_from_asia(&env, &asia_a).await,
+        [
+            format!("CNAME {asia}"),
+            format!("CNAME {global}"),
+            format!("A {}", next.addresses[0])
+        ]
+    );
+    set_ready(&env, ns, "m3", 2).await;
+    resolves_to(&env, "127.1.0.1", &web, &["A 192.0.2.3"], "Asia back on m3").await;
 }
