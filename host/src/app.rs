@@ -270,8 +270,9 @@ impl App {
                     tokio::select! {
                         _ = shutdown_signal() => tracing::info!("shutting down"),
                         _ = stopped.wait_for(|s| *s) => {}
-                        why = dead_rx.recv() => {
-                            *died.lock().unwrap_or_else(|p| p.into_inner()) = why;
+                        // `None`: no federation, so no controller to die.
+                        Some(why) = dead_rx.recv() => {
+                            *died.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
                         }
                     }
                 }
