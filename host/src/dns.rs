@@ -394,7 +394,11 @@ impl ResponseHandler for Keep {
 /// response, or `None` when `query` is not a DNS message at all (the server
 /// answers a message that has a header but does not parse with FORMERR). For tests
 /// and benchmarks of the handler without sockets.
-pub async fn respond(handler: &DnsHandler, query: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+pub async fn respond<H: RequestHandler>(
+    handler: &H,
+    query: &[u8],
+    src: SocketAddr,
+) -> Option<Vec<u8>> {
     let request = Request::from_bytes(
         query.to_vec(),
         src,
@@ -456,6 +460,7 @@ mod tests {
                 rankings: vec![(asia, vec![1, 0]), (Location::default(), vec![0, 1])],
                 plugin: "nearest-healthy".into(),
                 error: None,
+                problems: Vec::new(),
             }],
             locality: Arc::new(
                 Locality::parse(

@@ -105,6 +105,9 @@ pub struct Route {
     /// in name order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What in the federated object cannot be served (also an event on it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 impl Route {
@@ -284,6 +287,7 @@ impl Router {
                 serde_json::json!({
                     "kind": r.key.kind, "namespace": r.key.namespace, "name": r.key.name,
                     "service": r.key.service, "plugin": r.plugin, "rules": r.rules,
+                    "problems": r.problems,
                     "ports": r.ports,
                     "backends": r.backends, "rankings": rankings, "error": r.error,
                 })
@@ -311,6 +315,7 @@ mod tests {
             rankings: Vec::new(),
             plugin: "nearest-healthy".into(),
             error: None,
+            problems: Vec::new(),
         }
     }
 

@@ -1380,6 +1380,33 @@ async fn the_global_ingress_sends_clients_to_the_closest_cluster(env: Env) {
         "the US client back on m2 with the built-in",
     )
     .await;
+
+    // Bad Ingress specs give an event and break nothing else.
+    apply(&env, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "ghost", "namespace": ns},
+        "spec": {"rules": [{"host": "ghost.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "ghost", "port": {"number": 80}}}},
+            {"path": "/bucket", "pathType": "Prefix", "backend": {"resource": {"apiGroup": "example.com", "kind": "Bucket", "name": "b"}}}]}}]}}))
+    .await;
+    eventually("RouteProblem events about the ghost Ingress", || async {
+        let notes: Vec<String> = events(&env, ns, "RouteProblem")
+            .await
+            .into_iter()
+            .filter_map(|e| e.note)
+            .collect();
+        (notes
+            .iter()
+            .any(|n| n.contains("Service ghost does not exist"))
+            && notes.iter().any(|n| n.contains("resource backend")))
+        .then_some(())
+    })
+    .await;
+    let (status, served, _) = get_from(&env, "127.2.0.1", "/").await;
+    assert_eq!(
+        (status, served.as_str()),
+        (200, "m2"),
+        "the good route still serves"
+    );
 }
 
 // ---------------------------------------------------------------------------------

@@ -634,6 +634,7 @@ mod tests {
             ],
             plugin: "nearest-healthy".into(),
             error: None,
+            problems: Vec::new(),
         };
         let mut api = web.clone();
         api.key.name = "api".into();

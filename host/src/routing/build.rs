@@ -13,6 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -62,14 +63,22 @@ impl Router {
             ingresses: reflect(&router, Api::all(federation.clone())),
             services: reflect(&router, Api::all(federation.clone())),
             deployments: reflect(&router, Api::all(federation.clone())),
-            replica_sets: reflect(&router, Api::all(federation)),
+            replica_sets: reflect(&router, Api::all(federation.clone())),
         };
+        let recorder = Recorder::new(
+            federation.clone(),
+            Reporter {
+                controller: "fedwasm".into(),
+                instance: std::env::var("HOSTNAME").ok(),
+            },
+        );
         tokio::spawn(rebuild_loop(
             router.clone(),
             sources,
             fleet,
             placer,
             config.clone(),
+            recorder,
         ));
         tokio::spawn(super::health::probe_loop(router.clone(), config));
         router
@@ -106,8 +115,10 @@ async fn rebuild_loop(
     fleet: Arc<Fleet>,
     placer: Placer,
     config: RouterConfig,
+    recorder: Recorder,
 ) {
     let cache: RankCache = Mutex::default();
+    let mut reported: HashSet<(String, String)> = HashSet::new();
     let mut members = fleet.subscribe();
     let mut plugins = placer.subscribe();
     let mut health = router.health.subscribe();
@@ -130,6 +141,7 @@ async fn rebuild_loop(
         router
             .table
             .store(Arc::new(super::Table { routes, locality }));
+        report_problems(&sources, &recorder, &mut reported).await;
         tokio::select! {
             _ = router.rebuild.notified() => {}
             r = members.changed() => if r.is_err() { return },
@@ -139,9 +151,46 @@ async fn rebuild_loop(
     }
 }
 
+/// One event for the problems of an Ingress (what `/routes` also shows), when they
+/// change. One event with every problem: events about one object with the same
+/// reason are folded into a series, which keeps only the first note.
+async fn report_problems(
+    sources: &Sources,
+    recorder: &Recorder,
+    reported: &mut HashSet<(String, String)>,
+) {
+    let mut now = HashSet::new();
+    for ingress in sources.ingresses.state() {
+        let problems = ingress_problems(sources, &ingress);
+        if problems.is_empty() {
+            continue;
+        }
+        let note = format!("global ingress: {}", problems.join("; "));
+        let key = (ingress.uid().unwrap_or_default(), note.clone());
+        now.insert(key.clone());
+        if reported.contains(&key) {
+            continue;
+        }
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "RouteProblem".into(),
+            note: Some(note),
+            action: "Route".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &ingress.object_ref(&())).await {
+            tracing::warn!(error = %e, "cannot record an event");
+        }
+    }
+    // A problem fixed and made again is reported again.
+    *reported = now;
+}
+
 /// A route before ranking.
 pub(crate) struct Base {
     pub key: RouteKey,
+    /// What in the federated object cannot be served.
+    pub problems: Vec<String>,
     pub rules: Vec<Rule>,
     pub ports: Vec<ServicePort>,
     pub backends: Vec<Backend>,
@@ -258,6 +307,45 @@ fn ingress_rules(ingress: &Ingress) -> BTreeMap<String, Vec<Rule>> {
     out
 }
 
+/// What in an Ingress the global ingress cannot serve (for an event and
+/// `/routes`): a path to a resource backend, nothing to route at all, or a Service
+/// the federation does not have.
+fn ingress_problems(sources: &Sources, ingress: &Ingress) -> Vec<String> {
+    let mut out = Vec::new();
+    let ns = ingress.namespace().unwrap_or_default();
+    let spec = ingress.spec.as_ref();
+    let paths = spec
+        .and_then(|s| s.rules.as_ref())
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.http.iter().flat_map(|h| h.paths.iter()));
+    for path in paths {
+        if path.backend.service.is_none() {
+            out.push(format!(
+                "path {} sends to a resource backend, which the global ingress cannot serve",
+                path.path.as_deref().unwrap_or("/")
+            ));
+        }
+    }
+    let rules = ingress_rules(ingress);
+    if rules.is_empty() && out.is_empty() {
+        out.push("no rule and no default backend: nothing to route".into());
+    }
+    for service in rules.keys() {
+        let known = sources
+            .services
+            .state()
+            .iter()
+            .any(|s| s.namespace().as_deref() == Some(ns.as_str()) && &s.name_any() == service);
+        if !known {
+            out.push(format!(
+                "Service {service} does not exist in the federation"
+            ));
+        }
+    }
+    out
+}
+
 /// Every route, with each member's backend state.
 pub(crate) fn routes_from(
     sources: &Sources,
@@ -275,6 +363,7 @@ pub(crate) fn routes_from(
     for ingress in sources.ingresses.state() {
         let ns = ingress.namespace().unwrap_or_default();
         let placed = placement(ingress.as_ref());
+        let problems = ingress_problems(sources, &ingress);
         for (service, rules) in ingress_rules(&ingress) {
             let ready = ready_behind(sources, &ns, &service);
             let backends = placed
@@ -314,6 +403,7 @@ pub(crate) fn routes_from(
                 })
                 .collect();
             out.push(Base {
+                problems: problems.clone(),
                 key: RouteKey {
                     kind: RouteKind::Ingress,
                     namespace: ns.clone(),
@@ -358,6 +448,7 @@ pub(crate) fn routes_from(
             })
             .collect();
         out.push(Base {
+            problems: Vec::new(),
             key: RouteKey {
                 kind: RouteKind::Service,
                 namespace: ns,
@@ -479,6 +570,7 @@ async fn rank(
         rankings,
         plugin: base.plugin,
         error,
+        problems: base.problems,
     }
 }
 
