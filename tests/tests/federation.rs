@@ -605,20 +605,8 @@ async fn preferences_move_replicas_and_status_is_summed(env: Env) {
     apply(&env, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb", "namespace": ns},
         "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}))
     .await;
-    for (i, c) in env.members.values().enumerate() {
-        let svc: Api<Service> = Api::namespaced(c.clone(), ns);
-        eventually("lb in the member", || async {
-            svc.get_opt("lb").await.ok()?
-        })
-        .await;
-        svc.patch_status(
-            "lb",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-            "loadBalancer": {"ingress": [{"ip": format!("192.0.2.{}", i + 1)}]}}})),
-        )
-        .await
-        .unwrap();
+    for (i, cluster) in env.members.keys().enumerate() {
+        set_lb_address(&env, ns, "lb", cluster, &format!("192.0.2.{}", i + 1)).await;
     }
     let fed_svc: Api<Service> = Api::namespaced(env.fed.clone(), ns);
     eventually(
@@ -1216,6 +1204,23 @@ async fn served_by(env: &Env, source: &str, cluster: &str, what: &str) {
     .await;
 }
 
+/// Acting as `cluster`'s cloud load-balancer controller: once the member has
+/// Service `name`, gives it `ip`.
+async fn set_lb_address(env: &Env, ns: &str, name: &str, cluster: &str, ip: &str) {
+    let svc: Api<Service> = Api::namespaced(env.members[cluster].clone(), ns);
+    eventually(&format!("Service {name} in {cluster}"), || async {
+        svc.get_opt(name).await.ok()?
+    })
+    .await;
+    svc.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})),
+    )
+    .await
+    .unwrap();
+}
+
 async fn set_ready(env: &Env, ns: &str, cluster: &str, ready: i32) {
     let d: Api<Deployment> = Api::namespaced(env.members[cluster].clone(), ns);
     d.patch_status(
@@ -1511,19 +1516,7 @@ async fn dns_answers_with_the_closest_healthy_shard(env: Env) {
     // Each member's controllers: replicas ready, a load-balancer address.
     for (i, (cluster, ..)) in MEMBERS.iter().enumerate() {
         set_ready(&env, ns, cluster, 2).await;
-        let svc: Api<Service> = Api::namespaced(env.members[*cluster].clone(), ns);
-        eventually("the Service in the member", || async {
-            svc.get_opt("web").await.ok()?
-        })
-        .await;
-        svc.patch_status(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-            "loadBalancer": {"ingress": [{"ip": format!("192.0.2.{}", i + 1)}]}}})),
-        )
-        .await
-        .unwrap();
+        set_lb_address(&env, ns, "web", cluster, &format!("192.0.2.{}", i + 1)).await;
     }
     let web = format!("web.{ns}.svc.clusterset.local.");
     // Each client gets the shard in its own region.

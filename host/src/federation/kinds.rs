@@ -49,8 +49,13 @@ pub struct Kind {
 
 impl Kind {
     fn of<K: kube::Resource<DynamicType = ()>>(namespaced: bool) -> Self {
+        Self::plain(ApiResource::erase::<K>(&()), namespaced)
+    }
+
+    /// A kind with nothing special: no replicas, no status, nothing member-owned.
+    fn plain(resource: ApiResource, namespaced: bool) -> Self {
         Self {
-            resource: ApiResource::erase::<K>(&()),
+            resource,
             namespaced,
             replicas: false,
             status: StatusShape::None,
@@ -95,17 +100,10 @@ impl Kind {
             }
         };
         let gvk = GroupVersionKind::gvk(group, version, kind);
-        Ok(Self {
-            resource: ApiResource::from_gvk_with_plural(&gvk, plural),
+        Ok(Self::plain(
+            ApiResource::from_gvk_with_plural(&gvk, plural),
             namespaced,
-            replicas: false,
-            status: StatusShape::None,
-            member_owned: &[],
-            resync: Duration::from_secs(300),
-            system_objects: &[],
-            system_type: None,
-            holds_objects: false,
-        })
+        ))
     }
 
     /// Whether this object is the federation's own machinery or a system object that
