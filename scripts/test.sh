@@ -27,7 +27,7 @@ cargo test --workspace
 step "fedwasm demo --exit (the walk-through on nine local clusters, every check must hold)"
 DEMO_DIR=$(mktemp -d)
 cargo run -q -p fedwasm-host --bin fedwasm -- demo --exit --dir "$DEMO_DIR/demo" \
-    --admin 127.0.0.1:0 --ingress 127.0.0.1:0
+    --admin 127.0.0.1:0 --ingress 127.0.0.1:0 --dns 127.0.0.1:0
 rm -rf "$DEMO_DIR"
 
 step "cargo test (examples/plugins/aggregate, natively)"

@@ -395,6 +395,9 @@ pub struct DemoArgs {
     /// Address of the global ingress.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub ingress: String,
+    /// Address of the DNS front door (UDP and TCP).
+    #[arg(long, default_value = "127.0.0.1:8053")]
+    pub dns: String,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

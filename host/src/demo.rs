@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use fedwasm_host::app::{kube_client, App, AppConfig, FederationTarget};
+use fedwasm_host::dns::DnsConfig;
 use fedwasm_host::fleet::cluster::Cluster;
 use fedwasm_pluginbuild::{build_component, PluginCrate};
 use http_body_util::BodyExt;
@@ -86,6 +87,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         plugins: Some(plugins.clone()),
         admin: args.admin.clone(),
         ingress: Some(args.ingress.clone()),
+        dns: DnsConfig {
+            addr: Some(args.dns.clone()),
+            ..Default::default()
+        },
         locality: Some(locality),
         federation: Some(FederationTarget {
             kubeconfig: kubeconfig.clone(),
@@ -109,6 +114,7 @@ async fn walk(
     let serving = app.start().await?;
     let ingress = serving.ingress.context("the ingress did not start")?;
     let admin = serving.admin;
+    let dns = serving.dns.context("the DNS front door did not start")?;
     let fed = kube_client(Some(kubeconfig), "federation").await?;
     let simulator = Simulator::start(kubeconfig, "federation").await?;
     let mut c = Checks::default();
@@ -186,6 +192,27 @@ async fn walk(
             format!("the client at {client} is served from {region}"),
         );
     }
+
+    let name = "nginx.default.svc.clusterset.local";
+    let answer = wait(Duration::from_secs(60), || async {
+        let ips = resolve(ASIA, dns, name).await.ok()?;
+        let cluster = cluster_of(&fed, ips.first()?).await?;
+        cluster
+            .starts_with("gce-asia-east1")
+            .then_some((ips, cluster))
+    })
+    .await;
+    if let Some((ips, cluster)) = &answer {
+        note!(
+            "       dig -b {ASIA} @{} -p {} {name}  ->  {ips:?} [{cluster}]",
+            dns.ip(),
+            dns.port()
+        );
+    }
+    c.check(
+        answer.is_some(),
+        "DNS gives the Asian client its closest shard too",
+    );
 
     c.step("4. An outage: the Asian clusters' backends stop answering");
     let stopped = simulator.stop_backends("asia-east1");
@@ -304,13 +331,52 @@ async fn walk(
   {k} --context gce-asia-east1-a get rs nginx
   curl --interface {ASIA} http://{ingress}/     # a client in Asia
   curl --interface {US} http://{ingress}/     # a client in the US
+  dig -b {ASIA} @{dns_ip} -p {dns_port} nginx.default.svc.clusterset.local
   curl http://{admin}/routes                # the rankings in effect
   rm {}   # back to the built-in weighted-spread",
-        file.display()
+        file.display(),
+        dns_ip = dns.ip(),
+        dns_port = dns.port(),
     );
     let result = serving.wait().await;
     drop(simulator);
     result
+}
+
+/// The A records of `name` for a client at `source`, over UDP.
+async fn resolve(source: &str, dns: std::net::SocketAddr, name: &str) -> Result<Vec<IpAddr>> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    let socket = tokio::net::UdpSocket::bind((source, 0)).await?;
+    socket.send_to(&query.to_vec()?, dns).await?;
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await??;
+    let answer = Message::from_vec(&buf[..n])?;
+    Ok(answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The member whose copy of the nginx Service has load-balancer address `ip`.
+async fn cluster_of(fed: &Client, ip: &IpAddr) -> Option<String> {
+    let svc: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(fed.clone(), "default");
+    let nginx = svc.get("nginx").await.ok()?;
+    let placement: BTreeMap<String, Value> =
+        serde_json::from_str(nginx.annotations().get("fedwasm.io/placement")?).ok()?;
+    placement.into_iter().find_map(|(cluster, e)| {
+        let addresses = e["addresses"].as_array()?;
+        addresses
+            .iter()
+            .any(|a| a.as_str() == Some(ip.to_string().as_str()))
+            .then_some(cluster)
+    })
 }
 
 /// Polls `check` every 250 ms until it answers, for at most `limit`.
