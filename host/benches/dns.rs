@@ -78,6 +78,7 @@ fn table() -> Table {
             ready_replicas: 3,
             capacity: 300,
             healthy: true,
+            eligible: true,
             reason: None,
         })
         .collect();

@@ -433,6 +433,7 @@ mod tests {
             ready_replicas: 1,
             capacity: 100,
             healthy: true,
+            eligible: true,
             reason: None,
         };
         let asia = Location {

@@ -336,7 +336,16 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
         .and_then(|v| v.to_str().ok());
     let client = table.locality.client_address(peer.ip(), forwarded_for);
     let location = table.locality.locate(client);
-    let candidates: Vec<&Backend> = route.ranked(&location).filter(|b| b.healthy).collect();
+    let mut candidates: Vec<&Backend> = route.ranked(&location).filter(|b| b.healthy).collect();
+    if candidates.is_empty() {
+        // Every endpoint fails its probes or is ejected: more likely a starved
+        // prober or a passing blip than every cluster gone. Try the ones that are
+        // otherwise fit (fail open) rather than refuse everyone.
+        candidates = route.ranked(&location).filter(|b| b.eligible).collect();
+        if !candidates.is_empty() {
+            tracing::warn!(route = ?route.key, "no healthy backend; trying every eligible one (panic routing)");
+        }
+    }
     if candidates.is_empty() {
         return reply(
             StatusCode::SERVICE_UNAVAILABLE,

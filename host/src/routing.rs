@@ -63,6 +63,11 @@ pub struct Backend {
     /// The member is Ready, has ready replicas, an address, and its endpoint
     /// answers probes and is not ejected.
     pub healthy: bool,
+    /// All of that but the endpoint's own health: when no backend of a route is
+    /// healthy, these are tried anyway (failing open, as Envoy's panic threshold
+    /// does), since probes that all fail at once more likely say the prober is
+    /// starved than that every cluster died.
+    pub eligible: bool,
     /// Why it is not healthy, for `/routes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -374,6 +379,7 @@ mod tests {
                 ready_replicas: 1,
                 capacity: 100,
                 healthy: true,
+                eligible: true,
                 reason: None,
             });
         }

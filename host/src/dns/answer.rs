@@ -584,6 +584,7 @@ mod tests {
             ready_replicas: 2,
             capacity: 200,
             healthy: true,
+            eligible: true,
             reason: None,
         }
     }

@@ -380,20 +380,23 @@ pub(crate) fn routes_from(
                         .as_ref()
                         .and_then(|r| r.get(cluster).copied())
                         .unwrap_or(0);
-                    let reason = if !member.is_some_and(|m| m.cluster.is_ready()) {
+                    let ineligible = if !member.is_some_and(|m| m.cluster.is_ready()) {
                         Some("the member is not Ready".to_string())
                     } else if ready.is_none() {
                         Some(format!("Service {service} selects no workload"))
                     } else if ready_n == 0 {
                         Some(format!("no ready replicas behind Service {service}"))
-                    } else if let Some(e) = &endpoint {
-                        health.verdict(e)
-                    } else {
+                    } else if endpoint.is_none() {
                         Some("no load-balancer address and no spec.ingressEndpoint".to_string())
+                    } else {
+                        None
                     };
+                    let eligible = ineligible.is_none();
+                    let reason = ineligible.or_else(|| health.verdict(endpoint.as_deref()?));
                     backend(
                         cluster,
                         member,
+                        eligible,
                         endpoint,
                         addresses(entry),
                         ready_n,
@@ -444,7 +447,16 @@ pub(crate) fn routes_from(
                 } else {
                     None
                 };
-                backend(cluster, member, None, addrs, ready_n, reason, config)
+                backend(
+                    cluster,
+                    member,
+                    reason.is_none(),
+                    None,
+                    addrs,
+                    ready_n,
+                    reason,
+                    config,
+                )
             })
             .collect();
         out.push(Base {
@@ -481,9 +493,11 @@ fn service_ports(service: &Service) -> Vec<ServicePort> {
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn backend(
     cluster: &str,
     member: Option<&crate::fleet::Member>,
+    eligible: bool,
     endpoint: Option<String>,
     addresses: Vec<String>,
     ready_replicas: u32,
@@ -500,6 +514,7 @@ fn backend(
         ready_replicas,
         capacity: ready_replicas.saturating_mul(config.per_replica_concurrency),
         healthy: reason.is_none(),
+        eligible,
         reason,
     }
 }

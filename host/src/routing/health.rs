@@ -15,10 +15,16 @@ pub const MAX_EJECTION: Duration = Duration::from_secs(30);
 /// once): one failing request path must not take a whole cluster out.
 pub const EJECT_AFTER_5XX: u32 = 3;
 
+/// Probes that must fail in a row before an endpoint is down: one slow probe on a
+/// busy host is not an outage.
+pub const PROBE_FAILURES_TO_DOWN: u32 = 2;
+
 #[derive(Default)]
 struct Endpoint {
     /// The last active probe's verdict; `None` before the first.
     probe_ok: Option<bool>,
+    /// Probes failed in a row.
+    probes_failed: u32,
     ejected_until: Option<Instant>,
     failures: u32,
 }
@@ -104,12 +110,19 @@ impl Health {
             let mut endpoints = self.lock();
             let e = endpoints.entry(endpoint.to_string()).or_default();
             let before = e.probe_ok;
-            e.probe_ok = Some(ok);
+            e.probes_failed = if ok {
+                0
+            } else {
+                e.probes_failed.saturating_add(1)
+            };
+            if ok || e.probes_failed >= PROBE_FAILURES_TO_DOWN {
+                e.probe_ok = Some(ok);
+            }
             let expired = e.ejected_until.is_some_and(|u| u <= Instant::now());
             if ok && expired {
                 e.ejected_until = None;
             }
-            before != Some(ok) || (ok && expired)
+            before != e.probe_ok || (ok && expired)
         };
         if flipped {
             tracing::info!(%endpoint, ok, "backend probe");
@@ -173,6 +186,11 @@ mod tests {
         // A probe that answers during the ejection does not cut it short.
         h.probed(ep, true);
         assert!(h.verdict(ep).is_some());
+        h.probed("http://other", false);
+        assert!(
+            h.verdict("http://other").is_none(),
+            "one failed probe is not an outage"
+        );
         h.probed("http://other", false);
         assert_eq!(
             h.verdict("http://other").as_deref(),
