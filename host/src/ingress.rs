@@ -146,16 +146,20 @@ impl IngressMetrics {
     }
 }
 
-/// Requests in flight per (route, cluster), for capacity.
+/// Requests in flight per route and cluster, for capacity.
 #[derive(Default)]
-struct Load(Mutex<HashMap<(RouteKey, String), Arc<AtomicU32>>>);
+struct Load(Mutex<HashMap<RouteKey, HashMap<String, Arc<AtomicU32>>>>);
 
 impl Load {
     fn counter(&self, route: &RouteKey, cluster: &str) -> Arc<AtomicU32> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((route.clone(), cluster.to_string()))
+        let mut load = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Found without allocating on every request but a route's first.
+        if let Some(counter) = load.get(route).and_then(|r| r.get(cluster)) {
+            return counter.clone();
+        }
+        load.entry(route.clone())
+            .or_default()
+            .entry(cluster.to_string())
             .or_default()
             .clone()
     }
@@ -252,16 +256,22 @@ fn reply(status: StatusCode, message: &str) -> Response<ProxyBody> {
 }
 
 /// Headers that describe one connection, never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+// Header names made once, not parsed from a string on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const CLUSTER: HeaderName = HeaderName::from_static(CLUSTER_HEADER);
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
@@ -274,7 +284,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -332,7 +342,7 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
     };
     let forwarded_for = parts
         .headers
-        .get("x-forwarded-for")
+        .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok());
     let client = table.locality.client_address(peer.ip(), forwarded_for);
     let location = table.locality.locate(client);
@@ -489,33 +499,39 @@ fn upstream_request(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let uri: hyper::Uri = format!("{endpoint}{path}")
-        .parse()
-        .map_err(|e| format!("bad request target: {e}"))?;
+    let mut target = String::with_capacity(endpoint.len() + path.len());
+    target.push_str(endpoint);
+    target.push_str(path);
+    let uri = hyper::Uri::try_from(target).map_err(|e| format!("bad request target: {e}"))?;
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
     *headers = parts.headers.clone();
     strip_hop_by_hop(headers);
-    // The member's ingress routes by the Host the client asked for.
-    if let Ok(h) = HeaderValue::from_str(host) {
-        headers.insert(header::HOST, h);
+    // The member's ingress routes by the Host the client asked for (most often the
+    // client's own Host header, shared rather than copied).
+    let host_value = match parts.headers.get(header::HOST) {
+        Some(v) if v.as_bytes() == host.as_bytes() => Some(v.clone()),
+        _ => HeaderValue::from_str(host).ok(),
+    };
+    if let Some(h) = &host_value {
+        headers.insert(header::HOST, h.clone());
     }
     let xff = match parts
         .headers
-        .get("x-forwarded-for")
+        .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
     {
         Some(prior) => format!("{prior}, {client}"),
         None => client.to_string(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Ok(h) = HeaderValue::from_str(host) {
-        headers.insert("x-forwarded-host", h);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(h) = host_value {
+        headers.insert(X_FORWARDED_HOST, h);
     }
     Ok(request)
 }
@@ -530,7 +546,7 @@ fn finish(state: &State, response: Response<Incoming>, cluster: &str) -> Respons
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Ok(v) = HeaderValue::from_str(cluster) {
-        parts.headers.insert(CLUSTER_HEADER, v);
+        parts.headers.insert(CLUSTER, v);
     }
     Response::from_parts(parts, body.boxed())
 }
