@@ -17,21 +17,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
 use crate::routing::{Backend, RouteKey, Router};
 
-/// Bodies the proxy sends and returns.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
-/// The client the proxy (and the backend prober) use.
-pub type HttpClient = hyper_util::client::legacy::Client<HttpConnector, ProxyBody>;
+use crate::http::full_body;
+pub use crate::http::{empty_body, http_client, HttpClient, ProxyBody};
 
 /// Header on every response: the cluster that served it.
 pub const CLUSTER_HEADER: &str = "x-fedwasm-cluster";
@@ -58,27 +54,6 @@ impl Default for IngressConfig {
             retry_body_limit: 64 * 1024,
         }
     }
-}
-
-/// The proxy's HTTP client: connects within 1 s, keeps connections alive.
-pub fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(1)));
-    connector.set_nodelay(true);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_timer(TokioTimer::new())
-        .build(connector)
-}
-
-pub fn empty_body() -> ProxyBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-fn full_body(bytes: Bytes) -> ProxyBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 /// Per-cluster metrics of the ingress.

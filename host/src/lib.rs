@@ -10,6 +10,7 @@ pub mod bench;
 pub mod dns;
 pub mod federation;
 pub mod fleet;
+pub mod http;
 pub mod ingress;
 pub mod metrics;
 pub mod placer;

@@ -139,7 +139,7 @@ impl Health {
 /// Probes every endpoint of the current table each `probe_interval`: an endpoint
 /// that answers (any status below 500) within `probe_timeout` is up.
 pub(crate) async fn probe_loop(router: std::sync::Arc<super::Router>, config: super::RouterConfig) {
-    let client = crate::ingress::http_client();
+    let client = crate::http::http_client();
     loop {
         let endpoints = super::build::endpoints(&router.table());
         let probes = endpoints.iter().map(|endpoint| {
@@ -156,10 +156,10 @@ pub(crate) async fn probe_loop(router: std::sync::Arc<super::Router>, config: su
     }
 }
 
-async fn probe(client: &crate::ingress::HttpClient, endpoint: &str, timeout: Duration) -> bool {
+async fn probe(client: &crate::http::HttpClient, endpoint: &str, timeout: Duration) -> bool {
     let Ok(request) = hyper::Request::get(format!("{endpoint}/"))
         .header(hyper::header::USER_AGENT, "fedwasm-probe")
-        .body(crate::ingress::empty_body())
+        .body(crate::http::empty_body())
     else {
         return false;
     };
