@@ -48,21 +48,14 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+mod common;
+use common::env_or;
+
 /// What the backend answers: 13 bytes.
 const BODY: &[u8] = b"Hello, world!";
 /// Thread names (at most 15 bytes, as `/proc` shows them), to tell CPU time apart.
 const INGRESS_THREAD: &str = "fedwasm-ingress";
 const BACKEND_THREAD: &str = "backend";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
-        Err(_) => default,
-    }
-}
 
 struct Settings {
     workers: usize,
