@@ -22,10 +22,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_proto::rr::DNSClass;
+use hickory_proto::rr::{DNSClass, Record};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use hickory_server::Server;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
@@ -161,6 +161,25 @@ impl DnsHandler {
         }
         let response =
             MessageResponseBuilder::new(&request.queries, edns).error_msg(&request.metadata, code);
+        self.deliver(request, code, &mut handle, response).await
+    }
+
+    /// Sends `response` (whose code is `code`) and counts it; a response that
+    /// cannot be sent is reported as SERVFAIL.
+    async fn deliver<'a>(
+        &self,
+        request: &Request,
+        code: ResponseCode,
+        handle: &mut impl ResponseHandler,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> ResponseInfo {
         let info = match handle.send_response(response).await {
             Ok(info) => info,
             Err(e) => {
@@ -294,17 +313,8 @@ impl RequestHandler for DnsHandler {
             std::iter::empty(),
             found.additionals.iter(),
         );
-        let sent = match response_handle.send_response(response).await {
-            Ok(sent) => sent,
-            Err(e) => {
-                tracing::debug!(error = %e, "dns: sending a response");
-                return failed(request);
-            }
-        };
-        if let Some(m) = &self.metrics {
-            m.count(found.code);
-        }
-        sent
+        self.deliver(request, found.code, &mut response_handle, response)
+            .await
     }
 }
 
@@ -373,7 +383,7 @@ struct Keep(Arc<std::sync::Mutex<Vec<u8>>>);
 impl ResponseHandler for Keep {
     async fn send_response<'a>(
         &mut self,
-        response: hickory_server::zone_handler::MessageResponse<
+        response: MessageResponse<
             '_,
             'a,
             impl Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
