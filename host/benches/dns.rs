@@ -63,16 +63,10 @@ fn table() -> Table {
         .iter()
         .enumerate()
         .map(|(k, (name, region, zone))| Backend {
-            cluster: name.to_string(),
-            region: region.to_string(),
-            zone: zone.to_string(),
-            endpoint: None,
             addresses: vec![format!("192.0.2.{}", k + 1)],
             ready_replicas: 3,
             capacity: 300,
-            healthy: true,
-            eligible: true,
-            reason: None,
+            ..Backend::serving(name, region, zone)
         })
         .collect();
     let order_for = |region: &str| -> Vec<usize> {

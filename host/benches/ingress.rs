@@ -129,16 +129,9 @@ fn start_fedwasm(
         }],
         ports: Vec::new(),
         backends: vec![Backend {
-            cluster: "backend".into(),
-            region: String::new(),
-            zone: String::new(),
             endpoint: Some(format!("http://{backend}")),
-            addresses: Vec::new(),
-            ready_replicas: 1,
             capacity: u32::MAX,
-            healthy: true,
-            eligible: true,
-            reason: None,
+            ..Backend::serving("backend", "", "")
         }],
         rankings: vec![(Location::default(), vec![0])],
         plugin: "nearest-healthy".into(),

@@ -435,16 +435,8 @@ mod tests {
     /// ranks m3 first, everyone else m1. Clients on 127.1.0.0/16 are in Asia.
     fn handler() -> DnsHandler {
         let backend = |cluster: &str, region: &str, ip: &str| Backend {
-            cluster: cluster.into(),
-            region: region.into(),
-            zone: format!("{region}-a"),
-            endpoint: None,
             addresses: vec![ip.into()],
-            ready_replicas: 1,
-            capacity: 100,
-            healthy: true,
-            eligible: true,
-            reason: None,
+            ..Backend::serving(cluster, region, &format!("{region}-a"))
         };
         let asia = Location {
             region: "asia-east1".into(),

@@ -73,6 +73,26 @@ pub struct Backend {
     pub reason: Option<String>,
 }
 
+impl Backend {
+    /// A healthy backend of `cluster` with one ready replica (capacity 100) and no
+    /// address yet: the base of tables built by hand (tests, benchmarks), which
+    /// override what they need.
+    pub fn serving(cluster: &str, region: &str, zone: &str) -> Self {
+        Self {
+            cluster: cluster.into(),
+            region: region.into(),
+            zone: zone.into(),
+            endpoint: None,
+            addresses: Vec::new(),
+            ready_replicas: 1,
+            capacity: 100,
+            healthy: true,
+            eligible: true,
+            reason: None,
+        }
+    }
+}
+
 /// One Ingress rule: which requests a route takes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rule {
@@ -370,18 +390,7 @@ mod tests {
     fn rankings_fall_back_to_the_unknown_location() {
         let mut r = route("web", vec![]);
         for name in ["a", "b"] {
-            r.backends.push(Backend {
-                cluster: name.into(),
-                region: String::new(),
-                zone: String::new(),
-                endpoint: None,
-                addresses: Vec::new(),
-                ready_replicas: 1,
-                capacity: 100,
-                healthy: true,
-                eligible: true,
-                reason: None,
-            });
+            r.backends.push(Backend::serving(name, "", ""));
         }
         let asia = Location {
             region: "asia-east1".into(),

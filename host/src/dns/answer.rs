@@ -576,16 +576,10 @@ mod tests {
 
     fn backend(cluster: &str, region: &str, zone: &str, addresses: &[&str]) -> Backend {
         Backend {
-            cluster: cluster.into(),
-            region: region.into(),
-            zone: zone.into(),
-            endpoint: None,
             addresses: addresses.iter().map(|a| a.to_string()).collect(),
             ready_replicas: 2,
             capacity: 200,
-            healthy: true,
-            eligible: true,
-            reason: None,
+            ..Backend::serving(cluster, region, zone)
         }
     }
 
