@@ -81,14 +81,15 @@ impl Workspace {
             dir: dir.display().to_string(),
             message,
         };
-        let out = cargo_command(cargo, dir, target_dir)
-            .args(["metadata", "--no-deps", "--format-version", "1"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|error| BuildError::Spawn {
-                program: cargo.display().to_string(),
-                error,
-            })?;
+        let out = output(
+            cargo,
+            cargo_command(cargo, dir, target_dir).args([
+                "metadata",
+                "--no-deps",
+                "--format-version",
+                "1",
+            ]),
+        )?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(failed(stderr.trim().replace('\n', " ")));
@@ -249,14 +250,7 @@ pub fn build(
         cmd.arg("--features").arg(krate.features.join(","));
     }
     // stdout carries the JSON messages; diagnostics and progress go to stderr.
-    let out = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|error| BuildError::Spawn {
-            program: cargo.display().to_string(),
-            error,
-        })?;
+    let out = output(cargo, cmd.stderr(Stdio::inherit()))?;
     if !out.status.success() {
         return Err(BuildError::Cargo {
             crate_dir: crate_dir(),
@@ -336,6 +330,16 @@ pub fn embed(krate: &PluginCrate, file: &str, target_subdir: &str) -> String {
         .unwrap_or_else(|e| panic!("building the plugin {file}: {e}"));
     std::fs::write(out.join(format!("{file}.wasm")), bytes).expect("writing into OUT_DIR");
     format!("include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{file}.wasm\"))")
+}
+
+/// Runs `cmd` (a `cargo` command) with no stdin and collects its output.
+fn output(cargo: &Path, cmd: &mut Command) -> Result<std::process::Output, BuildError> {
+    cmd.stdin(Stdio::null())
+        .output()
+        .map_err(|error| BuildError::Spawn {
+            program: cargo.display().to_string(),
+            error,
+        })
 }
 
 /// Encodes a core module built with the SDK (it carries its WIT in a custom section)
