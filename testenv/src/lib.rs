@@ -62,8 +62,8 @@ pub enum Error {
     },
     #[error("{0} did not become ready in {1:?}; see its log at {2}")]
     NotReady(String, Duration, PathBuf),
-    #[error("{0} exited during start-up ({1}); see its log at {2}")]
-    Exited(String, String, PathBuf),
+    #[error("{0} exited during start-up ({1}); see its log at {2}; it ends with:\n{3}")]
+    Exited(String, String, PathBuf, String),
     #[error("no cluster named `{0}` in this federation")]
     UnknownCluster(String),
     #[error("cluster names must be DNS labels other than `{FEDERATION}`: `{0}`")]
@@ -242,12 +242,67 @@ fn valid_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(io("pick a free port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(io("pick a free port"))?
-        .port())
+/// Picks ports for the servers of one federation: free now, distinct, and below the
+/// kernel's ephemeral range when there is room there. A port from `bind(0)` lies in
+/// that range, where the outgoing connections of servers already starting (each
+/// apiserver opens several to etcd) take their local ports: one of them could take
+/// a port picked for a server that has not bound it yet.
+struct PortPicker {
+    taken: std::collections::BTreeSet<u16>,
+    /// Where to draw from: `[low, high)`, empty when the ephemeral range leaves no room.
+    low: u16,
+    high: u16,
+    seed: u64,
+}
+
+impl PortPicker {
+    const FLOOR: u16 = 10_000;
+
+    fn new() -> Result<Self, Error> {
+        let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32_768);
+        let mut seed = [0u8; 8];
+        File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut seed))
+            .map_err(io("read /dev/urandom"))?;
+        Ok(PortPicker {
+            taken: Default::default(),
+            low: Self::FLOOR,
+            high: ephemeral_low.max(Self::FLOOR),
+            seed: u64::from_le_bytes(seed) | 1,
+        })
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64: enough to spread federations started side by side.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed
+    }
+
+    fn pick(&mut self) -> Result<u16, Error> {
+        let span = u64::from(self.high - self.low);
+        for _ in 0..if span > 0 { 200 } else { 0 } {
+            let port = self.low + (self.next_random() % span) as u16;
+            if !self.taken.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                self.taken.insert(port);
+                return Ok(port);
+            }
+        }
+        loop {
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(io("pick a free port"))?;
+            let port = listener
+                .local_addr()
+                .map_err(io("pick a free port"))?
+                .port();
+            if self.taken.insert(port) {
+                return Ok(port);
+            }
+        }
+    }
 }
 
 fn random_token() -> Result<String, Error> {
@@ -557,23 +612,24 @@ impl LocalFederation {
                 "openssl rsa -pubout",
             )?;
         }
+        let mut ports = PortPicker::new()?;
         let mut clusters = vec![ClusterEndpoint {
             name: FEDERATION.into(),
-            port: free_port()?,
+            port: ports.pick()?,
             pid: None,
         }];
         for name in &spec.members {
             clusters.push(ClusterEndpoint {
                 name: name.clone(),
-                port: free_port()?,
+                port: ports.pick()?,
                 pid: None,
             });
         }
         let state = State {
             assets,
             token,
-            etcd_port: free_port()?,
-            etcd_peer_port: free_port()?,
+            etcd_port: ports.pick()?,
+            etcd_peer_port: ports.pick()?,
             etcd_pid: None,
             clusters,
         };
@@ -601,7 +657,7 @@ impl LocalFederation {
             })?;
         }
         for name in &names {
-            fed.wait_ready(name)?;
+            fed.wait_ready_or_move(name, &mut ports)?;
         }
         fed.write_kubeconfig()?;
         Ok(fed)
@@ -836,11 +892,9 @@ impl LocalFederation {
     fn check_alive(&self, key: &str) -> Result<(), Error> {
         if let Some(child) = self.children().get_mut(key) {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(Error::Exited(
-                    key.into(),
-                    status.to_string(),
-                    self.inner.dir.join("logs").join(format!("{key}.log")),
-                ));
+                let log = self.inner.dir.join("logs").join(format!("{key}.log"));
+                let tail = log_tail(&log, 8);
+                return Err(Error::Exited(key.into(), status.to_string(), log, tail));
             }
         }
         Ok(())
@@ -896,6 +950,40 @@ impl LocalFederation {
                 .join("apiserver.crt"),
         )
         .ok()
+    }
+
+    /// Waits for `name`'s first start; when its port was taken meanwhile (by a
+    /// process outside this federation), starts it again on another one.
+    fn wait_ready_or_move(&self, name: &str, ports: &mut PortPicker) -> Result<(), Error> {
+        let mut moves = 0;
+        loop {
+            match self.wait_ready(name) {
+                Err(Error::Exited(key, status, log, _))
+                    if moves < 3
+                        && fs::read_to_string(&log).is_ok_and(|text| {
+                            text.matches("address already in use").count() > moves
+                        }) =>
+                {
+                    moves += 1;
+                    let port = ports.pick()?;
+                    eprintln!(
+                        "[testenv] {key} exited ({status}): its port was taken; starting it again on port {port}"
+                    );
+                    self.inner.update(|state| {
+                        let endpoint = state
+                            .clusters
+                            .iter_mut()
+                            .find(|c| c.name == name)
+                            .ok_or_else(|| Error::UnknownCluster(name.into()))?;
+                        endpoint.port = port;
+                        let pid = self.spawn_apiserver(state, name)?;
+                        set_pid(state, name, Some(pid));
+                        Ok(())
+                    })?;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn wait_ready(&self, name: &str) -> Result<(), Error> {
@@ -966,6 +1054,17 @@ impl LocalFederation {
     }
 }
 
+/// The last `lines` lines of a log, indented, for an error message.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|line| format!("    {line}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn set_pid(state: &mut State, name: &str, pid: Option<u32>) {
     if let Some(c) = state.clusters.iter_mut().find(|c| c.name == name) {
         c.pid = pid;
@@ -983,6 +1082,25 @@ impl Drop for Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_are_distinct_free_and_below_the_ephemeral_range() {
+        let mut picker = PortPicker::new().unwrap();
+        let ports: Vec<u16> = (0..50).map(|_| picker.pick().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        if picker.high > picker.low {
+            assert!(
+                ports.iter().all(|p| (picker.low..picker.high).contains(p)),
+                "{ports:?} outside [{}, {})",
+                picker.low,
+                picker.high
+            );
+        }
+        for port in ports {
+            TcpListener::bind(("127.0.0.1", port)).unwrap();
+        }
+    }
 
     #[test]
     fn names_must_be_dns_labels() {
