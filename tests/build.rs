@@ -1,5 +1,5 @@
-//! Builds the misbehaving test plugins from source (never a checked-in blob) and
-//! generates a constant per variant.
+//! Builds the misbehaving test plugins and the tutorial plugin from source (never a
+//! checked-in blob) and generates a constant per variant.
 
 use std::path::PathBuf;
 
@@ -32,5 +32,15 @@ fn main() {
             "/// The chaos test plugin with features {features:?}.\npub const {name}: &[u8] = {bytes};\n"
         ));
     }
+    // The tutorial plugin, as its README builds it.
+    let aggregate = PluginCrate {
+        dir: manifest.join("../examples/plugins/aggregate"),
+        package: "aggregate".into(),
+        features: Vec::new(),
+    };
+    let bytes = embed(&aggregate, "AGGREGATE", "wasm-test-plugins");
+    consts.push_str(&format!(
+        "/// The tutorial plugin of `examples/plugins/aggregate`.\npub const AGGREGATE: &[u8] = {bytes};\n"
+    ));
     std::fs::write(out.join("test_plugins.rs"), consts).expect("writing into OUT_DIR");
 }

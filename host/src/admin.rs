@@ -1,4 +1,5 @@
-//! The admin HTTP API: plugins, ad-hoc plans, health and metrics.
+//! The admin HTTP API: plugins, ad-hoc plans, previews, shadow differences, routes,
+//! health and metrics.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,10 +9,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::json;
 
+use crate::placer::Placer;
 use crate::plan::PlanRequest;
 use crate::runtime::{PluginError, Registry};
+use crate::shadow::SHADOW_SUFFIX;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -21,6 +25,29 @@ pub struct AdminState {
     pub health: Health,
     /// The routing table, when a federation is attached.
     pub router: Option<Arc<crate::routing::Router>>,
+    /// The controllers' placer (its shadows, and the base of previews).
+    pub placer: Placer,
+    /// The federation, when one is attached.
+    pub federation: Option<FederationView>,
+}
+
+/// The federation plane and the member view the controllers use.
+#[derive(Clone)]
+pub struct FederationView {
+    pub client: kube::Client,
+    pub fleet: Arc<crate::fleet::Fleet>,
+    /// The kinds the controllers propagate.
+    pub kinds: Vec<crate::federation::kinds::Kind>,
+}
+
+/// `POST /preview`: `{"plugin": NAME, "as": REPLACED}`; `as` defaults to `NAME`
+/// without a `.shadow` suffix.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewBody {
+    plugin: String,
+    #[serde(rename = "as")]
+    as_name: Option<String>,
 }
 
 /// Whether the process still does its job: false once a part that must run for
@@ -40,11 +67,14 @@ impl Health {
     }
 }
 
-/// `GET /plugins`, `POST /plan`, `GET /healthz`, `GET /metrics`.
+/// `GET /plugins`, `POST /plan`, `POST /preview`, `GET /shadow`, `GET /routes`,
+/// `GET /healthz`, `GET /metrics`.
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/plugins", get(plugins))
         .route("/plan", post(plan))
+        .route("/preview", post(preview))
+        .route("/shadow", get(shadow))
         .route("/healthz", get(healthz))
         .route("/routes", get(routes))
         .route("/metrics", get(metrics))
@@ -72,6 +102,66 @@ async fn routes(State(state): State<AdminState>) -> Response {
         )
             .into_response(),
     }
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({"error": message.to_string()}))).into_response()
+}
+
+/// What the plugin `plugin` in the plugin directory would change in place of `as`,
+/// decided from the controllers' own member view; nothing is written.
+async fn preview(State(state): State<AdminState>, body: String) -> Response {
+    let Some(view) = &state.federation else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no federation attached (run with --kubeconfig)",
+        );
+    };
+    let body: PreviewBody = match serde_json::from_str(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"plugin\": NAME, \"as\": NAME}}: {e}"),
+            )
+        }
+    };
+    let Ok(candidate) = state.registry.get(&body.plugin) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no plugin named `{}` is loaded", body.plugin),
+        );
+    };
+    let replaced = body.as_name.unwrap_or_else(|| {
+        body.plugin
+            .strip_suffix(SHADOW_SUFFIX)
+            .unwrap_or(&body.plugin)
+            .to_string()
+    });
+    let placer = state
+        .placer
+        .substituting([(replaced.clone(), candidate)].into_iter().collect());
+    let members = view.fleet.snapshot().members;
+    match crate::preview::preview(&view.client, &placer, &members, &view.kinds).await {
+        Ok(preview) => Json(preview).into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, e),
+    }
+}
+
+/// The shadow plugins loaded and their recent differences, newest first.
+async fn shadow(State(state): State<AdminState>) -> Response {
+    let shadows: Vec<String> = state
+        .registry
+        .serving()
+        .keys()
+        .filter(|n| n.ends_with(SHADOW_SUFFIX))
+        .cloned()
+        .collect();
+    Json(json!({
+        "shadows": shadows,
+        "recent": state.placer.shadows().recent(),
+    }))
+    .into_response()
 }
 
 /// `ok` while every part runs; 503 once a controller stopped (the process then
@@ -126,11 +216,14 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::new(RuntimeConfig::default(), metrics.clone()).unwrap();
         let health = Health::healthy();
+        let registry = Registry::new(runtime).unwrap();
         let state = AdminState {
-            registry: Registry::new(runtime).unwrap(),
+            placer: Placer::new(registry.clone()),
+            registry,
             metrics,
             health: health.clone(),
             router: None,
+            federation: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/healthz", listener.local_addr().unwrap());

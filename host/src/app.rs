@@ -96,6 +96,9 @@ pub struct App {
     pub locality: Locality,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
+    /// Places with the registry's plugins; shared by the controllers and the admin
+    /// API (previews, shadow differences).
+    pub placer: Placer,
     pub health: Health,
     _watcher: Option<DirWatcher>,
 }
@@ -123,6 +126,7 @@ impl App {
             config,
             locality,
             metrics,
+            placer: Placer::new(registry.clone()),
             registry,
             health: Health::healthy(),
             _watcher: watcher,
@@ -137,7 +141,7 @@ impl App {
             self.config.fleet.clone(),
             self.metrics.clone(),
         );
-        let placer = Placer::new(self.registry.clone());
+        let placer = self.placer.clone();
         let router = Router::start(
             federation.clone(),
             fleet.clone(),
@@ -152,12 +156,24 @@ impl App {
             extra_kinds: self.config.extra_kinds.clone(),
         };
         let metrics = self.metrics.clone();
+        let view = admin::FederationView {
+            client: federation.clone(),
+            fleet: fleet.clone(),
+            kinds: federation::kinds::built_in()
+                .into_iter()
+                .chain(self.config.extra_kinds.iter().cloned())
+                .collect(),
+        };
         let stopped = Box::pin(async move {
             let stopped = federation::run(federation, placer, fleet, metrics, config).await;
             prober.abort();
             stopped
         });
-        Running { router, stopped }
+        Running {
+            router,
+            view,
+            stopped,
+        }
     }
 
     /// Serves the global ingress on `listener` with `router`'s table, until
@@ -206,12 +222,14 @@ impl App {
         let (dead_tx, mut dead_rx) = tokio::sync::mpsc::channel::<String>(1);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut router = None;
+        let mut view = None;
         let mut ingress = None;
         let mut dns = None;
         if let Some(target) = &self.config.federation {
             let client = kube_client(Some(&target.kubeconfig), &target.context).await?;
             let running = self.start_federation(client);
             router = Some(running.router.clone());
+            view = Some(running.view.clone());
             if let Some(addr) = &self.config.ingress {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
@@ -258,6 +276,8 @@ impl App {
             metrics: self.metrics.clone(),
             health: self.health.clone(),
             router: router.clone(),
+            placer: self.placer.clone(),
+            federation: view,
         });
         let mut stopped = stop_rx.clone();
         let task = tokio::spawn(async move {
@@ -332,6 +352,8 @@ impl Serving {
 pub struct Running {
     /// The routing table (for the ingress, DNS and `/routes`).
     pub router: Arc<Router>,
+    /// The federation as the admin API reads it (`/preview`).
+    pub view: admin::FederationView,
     /// Ends only when a controller stopped, with why.
     pub stopped: std::pin::Pin<Box<dyn std::future::Future<Output = federation::Error> + Send>>,
 }

@@ -30,6 +30,9 @@ pub enum Command {
     /// Create, build and measure plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// What a candidate plugin would change if it replaced a serving one, for every
+    /// federated object; writes nothing.
+    Preview(PreviewArgs),
     /// Run the plugin runtime (with hot reload) and the admin API; with a
     /// kubeconfig, also the federation controller.
     Run(RunArgs),
@@ -53,8 +56,33 @@ pub struct FederationArgs {
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// The federation plane's context in that kubeconfig.
-    #[arg(long = "federation-context", default_value = "federation")]
+    #[arg(
+        long = "federation-context",
+        visible_alias = "context",
+        default_value = "federation"
+    )]
     pub context: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PreviewArgs {
+    /// The candidate plugin component.
+    pub plugin: PathBuf,
+    /// The plugin it would replace (default: its file stem, the name it would get
+    /// in the plugin directory).
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_name: Option<String>,
+    #[command(flatten)]
+    pub federation: FederationArgs,
+    /// The host's plugin directory, when it serves plugins besides the built-ins:
+    /// objects that name them are then decided as the host decides them.
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+    /// Print the answer as JSON: {"changes": [...], "errors": [...], "evaluated": N}.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Args, Debug)]

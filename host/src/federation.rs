@@ -9,7 +9,7 @@
 mod aggregate;
 mod apply;
 mod controller;
-mod events;
+pub(crate) mod events;
 pub mod kinds;
 pub mod namespace;
 mod place;
@@ -24,7 +24,9 @@ pub use crate::fleet::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::metrics::Metrics;
 use crate::placer::Placer;
 use crate::runtime::PluginError;
+pub(crate) use controller::key;
 pub use controller::{guard_panics, Context};
+pub(crate) use place::{Decider, Placement};
 
 /// Finalizer on federation objects, so deletions reach the members.
 pub const FINALIZER: &str = "fedwasm.io/propagation";

@@ -15,6 +15,8 @@ pub mod ingress;
 pub mod metrics;
 pub mod placer;
 pub mod plan;
+pub mod preview;
 pub mod routing;
 pub mod runtime;
 pub mod scaffold;
+pub mod shadow;

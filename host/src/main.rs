@@ -23,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use fedwasm_host::app;
 use fedwasm_host::metrics::Metrics;
+use fedwasm_host::placer::Placer;
 use fedwasm_host::plan::PlanRequest;
 use fedwasm_host::runtime::{PluginSource, Registry, Runtime};
 use fedwasm_host::{bench, federation, fleet, scaffold};
@@ -106,6 +107,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             print_line(out.display())
         }
         Command::Plugin(PluginCommand::Bench(args)) => plugin_bench(args),
+        Command::Preview(args) => preview(args),
         Command::Run(args) => serve::run(args),
         Command::Join(args) => join(args),
         Command::Unjoin(args) => unjoin(args),
@@ -171,6 +173,70 @@ fn plugin_bench(args: cli::BenchArgs) -> Result<()> {
             report.instantiate_ns
         ))
     }
+}
+
+/// `fedwasm preview`: the candidate serves under the name it would replace, in a
+/// registry of its own; the federation plane is only read.
+fn preview(args: cli::PreviewArgs) -> Result<()> {
+    let registry =
+        Registry::new(runtime(&args.runtime)?).context("loading the built-in plugins")?;
+    if let Some(dir) = &args.plugins {
+        if let Some(e) = registry.sync_dir(dir).into_iter().next() {
+            note!("warning: {e} (as in the host: the name keeps its previous plugin)");
+        }
+    }
+    let stem = args
+        .plugin
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .with_context(|| format!("{} has no usable file name", args.plugin.display()))?;
+    let replaced = args.as_name.clone().unwrap_or_else(|| stem.to_string());
+    let bytes = std::fs::read(&args.plugin)
+        .with_context(|| format!("reading {}", args.plugin.display()))?;
+    registry
+        .load(&replaced, &bytes, PluginSource::File(args.plugin.clone()))
+        .with_context(|| format!("loading {}", args.plugin.display()))?;
+    let kinds = fedwasm_host::federation::kinds::built_in();
+    let preview = serve::block_on(async {
+        let client = app::kube_client(
+            args.federation.kubeconfig.as_deref(),
+            &args.federation.context,
+        )
+        .await?;
+        let clusters: kube::Api<fleet::cluster::Cluster> = kube::Api::all(client.clone());
+        let members: Vec<fleet::Member> = clusters
+            .list(&Default::default())
+            .await
+            .context("listing the member clusters (is this a federation plane?)")?
+            .items
+            .into_iter()
+            .map(|cluster| fleet::Member {
+                cluster,
+                client: None,
+            })
+            .collect();
+        let placer = Placer::new(registry);
+        fedwasm_host::preview::preview(&client, &placer, &members, &kinds)
+            .await
+            .context("previewing")
+    })??;
+    if args.json {
+        return print_line(serde_json::to_string_pretty(&preview)?);
+    }
+    let replica_kinds: Vec<String> = kinds
+        .iter()
+        .filter(|k| k.replicas)
+        .map(|k| k.resource.kind.clone())
+        .collect();
+    let report = preview.render(
+        &args.plugin.display().to_string(),
+        &replaced,
+        &replica_kinds,
+    );
+    for line in report.lines() {
+        print_line(line)?;
+    }
+    Ok(())
 }
 
 fn join(args: cli::JoinArgs) -> Result<()> {

@@ -30,6 +30,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     members: IntGaugeVec,
     propagations: IntCounterVec,
+    shadow: IntCounterVec,
 }
 
 impl Metrics {
@@ -85,10 +86,18 @@ impl Metrics {
             &["kind", "result"],
         )
         .expect("static metric definition");
+        let shadow = IntCounterVec::new(
+            Opts::new(
+                "fedwasm_shadow_decisions_total",
+                "Placements also asked of a shadow plugin (NAME.shadow.wasm), by the plugin it shadows and result (same, differs, error).",
+            ),
+            &["plugin", "result"],
+        )
+        .expect("static metric definition");
         registry
             .register(Box::new(members.clone()))
             .expect("unique metric names");
-        for c in [&calls, &errors, &reloads, &propagations] {
+        for c in [&calls, &errors, &reloads, &propagations, &shadow] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric names");
@@ -104,6 +113,7 @@ impl Metrics {
             reloads,
             members,
             propagations,
+            shadow,
         }
     }
 
@@ -117,6 +127,10 @@ impl Metrics {
 
     pub(crate) fn observe_propagation(&self, kind: &str, result: &str) {
         self.propagations.with_label_values(&[kind, result]).inc();
+    }
+
+    pub(crate) fn observe_shadow(&self, plugin: &str, result: &str) {
+        self.shadow.with_label_values(&[plugin, result]).inc();
     }
 
     /// The registry, for adding more metrics (the controller's).

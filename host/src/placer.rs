@@ -2,7 +2,12 @@
 //! blocking the async workers. A plugin call may run up to its deadline, so each
 //! runs on the blocking pool; the controller (and later the ingress and the admin
 //! API) share one `Placer`.
+//!
+//! A placer may serve another plugin under a name ([`Placer::substituting`]): that
+//! is how a preview evaluates a candidate in place of the plugin it would replace,
+//! and how a shadow plugin is asked what it would have decided.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fedwasm_sdk::{
@@ -10,17 +15,63 @@ use fedwasm_sdk::{
 };
 use tokio::sync::watch;
 
-use crate::runtime::{PluginError, Registry};
+use crate::runtime::{default_plugin, Plugin, PluginError, Registry};
+use crate::shadow::{Shadows, SHADOW_SUFFIX};
 
 /// Places objects with the registry's serving plugins.
 #[derive(Clone)]
 pub struct Placer {
     registry: Arc<Registry>,
+    /// Served instead of the registry's plugin of the same name.
+    substitutes: Arc<BTreeMap<String, Arc<Plugin>>>,
+    shadows: Arc<Shadows>,
 }
 
 impl Placer {
     pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+        let shadows = Arc::new(Shadows::new(registry.runtime().metrics().clone()));
+        Self {
+            registry,
+            substitutes: Arc::default(),
+            shadows,
+        }
+    }
+
+    /// This placer, but serving each given plugin wherever its key is the plugin
+    /// asked for (by annotation or as a hook's default).
+    pub fn substituting(&self, substitutes: BTreeMap<String, Arc<Plugin>>) -> Self {
+        Self {
+            registry: self.registry.clone(),
+            substitutes: Arc::new(substitutes),
+            shadows: self.shadows.clone(),
+        }
+    }
+
+    /// What the shadow plugins said, shared by every clone of this placer.
+    pub fn shadows(&self) -> &Arc<Shadows> {
+        &self.shadows
+    }
+
+    /// The plugin that serves `hook` for `name` (the hook's default when `None`).
+    /// Shadow plugins decide nothing: asking for one by name is an error.
+    pub fn resolve(&self, hook: Hook, name: Option<&str>) -> Result<Arc<Plugin>, PluginError> {
+        let name = name.unwrap_or(default_plugin(hook));
+        if let Some(plugin) = self.substitutes.get(name) {
+            return if plugin.implements(hook) {
+                Ok(plugin.clone())
+            } else {
+                Err(PluginError::Unsupported {
+                    plugin: plugin.name().to_string(),
+                    hook,
+                })
+            };
+        }
+        if let Some(shadowed) = name.strip_suffix(SHADOW_SUFFIX) {
+            return Err(PluginError::BadRequest(format!(
+                "`{name}` is a shadow plugin: it only shadows `{shadowed}` and decides nothing (rename its file to `{shadowed}.wasm` to make it decide)"
+            )));
+        }
+        self.registry.for_hook(hook, Some(name))
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -39,10 +90,7 @@ impl Placer {
         request: SelectRequest,
     ) -> Result<Vec<Selection>, PluginError> {
         let mut chosen = self
-            .blocking(move |r| {
-                r.for_hook(Hook::Select, plugin.as_deref())?
-                    .select(&request)
-            })
+            .call(Hook::Select, plugin, move |p| p.select(&request))
             .await?;
         chosen.sort_by(|a, b| {
             b.score
@@ -58,11 +106,8 @@ impl Placer {
         plugin: Option<String>,
         request: DistributeRequest,
     ) -> Result<DistributeResponse, PluginError> {
-        self.blocking(move |r| {
-            r.for_hook(Hook::Distribute, plugin.as_deref())?
-                .distribute(&request)
-        })
-        .await
+        self.call(Hook::Distribute, plugin, move |p| p.distribute(&request))
+            .await
     }
 
     /// The order in which backends should serve a client (indices into the input).
@@ -71,17 +116,24 @@ impl Placer {
         plugin: Option<String>,
         request: RankRequest,
     ) -> Result<Vec<u32>, PluginError> {
-        self.blocking(move |r| r.for_hook(Hook::Rank, plugin.as_deref())?.rank(&request))
+        self.call(Hook::Rank, plugin, move |p| p.rank(&request))
             .await
     }
 
-    async fn blocking<T, F>(&self, call: F) -> Result<T, PluginError>
+    /// Resolves the plugin now (a swap after this point does not change the call)
+    /// and runs `call` on the blocking pool.
+    async fn call<T, F>(
+        &self,
+        hook: Hook,
+        plugin: Option<String>,
+        call: F,
+    ) -> Result<T, PluginError>
     where
         T: Send + 'static,
-        F: FnOnce(&Registry) -> Result<T, PluginError> + Send + 'static,
+        F: FnOnce(&Plugin) -> Result<T, PluginError> + Send + 'static,
     {
-        let registry = self.registry.clone();
-        tokio::task::spawn_blocking(move || call(&registry))
+        let plugin = self.resolve(hook, plugin.as_deref())?;
+        tokio::task::spawn_blocking(move || call(&plugin))
             .await
             .map_err(|e| PluginError::Internal(format!("plugin task failed: {e}")))?
     }

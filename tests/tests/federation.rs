@@ -58,6 +58,8 @@ struct Env {
     ingress: SocketAddr,
     /// The DNS front door (UDP and TCP; `--dns-zone example.com`).
     dns: SocketAddr,
+    /// The admin API (`/preview`, `/shadow`, ...).
+    admin: SocketAddr,
     /// Each member's workload behind its ingress (no kubelet runs: these small
     /// HTTP servers play the pods), by cluster.
     backends: Arc<BTreeMap<String, Workload>>,
@@ -188,6 +190,7 @@ async fn federation_scenarios() {
         a_frozen_member_holds_up_no_other,
         a_member_away_converges_when_back,
         a_hot_swapped_plugin_moves_replicas,
+        previews_and_shadows_tell_what_a_swap_would_move,
     ];
     for (name, scenario) in disruptive {
         if name.contains(filter.as_str()) {
@@ -279,6 +282,17 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
     let dns = udp.local_addr().unwrap();
     app.start_dns(udp, tcp, router.clone(), std::future::pending())
         .expect("DNS starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap();
+    let routes = fedwasm_host::admin::router(fedwasm_host::admin::AdminState {
+        registry: app.registry.clone(),
+        metrics: app.metrics.clone(),
+        health: app.health.clone(),
+        router: Some(router.clone()),
+        placer: app.placer.clone(),
+        federation: Some(running.view.clone()),
+    });
+    tokio::spawn(async move { axum::serve(listener, routes).await });
     let host = tokio::spawn(async move {
         let _app = app;
         let stopped = running.stopped.await;
@@ -300,6 +314,7 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
         router,
         ingress,
         dns,
+        admin,
         backends: Arc::new(backends),
     };
     (env, host)
@@ -1162,6 +1177,243 @@ async fn a_hot_swapped_plugin_moves_replicas(env: Env) {
         [Some(2), Some(2), Some(2)],
         "web 2/2/2 with the built-in back",
     )
+    .await;
+}
+
+/// Per member holding Deployment `name`, its replicas.
+async fn deployment_placement(env: &Env, ns: &str, name: &str) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    for (cluster, c) in &env.members {
+        let d: Api<Deployment> = Api::namespaced(c.clone(), ns);
+        if let Some(d) = d.get_opt(name).await.ok().flatten() {
+            let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+            out.insert(cluster.clone(), replicas as u32);
+        }
+    }
+    out
+}
+
+/// What fedwasm recorded as applied on the federation Deployment `name`.
+async fn recorded_placement(env: &Env, ns: &str, name: &str) -> BTreeMap<String, u32> {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        env.fed.clone(),
+        ns,
+        &resource(&deployment_manifest(ns, name, 1, json!({}))),
+    );
+    match api.get_opt(name).await.ok().flatten() {
+        Some(obj) => fedwasm_host::preview::applied(&obj, true),
+        None => BTreeMap::new(),
+    }
+}
+
+async fn admin_json(env: &Env, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{}{path}", env.admin);
+    let request = match method {
+        "POST" => client.post(url).body(body.to_string()),
+        _ => client.get(url),
+    };
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The recent shadow differences about objects in `ns`.
+async fn shadow_differences(env: &Env, ns: &str) -> Vec<Value> {
+    let (_, body) = admin_json(env, "GET", "/shadow", Value::Null).await;
+    body["recent"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| {
+            d["object"]
+                .as_str()
+                .is_some_and(|o| o.starts_with(&format!("{ns}/")))
+        })
+        .collect()
+}
+
+/// Puts `bytes` in the plugin directory as `file`, atomically (as `cp` + `mv`).
+fn drop_plugin(env: &Env, file: &str, bytes: &[u8]) {
+    let tmp = env.plugin_dir.join(format!("{file}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, env.plugin_dir.join(file)).unwrap();
+}
+
+/// The swap a platform team makes with the facts in hand: a broken shadow changes
+/// nothing; the tutorial plugin as a shadow records what it would change and
+/// changes nothing; the preview lists the moves; renaming the shadow makes it
+/// decide, and the members end exactly as the preview said.
+async fn previews_and_shadows_tell_what_a_swap_would_move(env: Env) {
+    let ns = "e2e-preview";
+    namespace(&env, ns).await;
+    let deployments = [("web", 6), ("api", 4), ("trap", 3)];
+    for (name, replicas) in deployments {
+        apply(&env, deployment_manifest(ns, name, replicas, json!({}))).await;
+    }
+    let mut settled = BTreeMap::new();
+    for (name, replicas) in deployments {
+        let placed = eventually(&format!("{name} spread and recorded"), || async {
+            let members = deployment_placement(&env, ns, name).await;
+            let recorded = recorded_placement(&env, ns, name).await;
+            let (min, max) = (members.values().min()?, members.values().max()?);
+            let even = members.len() == 3
+                && members.values().sum::<u32>() == replicas as u32
+                && max - min <= 1;
+            (even && members == recorded).then_some(members)
+        })
+        .await;
+        settled.insert(name, placed);
+    }
+
+    // 1. A broken shadow: the chaos plugin traps on objects named `trap` and puts
+    //    every replica in the first cluster otherwise. Placement is untouched.
+    drop_plugin(&env, "weighted-spread.shadow.wasm", plugins::CHAOS);
+    let seen = eventually("the chaos shadow's error and difference", || async {
+        let recent = shadow_differences(&env, ns).await;
+        let error = recent
+            .iter()
+            .find(|d| d["object"] == format!("{ns}/trap"))?;
+        let differs = recent.iter().find(|d| d["object"] == format!("{ns}/web"))?;
+        (error["error"].as_str()?.contains("trap") && differs["shadow"].is_object())
+            .then(|| differs.clone())
+    })
+    .await;
+    assert_eq!(seen["plugins"], json!(["weighted-spread"]), "{seen}");
+    assert_eq!(seen["active"], json!(settled["web"]), "{seen}");
+    let shadow_total: u64 = seen["shadow"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(shadow_total, 6, "{seen}");
+    let metrics = env.metrics.render();
+    for result in ["differs", "error"] {
+        assert!(
+            metrics.contains(&format!(
+                "fedwasm_shadow_decisions_total{{plugin=\"weighted-spread\",result=\"{result}\"}}"
+            )),
+            "no shadow {result} counted:\n{metrics}"
+        );
+    }
+    eventually("one ShadowDiffers event for web", || async {
+        let events = events(&env, ns, "ShadowDiffers").await;
+        let web: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
+            .collect();
+        (web.len() == 1).then_some(())
+    })
+    .await;
+    // A shadow decides nothing, also when an object names it.
+    apply(
+        &env,
+        deployment_manifest(
+            ns,
+            "names-the-shadow",
+            2,
+            json!({"fedwasm.io/distribute-plugin": "weighted-spread.shadow"}),
+        ),
+    )
+    .await;
+    eventually("a PluginError event: a shadow decides nothing", || async {
+        let events = events(&env, ns, "PluginError").await;
+        events
+            .iter()
+            .any(|e| {
+                e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("is a shadow plugin"))
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(deployment_placement(&env, ns, "names-the-shadow")
+        .await
+        .is_empty());
+    for (name, _) in deployments {
+        assert_eq!(
+            deployment_placement(&env, ns, name).await,
+            settled[name],
+            "the broken shadow changed {name}"
+        );
+    }
+
+    // 2. The tutorial plugin as the shadow: it records, it changes nothing.
+    drop_plugin(&env, "weighted-spread.shadow.wasm", plugins::AGGREGATE);
+    eventually("the aggregate shadow's differences", || async {
+        let recent = shadow_differences(&env, ns).await;
+        let trap = recent
+            .iter()
+            .find(|d| d["object"] == format!("{ns}/trap"))?;
+        trap["shadow"].is_object().then_some(())
+    })
+    .await;
+    for (name, _) in deployments {
+        assert_eq!(
+            deployment_placement(&env, ns, name).await,
+            settled[name],
+            "the shadow changed {name}"
+        );
+    }
+
+    // 3. The preview lists the moves; nothing is written.
+    let (status, preview) = admin_json(
+        &env,
+        "POST",
+        "/preview",
+        json!({"plugin": "weighted-spread.shadow"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{preview}");
+    let ours: BTreeMap<String, Value> = preview["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["object"].as_str().unwrap().starts_with(&format!("{ns}/")))
+        .map(|c| (c["object"].as_str().unwrap().to_string(), c.clone()))
+        .collect();
+    assert_eq!(
+        ours.len(),
+        3,
+        "every Deployment moves under aggregate: {preview}"
+    );
+    for (name, _) in deployments {
+        let change = &ours[&format!("{ns}/{name}")];
+        assert_eq!(change["kind"], "Deployment");
+        assert_eq!(change["before"], json!(settled[name]), "{change}");
+        assert_eq!(
+            deployment_placement(&env, ns, name).await,
+            settled[name],
+            "the preview changed {name}"
+        );
+    }
+    let (status, body) = admin_json(&env, "POST", "/preview", json!({"plugin": "nope"})).await;
+    assert_eq!(status, 404, "{body}");
+
+    // 4. Promote the shadow by renaming it: the members end as the preview said.
+    std::fs::rename(
+        env.plugin_dir.join("weighted-spread.shadow.wasm"),
+        env.plugin_dir.join("weighted-spread.wasm"),
+    )
+    .unwrap();
+    for (name, _) in deployments {
+        let want: BTreeMap<String, u32> =
+            serde_json::from_value(ours[&format!("{ns}/{name}")]["after"].clone()).unwrap();
+        eventually(
+            &format!("{name} placed as previewed ({want:?})"),
+            || async { (deployment_placement(&env, ns, name).await == want).then_some(()) },
+        )
+        .await;
+    }
+    let (_, shadows) = admin_json(&env, "GET", "/shadow", Value::Null).await;
+    assert_eq!(shadows["shadows"], json!([]), "{shadows}");
+    std::fs::remove_file(env.plugin_dir.join("weighted-spread.wasm")).unwrap();
+    eventually("the built-in spreads web again", || async {
+        (deployment_placement(&env, ns, "web").await == settled["web"]).then_some(())
+    })
     .await;
 }
 

@@ -269,7 +269,7 @@ impl Context {
 /// Place → apply in each member → aggregate.
 async fn apply_object(
     obj: &DynamicObject,
-    ctx: &Context,
+    ctx: &Arc<Context>,
     api: &Api<DynamicObject>,
 ) -> Result<Action, Error> {
     // Our own writes to the object (the placement annotation, the finalizer, the

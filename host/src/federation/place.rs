@@ -4,29 +4,65 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
-use fedwasm_sdk::{DistributeRequest, ObjectRef, Preferences, SelectRequest};
+use fedwasm_sdk::{DistributeRequest, Hook, ObjectRef, Preferences, SelectRequest};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
+use kube::{Client, ResourceExt};
 use serde_json::Value;
 
 use super::controller::{key, Context};
-use super::kinds::namespace_propagated;
+use super::kinds::{namespace_propagated, Kind};
 use super::{events, Error, DISTRIBUTE_PLUGIN_ANNOTATION, PLACEMENT_ANNOTATION};
 use super::{PREFERENCES_ANNOTATION, SELECT_PLUGIN_ANNOTATION};
 use crate::fleet::{Member, Snapshot};
-use crate::runtime::preference_warnings;
+use crate::placer::Placer;
+use crate::runtime::{default_plugin, preference_warnings};
 
 /// The decision for one object.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Placement {
     /// Members that get the object, highest score first.
     pub selected: Vec<String>,
     /// Replica kinds: replicas per selected member (absent = 0).
     pub replicas: Option<BTreeMap<String, u32>>,
+}
+
+impl Placement {
+    /// Per member holding the object, its replicas (1 for kinds without replicas):
+    /// the shape previews and shadow differences are told in.
+    pub fn per_cluster(&self) -> BTreeMap<String, u32> {
+        self.selected
+            .iter()
+            .map(|c| {
+                let n = match &self.replicas {
+                    Some(plan) => plan.get(c).copied().unwrap_or(0),
+                    None => 1,
+                };
+                (c.clone(), n)
+            })
+            .collect()
+    }
+}
+
+/// Something the object's owner should know about its decision (an event).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Warning {
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// What a decision needs besides the object and the members: the plugins, the
+/// federation plane (to read the object's Namespace) and the kind. Nothing here
+/// writes, so a preview and a shadow decide exactly as the controller does.
+#[derive(Clone, Copy)]
+pub(crate) struct Decider<'a> {
+    pub placer: &'a Placer,
+    pub federation: &'a Client,
+    pub kind: &'a Kind,
 }
 
 pub(crate) fn annotation<'a>(obj: &'a DynamicObject, name: &str) -> Option<&'a str> {
@@ -37,143 +73,201 @@ pub(crate) fn annotation<'a>(obj: &'a DynamicObject, name: &str) -> Option<&'a s
         .map(String::as_str)
 }
 
-/// Selects members and, for replica kinds, splits the replicas.
+/// Decides the object's placement, publishes what its owner should know as
+/// events, and asks the shadow plugins (if any) in the background.
 pub(crate) async fn place(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     obj: &DynamicObject,
     snapshot: &Snapshot,
 ) -> Result<Placement, Error> {
-    let mut selected = select(ctx, &ctx.kind.resource.kind, obj, &snapshot.members).await?;
-    if let Some(allowed) = namespace_selection(ctx, obj, &snapshot.members).await? {
-        selected.retain(|c| allowed.contains(c));
-    }
-    let replicas = if ctx.kind.replicas {
-        Some(distribute(ctx, obj, &selected, &snapshot.members).await?)
-    } else {
-        None
+    let decider = Decider {
+        placer: &ctx.shared.placer,
+        federation: &ctx.shared.federation,
+        kind: &ctx.kind,
     };
-    Ok(Placement { selected, replicas })
+    let mut warnings = Vec::new();
+    let decided = decider.decide(obj, &snapshot.members, &mut warnings).await;
+    for Warning { reason, note } in warnings {
+        events::publish(ctx, obj, EventType::Warning, reason, note).await;
+    }
+    let placement = decided?;
+    crate::shadow::compare_in_background(ctx, obj, snapshot, &placement);
+    Ok(placement)
 }
 
-async fn select(
-    ctx: &Context,
-    kind: &str,
-    obj: &(impl ResourceExt + ?Sized),
-    members: &[Member],
-) -> Result<Vec<String>, Error> {
-    let request = SelectRequest {
-        object: ObjectRef {
-            kind: kind.to_string(),
-            namespace: obj.namespace().unwrap_or_default(),
-            name: obj.name_any(),
-            labels: obj.labels().clone().into_iter().collect(),
-            annotations: obj.annotations().clone().into_iter().collect(),
-        },
-        clusters: members.iter().map(|m| m.cluster.to_info()).collect(),
-    };
-    let plugin = obj.annotations().get(SELECT_PLUGIN_ANNOTATION).cloned();
-    let chosen = ctx.shared.placer.select(plugin, request).await?;
-    Ok(chosen.into_iter().map(|s| s.cluster).collect())
-}
-
-/// Where the object's federated Namespace goes, if it has one: its objects go
-/// nowhere else, so deselecting a namespace from a member takes fedwasm's objects
-/// in it away too (and never re-creates the namespace there).
-async fn namespace_selection(
-    ctx: &Context,
-    obj: &DynamicObject,
-    members: &[Member],
-) -> Result<Option<Vec<String>>, Error> {
-    let Some(ns) = obj
-        .metadata
-        .namespace
-        .as_deref()
-        .filter(|_| ctx.kind.namespaced)
-    else {
-        return Ok(None);
-    };
-    if !namespace_propagated(ns) {
-        return Ok(None);
+impl Decider<'_> {
+    /// Selects members and, for replica kinds, splits the replicas. Warnings are
+    /// pushed as they arise, also when the decision then fails.
+    pub async fn decide(
+        &self,
+        obj: &DynamicObject,
+        members: &[Member],
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Placement, Error> {
+        let mut selected = self.select(&self.kind.resource.kind, obj, members).await?;
+        if let Some(allowed) = self.namespace_selection(obj, members).await? {
+            selected.retain(|c| allowed.contains(c));
+        }
+        let replicas = if self.kind.replicas {
+            Some(self.distribute(obj, &selected, members, warnings).await?)
+        } else {
+            None
+        };
+        Ok(Placement { selected, replicas })
     }
-    let api: Api<Namespace> = Api::all(ctx.shared.federation.clone());
-    let Some(namespace) = api
-        .get_opt(ns)
-        .await
-        .map_err(|e| Error::federation("reading the object's Namespace", e))?
-    else {
-        return Ok(None);
-    };
-    if namespace.metadata.deletion_timestamp.is_some() {
-        return Ok(Some(Vec::new()));
-    }
-    select(ctx, "Namespace", &namespace, members)
-        .await
-        .map(Some)
-}
 
-/// The replicas of each selected member, from the distribute hook.
-async fn distribute(
-    ctx: &Context,
-    obj: &DynamicObject,
-    selected: &[String],
-    members: &[Member],
-) -> Result<BTreeMap<String, u32>, Error> {
-    let total = obj
-        .data
-        .pointer("/spec/replicas")
-        .and_then(Value::as_u64)
-        .unwrap_or(1)
-        .min(u64::from(u32::MAX)) as u32;
-    let preferences = annotation(obj, PREFERENCES_ANNOTATION)
-        .map(parse_preferences)
-        .transpose()?;
-    // Replicas go to the selected members that are Ready; one that is away keeps
-    // the object (it converges when back) but its replicas run elsewhere meanwhile,
-    // as with the original federation. With no member ready, spread as selected.
-    let ready: Vec<String> = selected
-        .iter()
-        .filter(|name| {
-            members
-                .iter()
-                .any(|m| &m.name() == *name && m.cluster.is_ready())
-        })
-        .cloned()
-        .collect();
-    let candidates = if ready.is_empty() {
-        selected.to_vec()
-    } else {
-        ready
-    };
-    let mut request = DistributeRequest {
-        object: key(obj),
-        total_replicas: total,
-        clusters: selected.to_vec(),
-        preferences,
-        current: current_replicas(obj, &candidates),
-        capacity: members
+    /// The plugins a decision for `obj` asks, by name (the hooks' defaults
+    /// included): those a shadow or a preview may stand in for.
+    pub async fn plugins_asked(&self, obj: &DynamicObject) -> Vec<String> {
+        let mut names = vec![annotation(obj, SELECT_PLUGIN_ANNOTATION)
+            .unwrap_or(default_plugin(Hook::Select))
+            .to_string()];
+        if let Ok(Some(namespace)) = self.federated_namespace(obj).await {
+            names.push(
+                namespace
+                    .annotations()
+                    .get(SELECT_PLUGIN_ANNOTATION)
+                    .map(String::as_str)
+                    .unwrap_or(default_plugin(Hook::Select))
+                    .to_string(),
+            );
+        }
+        if self.kind.replicas {
+            names.push(
+                annotation(obj, DISTRIBUTE_PLUGIN_ANNOTATION)
+                    .unwrap_or(default_plugin(Hook::Distribute))
+                    .to_string(),
+            );
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    async fn select(
+        &self,
+        kind: &str,
+        obj: &(impl ResourceExt + ?Sized),
+        members: &[Member],
+    ) -> Result<Vec<String>, Error> {
+        let request = SelectRequest {
+            object: ObjectRef {
+                kind: kind.to_string(),
+                namespace: obj.namespace().unwrap_or_default(),
+                name: obj.name_any(),
+                labels: obj.labels().clone().into_iter().collect(),
+                annotations: obj.annotations().clone().into_iter().collect(),
+            },
+            clusters: members.iter().map(|m| m.cluster.to_info()).collect(),
+        };
+        let plugin = obj.annotations().get(SELECT_PLUGIN_ANNOTATION).cloned();
+        let chosen = self.placer.select(plugin, request).await?;
+        Ok(chosen.into_iter().map(|s| s.cluster).collect())
+    }
+
+    /// The object's federated Namespace, if it has one.
+    async fn federated_namespace(&self, obj: &DynamicObject) -> Result<Option<Namespace>, Error> {
+        let Some(ns) = obj
+            .metadata
+            .namespace
+            .as_deref()
+            .filter(|_| self.kind.namespaced)
+        else {
+            return Ok(None);
+        };
+        if !namespace_propagated(ns) {
+            return Ok(None);
+        }
+        let api: Api<Namespace> = Api::all(self.federation.clone());
+        api.get_opt(ns)
+            .await
+            .map_err(|e| Error::federation("reading the object's Namespace", e))
+    }
+
+    /// Where the object's federated Namespace goes, if it has one: its objects go
+    /// nowhere else, so deselecting a namespace from a member takes fedwasm's
+    /// objects in it away too (and never re-creates the namespace there).
+    async fn namespace_selection(
+        &self,
+        obj: &DynamicObject,
+        members: &[Member],
+    ) -> Result<Option<Vec<String>>, Error> {
+        let Some(namespace) = self.federated_namespace(obj).await? else {
+            return Ok(None);
+        };
+        if namespace.metadata.deletion_timestamp.is_some() {
+            return Ok(Some(Vec::new()));
+        }
+        self.select("Namespace", &namespace, members)
+            .await
+            .map(Some)
+    }
+
+    /// The replicas of each selected member, from the distribute hook.
+    async fn distribute(
+        &self,
+        obj: &DynamicObject,
+        selected: &[String],
+        members: &[Member],
+        warnings: &mut Vec<Warning>,
+    ) -> Result<BTreeMap<String, u32>, Error> {
+        let total = obj
+            .data
+            .pointer("/spec/replicas")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .min(u64::from(u32::MAX)) as u32;
+        let preferences = annotation(obj, PREFERENCES_ANNOTATION)
+            .map(parse_preferences)
+            .transpose()?;
+        // Replicas go to the selected members that are Ready; one that is away
+        // keeps the object (it converges when back) but its replicas run elsewhere
+        // meanwhile, as with the original federation. With no member ready, spread
+        // as selected.
+        let ready: Vec<String> = selected
             .iter()
-            .filter(|m| candidates.contains(&m.name()))
-            .filter_map(|m| Some((m.name(), m.cluster.capacity()?)))
-            .collect(),
-    };
-    // Warn about names that match no selected cluster, not about members away.
-    for warning in preference_warnings(&request) {
-        events::publish(ctx, obj, EventType::Warning, "UnknownCluster", warning).await;
+            .filter(|name| {
+                members
+                    .iter()
+                    .any(|m| &m.name() == *name && m.cluster.is_ready())
+            })
+            .cloned()
+            .collect();
+        let candidates = if ready.is_empty() {
+            selected.to_vec()
+        } else {
+            ready
+        };
+        let mut request = DistributeRequest {
+            object: key(obj),
+            total_replicas: total,
+            clusters: selected.to_vec(),
+            preferences,
+            current: current_replicas(obj, &candidates),
+            capacity: members
+                .iter()
+                .filter(|m| candidates.contains(&m.name()))
+                .filter_map(|m| Some((m.name(), m.cluster.capacity()?)))
+                .collect(),
+        };
+        // Warn about names that match no selected cluster, not about members away.
+        for note in preference_warnings(&request) {
+            warnings.push(Warning {
+                reason: "UnknownCluster",
+                note,
+            });
+        }
+        request.clusters = candidates;
+        let plugin = annotation(obj, DISTRIBUTE_PLUGIN_ANNOTATION).map(str::to_string);
+        let out = self.placer.distribute(plugin, request).await?;
+        if !out.overflow.is_empty() {
+            warnings.push(Warning {
+                reason: "Overflow",
+                note: format!("replicas beyond the clusters' capacity: {:?}", out.overflow),
+            });
+        }
+        Ok(out.plan)
     }
-    request.clusters = candidates;
-    let plugin = annotation(obj, DISTRIBUTE_PLUGIN_ANNOTATION).map(str::to_string);
-    let out = ctx.shared.placer.distribute(plugin, request).await?;
-    if !out.overflow.is_empty() {
-        events::publish(
-            ctx,
-            obj,
-            EventType::Warning,
-            "Overflow",
-            format!("replicas beyond the clusters' capacity: {:?}", out.overflow),
-        )
-        .await;
-    }
-    Ok(out.plan)
 }
 
 /// Parses the preferences annotation, with the reason when it is not valid.

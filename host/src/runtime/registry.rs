@@ -116,6 +116,11 @@ impl Registry {
             .ok_or_else(|| PluginError::NotFound(name.to_string()))
     }
 
+    /// Every serving generation by name, as one consistent snapshot.
+    pub fn serving(&self) -> Arc<BTreeMap<String, Arc<Plugin>>> {
+        self.plugins.load_full()
+    }
+
     /// The plugin named `name`, or the default for `hook`.
     pub fn for_hook(&self, hook: Hook, name: Option<&str>) -> Result<Arc<Plugin>, PluginError> {
         let plugin = self.get(name.unwrap_or(default_plugin(hook)))?;
