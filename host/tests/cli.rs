@@ -668,6 +668,166 @@ fn alive(pid: u64) -> bool {
     })
 }
 
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--context", "federation"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `fedwasm preview` against the federation a real host runs: the serving plugin
+/// previewed as itself changes nothing; a candidate under the name an object asks
+/// for (and the host lacks) places that object; bad input is listed as an error.
+fn preview_against_the_running_host(
+    dir: &Path,
+    tmp: &Path,
+    wait: &dyn Fn(&str, &dyn Fn() -> bool),
+) {
+    let kubeconfig = dir.join("kubeconfig");
+    let deployment = |name: &str, annotations: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})
+    };
+    let manifests = [
+        deployment("web", json!({})),
+        deployment("packed", json!({"fedwasm.io/distribute-plugin": "packer"})),
+        deployment(
+            "garbled",
+            json!({"federation.kubernetes.io/replica-set-preferences": "{not json"}),
+        ),
+    ];
+    for m in &manifests {
+        kubectl(&kubeconfig, &["apply", "-f", "-"], Some(&m.to_string()));
+    }
+    wait("web placed 2/2", &|| {
+        let placement = kubectl(
+            &kubeconfig,
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.metadata.annotations.fedwasm\\.io/placement}",
+            ],
+            None,
+        );
+        serde_json::from_str::<Value>(&placement).is_ok_and(|p| {
+            p["m1"]["replicas"] == 2 && p["m2"]["replicas"] == 2 && p["m1"]["state"] == "Applied"
+        })
+    });
+    let wasm = weighted_spread_file(tmp);
+
+    let out = run_ok(
+        fedwasm()
+            .arg("preview")
+            .arg(&wasm)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--context", "federation", "--json"]),
+    );
+    let preview = stdout_json(&out);
+    let objects: Vec<&str> = preview["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["object"].as_str().unwrap())
+        .collect();
+    assert!(!objects.contains(&"default/web"), "{preview}");
+    let errors = preview["errors"].as_array().unwrap();
+    let garbled = errors
+        .iter()
+        .find(|e| e["object"] == "default/garbled")
+        .unwrap_or_else(|| panic!("{preview}"));
+    assert_eq!(garbled["kind"], "Deployment");
+    assert!(
+        garbled["error"]
+            .as_str()
+            .unwrap()
+            .contains("replica-set-preferences"),
+        "{garbled}"
+    );
+    let packed = errors
+        .iter()
+        .find(|e| e["object"] == "default/packed")
+        .unwrap_or_else(|| panic!("{preview}"));
+    assert!(
+        packed["error"].as_str().unwrap().contains("packer"),
+        "{packed}"
+    );
+
+    let out = run_ok(
+        fedwasm()
+            .arg("preview")
+            .arg(&wasm)
+            .args(["--as", "packer", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .arg("--json"),
+    );
+    let preview = stdout_json(&out);
+    let packed = preview["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["object"] == "default/packed")
+        .unwrap_or_else(|| panic!("{preview}"))
+        .clone();
+    assert_eq!(packed["before"], json!({}), "{packed}");
+    assert_eq!(packed["after"], json!({"m1": 2, "m2": 2}), "{packed}");
+    assert!(
+        !preview["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["object"] == "default/web"),
+        "{preview}"
+    );
+
+    kubectl(
+        &kubeconfig,
+        &["delete", "deployment", "packed", "garbled"],
+        None,
+    );
+    let out = run_ok(
+        fedwasm()
+            .arg("preview")
+            .arg(&wasm)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no change"), "{text}");
+    assert!(
+        text.contains("0 object(s) would change, 0 would fail"),
+        "{text}"
+    );
+}
+
 /// `dev up --detach` against real apiservers (the host too), then an outage of one
 /// member through `dev stop`/`dev start`, seen by the host, and `dev down`.
 #[test]
@@ -727,6 +887,8 @@ fn dev_up_stop_start_down() {
     wait("2 members ready", &|| {
         metrics().contains("fedwasm_members{phase=\"Ready\"} 2")
     });
+
+    preview_against_the_running_host(&dir, tmp.path(), &wait);
 
     run_ok(fedwasm().args(["dev", "stop", "m2", "--dir"]).arg(&dir));
     wait("m2 offline", &|| {
