@@ -214,14 +214,19 @@ async fn bench(members_n: usize, objects: usize) {
         join::join(&fed, &request, &standalone).await.expect("join");
         members.push(client(&kubeconfig, name).await);
     }
+    let plugin_dir = tempfile::tempdir().unwrap();
     let app = App::build(AppConfig {
         fleet: FleetConfig {
             probe_interval: Duration::from_secs(1),
             ..Default::default()
         },
+        plugins: Some(plugin_dir.path().to_path_buf()),
+        debounce: Duration::from_millis(50),
         ..Default::default()
     })
     .unwrap();
+    let registry = app.registry.clone();
+    let metrics = app.metrics.clone();
     let controllers = app.start_federation(fed.clone());
     let host = tokio::spawn(async move {
         let _app = app;
@@ -314,8 +319,63 @@ async fn bench(members_n: usize, objects: usize) {
             fedwasm.p99.as_secs_f64() / baseline.p99.as_secs_f64(),
         );
     }
+    // Shadow mode's cost: bursts without and with a shadow of the select plugin
+    // (a copy of `label-selector`, so every placement is also made by the shadow
+    // and agrees), side by side.
+    let create = |name: String| {
+        let api = fed_api.clone();
+        let apply = apply.clone();
+        async move {
+            api.patch(&name, &apply, &Patch::Apply(config_map(ns, &name)))
+                .await
+                .expect("create in the federation");
+        }
+    };
+    eprintln!("[bench] shadow: a burst of {objects} objects, no shadow");
+    let plain = measure(&members, ns, "plain", objects, None, &create).await;
+    let shadow = plugin_dir.path().join("label-selector.shadow.wasm");
+    std::fs::write(
+        &shadow,
+        fedwasm_host::runtime::built_in_bytes("label-selector").unwrap(),
+    )
+    .unwrap();
+    while !registry.serving().contains_key("label-selector.shadow") {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The swap re-places every object once; let that settle first.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    eprintln!("[bench] shadow: a burst of {objects} objects, label-selector.shadow loaded");
+    let before = shadow_counts(&metrics);
+    let shadowed = measure(&members, ns, "shadowed", objects, None, &create).await;
+    let after = shadow_counts(&metrics);
+    println!(
+        "members={members_n} objects={objects} (burst, shadow mode)\n  no shadow   : {:>7.1} objects/s  p99 {:>8.1} ms\n  with shadow : {:>7.1} objects/s  p99 {:>8.1} ms\n  ratio       : throughput shadow/plain {:.2}; shadow decisions during the run: same {}, differs {}, error (incl. over budget) {}",
+        plain.per_second,
+        plain.p99.as_secs_f64() * 1e3,
+        shadowed.per_second,
+        shadowed.p99.as_secs_f64() * 1e3,
+        shadowed.per_second / plain.per_second,
+        after[0] - before[0],
+        after[1] - before[1],
+        after[2] - before[2],
+    );
     host.abort();
     drop(local);
+}
+
+/// `fedwasm_shadow_decisions_total{plugin="label-selector"}` by result: same,
+/// differs, error.
+fn shadow_counts(metrics: &fedwasm_host::metrics::Metrics) -> [u64; 3] {
+    let text = metrics.render();
+    ["same", "differs", "error"].map(|result| {
+        let series = format!(
+            "fedwasm_shadow_decisions_total{{plugin=\"label-selector\",result=\"{result}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    })
 }
 
 fn main() {
