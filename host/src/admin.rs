@@ -38,6 +38,10 @@ pub struct FederationView {
     pub fleet: Arc<crate::fleet::Fleet>,
     /// The kinds the controllers propagate.
     pub kinds: Vec<crate::federation::kinds::Kind>,
+    /// Who leads, as this host knows it.
+    pub leadership: tokio::sync::watch::Receiver<crate::leader::Leadership>,
+    /// Whether this host takes part in an election (else it leads alone).
+    pub election: bool,
 }
 
 /// `POST /preview`: `{"plugin": NAME, "as": REPLACED}`; `as` defaults to `NAME`
@@ -67,14 +71,15 @@ impl Health {
     }
 }
 
-/// `GET /plugins`, `POST /plan`, `POST /preview`, `GET /shadow`, `GET /routes`,
-/// `GET /healthz`, `GET /metrics`.
+/// `GET /plugins`, `POST /plan`, `POST /preview`, `GET /shadow`, `GET /leader`,
+/// `GET /routes`, `GET /healthz`, `GET /metrics`.
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/plugins", get(plugins))
         .route("/plan", post(plan))
         .route("/preview", post(preview))
         .route("/shadow", get(shadow))
+        .route("/leader", get(leader))
         .route("/healthz", get(healthz))
         .route("/routes", get(routes))
         .route("/metrics", get(metrics))
@@ -146,6 +151,24 @@ async fn preview(State(state): State<AdminState>, body: String) -> Response {
         Ok(preview) => Json(preview).into_response(),
         Err(e) => error(StatusCode::BAD_GATEWAY, e),
     }
+}
+
+/// Who leads: `{"identity", "leader", "leading", "election"}`.
+async fn leader(State(state): State<AdminState>) -> Response {
+    let Some(view) = &state.federation else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no federation attached (run with --kubeconfig)",
+        );
+    };
+    let leadership = view.leadership.borrow().clone();
+    Json(json!({
+        "identity": leadership.identity,
+        "leader": leadership.leader,
+        "leading": leadership.leading,
+        "election": view.election,
+    }))
+    .into_response()
 }
 
 /// The shadow plugins loaded and their recent differences, newest first.

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use kube::Client;
+use tokio::sync::watch;
 
 use crate::admin::{self, AdminState, Health};
 use crate::dns::{DnsConfig, DnsHandler, DnsMetrics};
 use crate::federation::{self, kinds::Kind, FederationConfig};
 use crate::fleet::{Fleet, FleetConfig};
 use crate::ingress::{IngressConfig, IngressMetrics};
+use crate::leader::{ElectionConfig, Leadership, WriteGate};
 use crate::metrics::Metrics;
 use crate::placer::Placer;
 use crate::routing::{Locality, Router, RouterConfig};
@@ -41,6 +43,9 @@ pub struct AppConfig {
     pub routing: RouterConfig,
     /// The DNS front door (none unless `dns.addr` is set).
     pub dns: DnsConfig,
+    /// Leader election among the hosts of one federation plane; none: this host
+    /// leads alone.
+    pub election: Option<ElectionConfig>,
 }
 
 impl Default for AppConfig {
@@ -60,6 +65,7 @@ impl Default for AppConfig {
             locality: None,
             routing: RouterConfig::default(),
             dns: DnsConfig::default(),
+            election: None,
         }
     }
 }
@@ -134,13 +140,31 @@ impl App {
     }
 
     /// Starts the member view, the controllers and the routing table against
-    /// `federation`. `stopped` ends only when a controller stopped, with why.
-    pub fn start_federation(&self, federation: Client) -> Running {
-        let (fleet, prober) = Fleet::start(
-            federation.clone(),
-            self.config.fleet.clone(),
-            self.metrics.clone(),
-        );
+    /// `federation`. With an election, this host stands by (member view, routing
+    /// table and front doors, no writes) until it leads; the election stops, and
+    /// the lease is released, when `stop` turns true. `stopped` ends only when a
+    /// controller stopped or the lease was lost, with why.
+    pub fn start_federation(&self, federation: Client, stop: watch::Receiver<bool>) -> Running {
+        let (leadership_tx, leadership) = watch::channel(Leadership {
+            leading: self.config.election.is_none(),
+            ..Default::default()
+        });
+        let mut fleet_config = self.config.fleet.clone();
+        let mut lost = None;
+        let mut elector = None;
+        if let Some(election) = self.config.election.clone() {
+            fleet_config.status_writes = WriteGate::while_leading(leadership.clone());
+            let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
+            lost = Some(lost_rx);
+            let client = federation.clone();
+            elector = Some(tokio::spawn(async move {
+                if let Err(e) = crate::leader::run(client, election, leadership_tx, stop).await {
+                    tracing::error!(error = %e, "no longer the leader; stopping every write");
+                    let _ = lost_tx.send(e);
+                }
+            }));
+        }
+        let (fleet, prober) = Fleet::start(federation.clone(), fleet_config, self.metrics.clone());
         let placer = self.placer.clone();
         let router = Router::start(
             federation.clone(),
@@ -163,9 +187,35 @@ impl App {
                 .into_iter()
                 .chain(self.config.extra_kinds.iter().cloned())
                 .collect(),
+            leadership: leadership.clone(),
+            election: self.config.election.is_some(),
         };
+        let mut waiting = leadership;
         let stopped = Box::pin(async move {
-            let stopped = federation::run(federation, placer, fleet, metrics, config).await;
+            let controllers = federation::run(federation, placer, fleet, metrics, config);
+            let stopped = match lost {
+                None => controllers.await,
+                Some(mut lost) => {
+                    // A graceful stop drops the sender: that is no loss.
+                    let lost_or_stop = async move {
+                        match (&mut lost).await {
+                            Ok(e) => federation::Error::from(e),
+                            Err(_) => std::future::pending().await,
+                        }
+                    };
+                    tokio::pin!(lost_or_stop);
+                    tokio::select! {
+                        e = &mut lost_or_stop => e,
+                        _ = async {
+                            let _ = waiting.wait_for(|l| l.leading).await;
+                            tracing::info!("leading: starting the controllers");
+                        } => tokio::select! {
+                            e = controllers => e,
+                            e = &mut lost_or_stop => e,
+                        },
+                    }
+                }
+            };
             prober.abort();
             stopped
         });
@@ -173,6 +223,7 @@ impl App {
             router,
             view,
             stopped,
+            elector,
         }
     }
 
@@ -223,13 +274,15 @@ impl App {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut router = None;
         let mut view = None;
+        let mut elector = None;
         let mut ingress = None;
         let mut dns = None;
         if let Some(target) = &self.config.federation {
             let client = kube_client(Some(&target.kubeconfig), &target.context).await?;
-            let running = self.start_federation(client);
+            let running = self.start_federation(client, stop_rx.clone());
             router = Some(running.router.clone());
             view = Some(running.view.clone());
+            elector = running.elector;
             if let Some(addr) = &self.config.ingress {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
@@ -315,6 +368,7 @@ impl App {
             router,
             stop: stop_tx,
             task,
+            elector,
         })
     }
 }
@@ -328,6 +382,7 @@ pub struct Serving {
     pub router: Option<Arc<Router>>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<()>>,
+    elector: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Serving {
@@ -338,6 +393,10 @@ impl Serving {
             Err(e) => Err(anyhow::anyhow!("the admin API task failed: {e}")),
         };
         let _ = self.stop.send(true);
+        if let Some(elector) = self.elector {
+            // Releasing the lease lets a standby take over at once; bounded.
+            let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+        }
         result
     }
 
@@ -354,8 +413,11 @@ pub struct Running {
     pub router: Arc<Router>,
     /// The federation as the admin API reads it (`/preview`).
     pub view: admin::FederationView,
-    /// Ends only when a controller stopped, with why.
+    /// Ends only when a controller stopped or the lease was lost, with why.
     pub stopped: std::pin::Pin<Box<dyn std::future::Future<Output = federation::Error> + Send>>,
+    /// The election, when there is one: ends once the lease is released (after
+    /// `stop`) or lost.
+    pub elector: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// One line on stdout; never a panic when stdout is closed (it is in the log too).

@@ -275,6 +275,10 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
         federation_name,
         dns_ttl,
         simulate_workloads,
+        leader_elect,
+        lease_duration_secs,
+        renew_deadline_secs,
+        retry_period_secs,
         runtime:
             RuntimeArgs {
                 deadline_ms,
@@ -318,6 +322,14 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
     }
     if let Some(locality) = locality {
         flag("locality", locality.as_os_str());
+    }
+    flag("leader-elect", leader_elect.to_string().as_ref());
+    for (name, secs) in [
+        ("lease-duration-secs", lease_duration_secs),
+        ("renew-deadline-secs", renew_deadline_secs),
+        ("retry-period-secs", retry_period_secs),
+    ] {
+        flag(name, secs.to_string().as_ref());
     }
     flag(
         "per-replica-concurrency",
@@ -410,6 +422,10 @@ mod tests {
             federation_name: "-odd-federation".into(),
             dns_ttl: 31,
             simulate_workloads: true,
+            leader_elect: false,
+            lease_duration_secs: 37,
+            renew_deadline_secs: 5,
+            retry_period_secs: 3,
             runtime: RuntimeArgs {
                 deadline_ms: 17,
                 memory_mib: 19,

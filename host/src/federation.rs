@@ -67,6 +67,9 @@ pub enum Error {
     Fleet(#[from] crate::fleet::Error),
     #[error("the {0} controller stopped")]
     ControllerStopped(String),
+    /// This host no longer leads: it must stop writing at once (it exits).
+    #[error(transparent)]
+    LeadershipLost(#[from] crate::leader::Error),
 }
 
 impl Error {
@@ -89,6 +92,7 @@ impl Error {
             Error::Panic(_) => "panic",
             Error::Fleet(_) => "config_error",
             Error::ControllerStopped(_) => "controller_stopped",
+            Error::LeadershipLost(_) => "leadership_lost",
         }
     }
 }

@@ -87,6 +87,9 @@ pub struct FleetConfig {
     pub request_timeout: Duration,
     /// Requests in flight to one member at most; more wait (within their deadline).
     pub max_in_flight: usize,
+    /// Whether this host writes Cluster status (only the leader does); a standby
+    /// probes for its own view and writes nothing.
+    pub status_writes: crate::leader::WriteGate,
 }
 
 impl Default for FleetConfig {
@@ -97,6 +100,7 @@ impl Default for FleetConfig {
             probe_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
             max_in_flight: 32,
+            status_writes: Default::default(),
         }
     }
 }

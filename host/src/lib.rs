@@ -12,6 +12,7 @@ pub mod federation;
 pub mod fleet;
 pub mod http;
 pub mod ingress;
+pub mod leader;
 pub mod metrics;
 pub mod placer;
 pub mod plan;

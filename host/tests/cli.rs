@@ -1011,3 +1011,246 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// A `fedwasm run` against a federation, with its admin API address; killed when
+/// dropped.
+struct Host {
+    child: Child,
+    admin: String,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Host {
+    fn start(kubeconfig: &Path) -> Host {
+        let mut child = fedwasm()
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args([
+                "--admin",
+                "127.0.0.1:0",
+                "--no-cache",
+                "--probe-interval-secs",
+                "1",
+                "--lease-duration-secs",
+                "4",
+                "--renew-deadline-secs",
+                "3",
+                "--retry-period-secs",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let admin = loop {
+            let line = lines
+                .next()
+                .expect("`run` printed its admin address")
+                .unwrap();
+            if let Some(url) = line.strip_prefix("admin API: ") {
+                break url.to_string();
+            }
+        };
+        // Keep reading so the host never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Host { child, admin }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn leadership(&self) -> Option<Value> {
+        reqwest::blocking::get(format!("{}/leader", self.admin))
+            .ok()?
+            .json()
+            .ok()
+    }
+
+    fn leads(&self) -> bool {
+        self.leadership().is_some_and(|l| l["leading"] == true)
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+fn wait_for(what: &str, limit: Duration, f: &dyn Fn() -> bool) {
+    let until = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `n` ConfigMaps `prefix-i` in namespace `ha` of the federation plane, at once.
+fn create_config_maps(kubeconfig: &Path, prefix: &str, n: usize) {
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("{prefix}-{i}"), "namespace": "ha"},
+                "data": {"i": i.to_string()}})
+        })
+        .collect();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    kubectl(kubeconfig, &["apply", "-f", "-"], Some(&list.to_string()));
+}
+
+fn member_config_maps(kubeconfig: &Path, prefix: &str) -> usize {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args([
+            "--context",
+            "m1",
+            "get",
+            "configmaps",
+            "-n",
+            "ha",
+            "-o",
+            "name",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&format!("configmap/{prefix}-")))
+        .count()
+}
+
+/// Several hosts against one federation plane: one leads; a leader frozen past
+/// its renew deadline is replaced and, when it wakes, stops (exits non-zero)
+/// instead of writing; a leader killed with SIGKILL while objects arrive is
+/// replaced and the work finishes; no two hosts fight over an object; a leader
+/// stopped gracefully releases the lease.
+#[test]
+fn leader_election_fences_a_frozen_leader_and_a_standby_takes_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fed");
+    let _down = DevDown(dir.clone());
+    run_ok(
+        fedwasm()
+            .args([
+                "dev",
+                "up",
+                "--members",
+                "1",
+                "--no-host",
+                "--detach",
+                "--dir",
+            ])
+            .arg(&dir),
+    );
+    let kubeconfig = dir.join("kubeconfig");
+    let a = Host::start(&kubeconfig);
+    let b = Host::start(&kubeconfig);
+    wait_for("one of two hosts leads", Duration::from_secs(60), &|| {
+        a.leads() != b.leads()
+    });
+    let (leader, mut standby) = if a.leads() { (a, b) } else { (b, a) };
+    let leader_id = leader.leadership().unwrap()["identity"].clone();
+    wait_for(
+        "the standby sees who leads",
+        Duration::from_secs(10),
+        &|| {
+            standby
+                .leadership()
+                .is_some_and(|l| l["leader"] == leader_id)
+        },
+    );
+    kubectl(&kubeconfig, &["create", "namespace", "ha"], None);
+    create_config_maps(&kubeconfig, "first", 20);
+    wait_for("20 ConfigMaps in m1", Duration::from_secs(60), &|| {
+        member_config_maps(&kubeconfig, "first") == 20
+    });
+
+    // Frozen past its renew deadline (as if partitioned): the standby takes over.
+    signal(leader.pid(), "STOP");
+    wait_for("the standby leads", Duration::from_secs(30), &|| {
+        standby.leads()
+    });
+    create_config_maps(&kubeconfig, "second", 10);
+    wait_for("10 more ConfigMaps in m1", Duration::from_secs(60), &|| {
+        member_config_maps(&kubeconfig, "second") == 10
+    });
+    // Woken up, the old leader finds its lease gone and stops writing: it exits.
+    signal(leader.pid(), "CONT");
+    let mut old = leader;
+    let until = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = old.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < until, "the fenced leader still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        !status.success(),
+        "a fenced leader exits non-zero: {status}"
+    );
+
+    // SIGKILL of the leader while objects arrive: a new standby finishes the work.
+    let third = Host::start(&kubeconfig);
+    wait_for("the new host stands by", Duration::from_secs(30), &|| {
+        third
+            .leadership()
+            .is_some_and(|l| l["leading"] == false && l["leader"].is_string())
+    });
+    create_config_maps(&kubeconfig, "third", 30);
+    signal(standby.pid(), "KILL");
+    let _ = standby.child.wait();
+    wait_for("the third host leads", Duration::from_secs(30), &|| {
+        third.leads()
+    });
+    wait_for("30 more ConfigMaps in m1", Duration::from_secs(60), &|| {
+        member_config_maps(&kubeconfig, "third") == 30
+    });
+    let conflicts = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "reason=Conflict",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert_eq!(conflicts.trim(), "", "two hosts fought over an object");
+
+    // A graceful stop releases the lease.
+    signal(third.pid(), "TERM");
+    let mut third = third;
+    let status = third.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let holder = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "lease",
+            "-n",
+            "fedwasm-system",
+            "fedwasm",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    );
+    assert_eq!(holder, "", "the lease is released on SIGTERM");
+}

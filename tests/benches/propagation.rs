@@ -227,7 +227,8 @@ async fn bench(members_n: usize, objects: usize) {
     .unwrap();
     let registry = app.registry.clone();
     let metrics = app.metrics.clone();
-    let controllers = app.start_federation(fed.clone());
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let controllers = app.start_federation(fed.clone(), stop);
     let host = tokio::spawn(async move {
         let _app = app;
         controllers.stopped.await

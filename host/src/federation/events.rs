@@ -41,9 +41,10 @@ pub(crate) async fn report(ctx: &Context, obj: &DynamicObject, error: &Error) {
         Error::MembersUnreachable(_) => return,
         Error::Member(_) => ("MemberUnreachable", format!("{error}; will retry")),
         Error::Panic(_) => ("InternalError", format!("{error}; will retry")),
-        Error::Federation { .. } | Error::Fleet(_) | Error::ControllerStopped(_) => {
-            ("ReconcileFailed", format!("{error}; will retry"))
-        }
+        Error::Federation { .. }
+        | Error::Fleet(_)
+        | Error::ControllerStopped(_)
+        | Error::LeadershipLost(_) => ("ReconcileFailed", format!("{error}; will retry")),
     };
     publish(ctx, obj, EventType::Warning, reason, note).await;
 }

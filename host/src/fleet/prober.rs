@@ -218,6 +218,14 @@ async fn probe_once(state: &Arc<State>, name: &str) {
     if !(differs || (phase == Phase::Ready && stale)) {
         return;
     }
+    if !state.config.status_writes.is_open() {
+        // A standby: its own view only; the leader writes the status.
+        if let Some(entry) = state.lock().get_mut(name) {
+            entry.cluster.status = Some(next);
+        }
+        state.publish(differs);
+        return;
+    }
     let api: Api<Cluster> = Api::all(state.federation.clone());
     let patch = Patch::Merge(json!({"status": next}));
     let params = PatchParams::default();
