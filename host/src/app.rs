@@ -140,11 +140,17 @@ impl App {
     }
 
     /// Starts the member view, the controllers and the routing table against
-    /// `federation`. With an election, this host stands by (member view, routing
+    /// `federation` (the election, if any, on `election_client`: connections of its
+    /// own). With an election, this host stands by (member view, routing
     /// table and front doors, no writes) until it leads; the election stops, and
     /// the lease is released, when `stop` turns true. `stopped` ends only when a
     /// controller stopped or the lease was lost, with why.
-    pub fn start_federation(&self, federation: Client, stop: watch::Receiver<bool>) -> Running {
+    pub fn start_federation(
+        &self,
+        federation: Client,
+        election_client: Option<Client>,
+        stop: watch::Receiver<bool>,
+    ) -> Running {
         let (leadership_tx, leadership) = watch::channel(Leadership {
             leading: self.config.election.is_none(),
             ..Default::default()
@@ -156,7 +162,7 @@ impl App {
             fleet_config.status_writes = WriteGate::while_leading(leadership.clone());
             let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
             lost = Some(lost_rx);
-            let client = federation.clone();
+            let client = election_client.unwrap_or_else(|| federation.clone());
             elector = Some(tokio::spawn(async move {
                 if let Err(e) = crate::leader::run(client, election, leadership_tx, stop).await {
                     tracing::error!(error = %e, "no longer the leader; stopping every write");
@@ -279,7 +285,13 @@ impl App {
         let mut dns = None;
         if let Some(target) = &self.config.federation {
             let client = kube_client(Some(&target.kubeconfig), &target.context).await?;
-            let running = self.start_federation(client, stop_rx.clone());
+            // The election has connections of its own: a busy controller must not
+            // keep the lease from being renewed.
+            let election = match &self.config.election {
+                Some(_) => Some(kube_client(Some(&target.kubeconfig), &target.context).await?),
+                None => None,
+            };
+            let running = self.start_federation(client, election, stop_rx.clone());
             router = Some(running.router.clone());
             view = Some(running.view.clone());
             elector = running.elector;

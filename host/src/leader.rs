@@ -173,11 +173,18 @@ pub async fn run(
     let mut last_renew: Option<Instant> = None;
     let mut last_error = String::new();
     loop {
-        let attempt = tokio::time::timeout(
-            config.retry_period.min(config.renew_deadline),
-            try_once(&client, &api, &config, &mut observed),
-        )
-        .await;
+        // A leader's try may take until its renew deadline, a candidate's up to
+        // the renew deadline too: a busy federation plane must not cost the
+        // lease, but no try waits for ever.
+        let bound = match last_renew {
+            Some(at) => config
+                .renew_deadline
+                .saturating_sub(at.elapsed())
+                .max(Duration::from_millis(100)),
+            None => config.renew_deadline,
+        };
+        let attempt =
+            tokio::time::timeout(bound, try_once(&client, &api, &config, &mut observed)).await;
         let leading_before = last_renew.is_some();
         match attempt {
             Ok(Ok(Outcome::Held)) => {
@@ -349,7 +356,10 @@ async fn release(api: &Api<Lease>, config: &ElectionConfig) {
             .await
             .map(drop)
     };
-    match tokio::time::timeout(config.retry_period, release).await {
+    // Bounded, but not too tightly: a busy federation plane may take a moment,
+    // and an unreleased lease costs a standby `lease_duration`.
+    let bound = config.renew_deadline.min(Duration::from_secs(4));
+    match tokio::time::timeout(bound, release).await {
         Ok(Ok(())) => tracing::info!(identity = %config.identity, "released the lease"),
         Ok(Err(e)) => tracing::warn!(error = %e, "releasing the lease"),
         Err(_) => tracing::warn!("releasing the lease: no answer in time"),

@@ -1017,6 +1017,7 @@ impl Drop for Killed {
 struct Host {
     child: Child,
     admin: String,
+    log: PathBuf,
 }
 
 impl Drop for Host {
@@ -1027,7 +1028,8 @@ impl Drop for Host {
 }
 
 impl Host {
-    fn start(kubeconfig: &Path) -> Host {
+    /// Its log goes to `log`.
+    fn start(kubeconfig: &Path, log: PathBuf) -> Host {
         let mut child = fedwasm()
             .arg("run")
             .arg("--kubeconfig")
@@ -1038,15 +1040,13 @@ impl Host {
                 "--no-cache",
                 "--probe-interval-secs",
                 "1",
-                "--lease-duration-secs",
-                "4",
-                "--renew-deadline-secs",
-                "3",
-                "--retry-period-secs",
-                "1",
+                // The election's defaults (15 s lease, 10 s renew deadline, 2 s
+                // retry): shorter ones lose leases on a loaded CI machine.
+                "--deadline-ms",
+                "200",
             ])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -1062,7 +1062,11 @@ impl Host {
         };
         // Keep reading so the host never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Host { child, admin }
+        Host { child, admin, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn pid(&self) -> u32 {
@@ -1134,11 +1138,11 @@ fn member_config_maps(kubeconfig: &Path, prefix: &str) -> usize {
 
 /// Several hosts against one federation plane: one leads; a leader frozen past
 /// its renew deadline is replaced and, when it wakes, stops (exits non-zero)
-/// instead of writing; a leader killed with SIGKILL while objects arrive is
-/// replaced and the work finishes; no two hosts fight over an object; a leader
-/// stopped gracefully releases the lease.
+/// instead of writing; a leader killed with SIGKILL while it propagates 200
+/// objects is replaced and the work finishes, nothing lost or duplicated; no two
+/// hosts fight over an object; a leader stopped gracefully releases the lease.
 #[test]
-fn leader_election_fences_a_frozen_leader_and_a_standby_takes_over() {
+fn leader_election_fences_a_frozen_leader_and_a_standby_finishes_a_killed_leaders_work() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("fed");
     let _down = DevDown(dir.clone());
@@ -1156,8 +1160,8 @@ fn leader_election_fences_a_frozen_leader_and_a_standby_takes_over() {
             .arg(&dir),
     );
     let kubeconfig = dir.join("kubeconfig");
-    let a = Host::start(&kubeconfig);
-    let b = Host::start(&kubeconfig);
+    let a = Host::start(&kubeconfig, tmp.path().join("a.log"));
+    let b = Host::start(&kubeconfig, tmp.path().join("b.log"));
     wait_for("one of two hosts leads", Duration::from_secs(60), &|| {
         a.leads() != b.leads()
     });
@@ -1180,7 +1184,7 @@ fn leader_election_fences_a_frozen_leader_and_a_standby_takes_over() {
 
     // Frozen past its renew deadline (as if partitioned): the standby takes over.
     signal(leader.pid(), "STOP");
-    wait_for("the standby leads", Duration::from_secs(30), &|| {
+    wait_for("the standby leads", Duration::from_secs(60), &|| {
         standby.leads()
     });
     create_config_maps(&kubeconfig, "second", 10);
@@ -1204,21 +1208,63 @@ fn leader_election_fences_a_frozen_leader_and_a_standby_takes_over() {
     );
 
     // SIGKILL of the leader while objects arrive: a new standby finishes the work.
-    let third = Host::start(&kubeconfig);
+    let third = Host::start(&kubeconfig, tmp.path().join("third.log"));
     wait_for("the new host stands by", Duration::from_secs(30), &|| {
         third
             .leadership()
             .is_some_and(|l| l["leading"] == false && l["leader"].is_string())
     });
-    create_config_maps(&kubeconfig, "third", 30);
+    // kubectl applies the 200 one after the other: the leader is killed while it
+    // propagates the first ones and more keep arriving.
+    let creating = {
+        let kubeconfig = kubeconfig.clone();
+        std::thread::spawn(move || create_config_maps(&kubeconfig, "third", 200))
+    };
+    wait_for("the leader propagating", Duration::from_secs(60), &|| {
+        member_config_maps(&kubeconfig, "third") >= 1
+    });
     signal(standby.pid(), "KILL");
     let _ = standby.child.wait();
-    wait_for("the third host leads", Duration::from_secs(30), &|| {
-        third.leads()
-    });
-    wait_for("30 more ConfigMaps in m1", Duration::from_secs(60), &|| {
-        member_config_maps(&kubeconfig, "third") == 30
-    });
+    let cut = member_config_maps(&kubeconfig, "third");
+    creating.join().unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !third.leads() {
+        assert!(
+            Instant::now() < until,
+            "the third host does not lead; its log:\n{}",
+            third.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let until = Instant::now() + Duration::from_secs(180);
+    loop {
+        let n = member_config_maps(&kubeconfig, "third");
+        if n == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{n} of 200 ConfigMaps in m1 after 180 s; the new leader's log:\n{}",
+            third.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("{cut} of 200 ConfigMaps had reached m1 when the leader was killed");
+    // Nothing duplicated or foreign: every copy is fedwasm's, none twice.
+    let labels = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--context", "m1", "get", "configmaps", "-n", "ha", "-o"])
+        .arg("jsonpath={range .items[*]}{.metadata.name} {.metadata.labels.fedwasm\\.io/managed-by}{\"\\n\"}{end}")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&labels.stdout);
+    let copies: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.starts_with("third-"))
+        .collect();
+    assert_eq!(copies.len(), 200);
+    assert!(copies.iter().all(|l| l.ends_with(" fedwasm")), "{listing}");
     let conflicts = kubectl(
         &kubeconfig,
         &[
@@ -1252,5 +1298,10 @@ fn leader_election_fences_a_frozen_leader_and_a_standby_takes_over() {
         ],
         None,
     );
-    assert_eq!(holder, "", "the lease is released on SIGTERM");
+    assert_eq!(
+        holder,
+        "",
+        "the lease is released on SIGTERM; the host's log:\n{}",
+        third.log()
+    );
 }

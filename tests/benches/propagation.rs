@@ -228,7 +228,7 @@ async fn bench(members_n: usize, objects: usize) {
     let registry = app.registry.clone();
     let metrics = app.metrics.clone();
     let (_stop, stop) = tokio::sync::watch::channel(false);
-    let controllers = app.start_federation(fed.clone(), stop);
+    let controllers = app.start_federation(fed.clone(), None, stop);
     let host = tokio::spawn(async move {
         let _app = app;
         controllers.stopped.await

@@ -273,7 +273,7 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
     .expect("the host builds");
     let metrics = app.metrics.clone();
     let (_stop, stop) = tokio::sync::watch::channel(false);
-    let running = app.start_federation(fed.clone(), stop);
+    let running = app.start_federation(fed.clone(), None, stop);
     let router = running.router.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ingress = listener.local_addr().unwrap();
