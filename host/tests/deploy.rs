@@ -320,7 +320,30 @@ fn deployed_with_the_manifests_it_federates_with_their_permissions() {
     let healthz = reqwest::blocking::get(format!("{admin}/healthz")).unwrap();
     assert!(healthz.status().is_success(), "{}", why());
 
-    // It installs the Cluster CRD in the plane it runs in...
+    // It takes the Lease (leader election is on by default), and as the leader
+    // installs the Cluster CRD in the plane it runs in...
+    eventually("the host to lead", &why, &mut || {
+        reqwest::blocking::get(format!("{admin}/leader"))
+            .and_then(|r| r.json::<Value>())
+            .is_ok_and(|l| l["leading"] == true && l["election"] == true)
+    });
+    let holder = kubectl_ok(
+        &kubeconfig,
+        FEDERATION,
+        &[
+            "-n",
+            NAMESPACE,
+            "get",
+            "lease",
+            "fedwasm",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+    );
+    assert!(
+        holder.starts_with("fedwasm-0"),
+        "the Lease is held by {holder:?}"
+    );
     eventually("the host to install the Cluster CRD", &why, &mut || {
         fedctl(&["get", "crd", "clusters.fedwasm.io"]).is_ok()
     });
