@@ -70,11 +70,52 @@ impl Default for AppConfig {
     }
 }
 
-/// Where the federation plane is: a context in a kubeconfig.
+/// Where the federation plane is.
 #[derive(Clone, Debug)]
-pub struct FederationTarget {
-    pub kubeconfig: PathBuf,
-    pub context: String,
+pub enum FederationTarget {
+    /// A context in a kubeconfig.
+    Kubeconfig {
+        kubeconfig: PathBuf,
+        context: String,
+    },
+    /// The cluster this process runs in, as a pod: `KUBERNETES_SERVICE_HOST` and
+    /// `KUBERNETES_SERVICE_PORT`, and the service account's token and CA in
+    /// [`SERVICE_ACCOUNT_DIR`].
+    InCluster,
+}
+
+/// Where the kubelet mounts a pod's service-account token, CA and namespace.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+impl FederationTarget {
+    /// [`InCluster`](Self::InCluster) when this process runs in a pod (both
+    /// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT` set, as the kubelet
+    /// sets them in every container), else `None`.
+    pub fn in_cluster() -> Option<Self> {
+        let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        (set("KUBERNETES_SERVICE_HOST") && set("KUBERNETES_SERVICE_PORT"))
+            .then_some(Self::InCluster)
+    }
+
+    /// A client for the federation plane.
+    pub async fn client(&self) -> Result<Client> {
+        match self {
+            Self::Kubeconfig {
+                kubeconfig,
+                context,
+            } => kube_client(Some(kubeconfig), context).await,
+            Self::InCluster => {
+                let config = kube::Config::incluster().with_context(|| {
+                    format!(
+                        "loading the in-cluster configuration (KUBERNETES_SERVICE_HOST, \
+                         KUBERNETES_SERVICE_PORT and the service account in {SERVICE_ACCOUNT_DIR})"
+                    )
+                })?;
+                tracing::info!(server = %config.cluster_url, "federation plane: the cluster this pod runs in");
+                Client::try_from(config).context("building the Kubernetes client")
+            }
+        }
+    }
 }
 
 /// A client for `context` in `kubeconfig` (default: the usual kubeconfig search).
@@ -284,11 +325,11 @@ impl App {
         let mut ingress = None;
         let mut dns = None;
         if let Some(target) = &self.config.federation {
-            let client = kube_client(Some(&target.kubeconfig), &target.context).await?;
+            let client = target.client().await?;
             // The election has connections of its own: a busy controller must not
             // keep the lease from being renewed.
             let election = match &self.config.election {
-                Some(_) => Some(kube_client(Some(&target.kubeconfig), &target.context).await?),
+                Some(_) => Some(target.client().await?),
                 None => None,
             };
             let running = self.start_federation(client, election, stop_rx.clone());

@@ -35,7 +35,7 @@ pub enum Command {
     /// federated object; writes nothing.
     Preview(PreviewArgs),
     /// Run the plugin runtime (with hot reload) and the admin API; with a
-    /// kubeconfig, also the federation controller.
+    /// kubeconfig, or in a pod, also the federation controller.
     Run(RunArgs),
     /// Join a member cluster to the federation.
     Join(JoinArgs),
@@ -221,7 +221,9 @@ pub struct RunArgs {
     /// Quiet time after a plugin file changes before it is reloaded, in ms.
     #[arg(long, default_value_t = 100)]
     pub debounce_ms: u64,
-    /// Kubeconfig of the federation plane; without it only the runtime and admin API run.
+    /// Kubeconfig of the federation plane. Without it, in a pod (KUBERNETES_SERVICE_HOST
+    /// and KUBERNETES_SERVICE_PORT set) the cluster it runs in, with its service
+    /// account; elsewhere only the runtime and admin API run.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// The federation plane's context in --kubeconfig.
@@ -325,10 +327,13 @@ impl RunArgs {
             plugins: self.plugins.clone(),
             debounce: Duration::from_millis(self.debounce_ms),
             admin: self.admin.clone(),
-            federation: self.kubeconfig.clone().map(|kubeconfig| FederationTarget {
-                kubeconfig,
-                context: self.context.clone(),
-            }),
+            federation: match &self.kubeconfig {
+                Some(kubeconfig) => Some(FederationTarget::Kubeconfig {
+                    kubeconfig: kubeconfig.clone(),
+                    context: self.context.clone(),
+                }),
+                None => FederationTarget::in_cluster(),
+            },
             fleet: FleetConfig {
                 probe_interval: Duration::from_secs(self.probe_interval_secs.max(1)),
                 offline_grace: Duration::from_secs(self.offline_grace_secs),

@@ -92,7 +92,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             ..Default::default()
         },
         locality: Some(locality),
-        federation: Some(FederationTarget {
+        federation: Some(FederationTarget::Kubeconfig {
             kubeconfig: kubeconfig.clone(),
             context: "federation".into(),
         }),

@@ -212,6 +212,7 @@ pub fn start_local(dir: &Path, specs: &[MemberSpec]) -> Result<LocalFederation> 
         members: specs.iter().map(|m| m.name.clone()).collect(),
         dir: Some(dir.clone()),
         assets: Some(assets),
+        rbac: false,
     })
     .context("starting the local federation")?;
     note!(

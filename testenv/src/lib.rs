@@ -181,6 +181,10 @@ pub struct FederationSpec {
     pub dir: Option<PathBuf>,
     /// The binaries; [`Assets::locate`] when `None`.
     pub assets: Option<Assets>,
+    /// Authorize requests with RBAC instead of allowing every request, so a
+    /// service account gets exactly what its roles grant (the kubeconfig's token
+    /// stays in `system:masters`).
+    pub rbac: bool,
 }
 
 /// One cluster's endpoint.
@@ -206,6 +210,9 @@ struct State {
     etcd_peer_port: u16,
     etcd_pid: Option<u32>,
     clusters: Vec<ClusterEndpoint>,
+    /// `--authorization-mode=RBAC` rather than `AlwaysAllow`.
+    #[serde(default)]
+    rbac: bool,
 }
 
 struct Inner {
@@ -632,6 +639,7 @@ impl LocalFederation {
             etcd_peer_port: ports.pick()?,
             etcd_pid: None,
             clusters,
+            rbac: spec.rbac,
         };
         // Recorded before anything starts, and every pid as soon as it exists: a
         // start-up that is killed half-way leaves what `fedwasm dev down` needs.
@@ -925,7 +933,11 @@ impl LocalFederation {
             "--token-auth-file={}",
             dir.join("tokens.csv").display()
         ))
-        .arg("--authorization-mode=AlwaysAllow")
+        .arg(if state.rbac {
+            "--authorization-mode=RBAC"
+        } else {
+            "--authorization-mode=AlwaysAllow"
+        })
         .arg(format!("--service-account-issuer=https://{name}"))
         .arg(format!(
             "--service-account-key-file={}",

@@ -151,6 +151,7 @@ async fn federation_scenarios() {
             members: MEMBERS.iter().map(|m| m.0.to_string()).collect(),
             dir: std::env::var_os("FEDWASM_E2E_DIR").map(Into::into),
             assets: None,
+            rbac: false,
         })
     })
     .await

@@ -393,3 +393,130 @@ fn built_in_bytes_are_embedded() {
     }
     assert!(built_in_bytes("nope").is_none());
 }
+
+/// A ConfigMap volume as the kubelet writes it (its atomic writer): the files in a
+/// timestamped directory, `..data` a symlink to it and each visible `NAME` a symlink
+/// to `..data/NAME`. An update writes a new timestamped directory, points
+/// `..data_tmp` at it and renames that over `..data`, adds the visible symlinks of
+/// new files, removes those of files gone, then the old directory. No file is ever
+/// written in place.
+struct ConfigMapVolume {
+    dir: std::path::PathBuf,
+    current: Option<String>,
+    updates: u32,
+}
+
+impl ConfigMapVolume {
+    fn new(dir: &std::path::Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            current: None,
+            updates: 0,
+        }
+    }
+
+    fn publish(&mut self, files: &[(&str, &[u8])]) {
+        use std::os::unix::fs::symlink;
+        self.updates += 1;
+        let stamp = format!(
+            "..2026_11_28_10_00_{:02}.{}",
+            self.updates,
+            123 + self.updates
+        );
+        let stamped = self.dir.join(&stamp);
+        std::fs::create_dir(&stamped).unwrap();
+        for (name, bytes) in files {
+            std::fs::write(stamped.join(name), bytes).unwrap();
+        }
+        let tmp = self.dir.join("..data_tmp");
+        symlink(&stamp, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+        for (name, _) in files {
+            let visible = self.dir.join(name);
+            if std::fs::symlink_metadata(&visible).is_err() {
+                symlink(format!("..data/{name}"), &visible).unwrap();
+            }
+        }
+        for entry in std::fs::read_dir(&self.dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if !name.starts_with("..") && !files.iter().any(|(f, _)| *f == name) {
+                std::fs::remove_file(self.dir.join(&name)).unwrap();
+            }
+        }
+        if let Some(old) = self.current.replace(stamp) {
+            std::fs::remove_dir_all(self.dir.join(old)).unwrap();
+        }
+    }
+}
+
+/// The plugin directory mounted from a ConfigMap, as in `deploy/`: the first load
+/// through the kubelet's symlinks, an update swapped in by renaming `..data`, and a
+/// key removed from the ConfigMap.
+#[test]
+fn a_configmap_volume_loads_hot_reloads_and_unloads() {
+    let registry = registry();
+    let mount = tempfile::tempdir().unwrap();
+    let mut volume = ConfigMapVolume::new(mount.path());
+    let label_selector = built_in_bytes("label-selector").unwrap();
+    let weighted_spread = built_in_bytes("weighted-spread").unwrap();
+    volume.publish(&[
+        ("weighted-spread.wasm", plugins::CHAOS),
+        ("selector.wasm", label_selector),
+    ]);
+    let visible = mount.path().join("weighted-spread.wasm");
+    assert_eq!(
+        std::fs::read_link(&visible).unwrap(),
+        std::path::Path::new("..data/weighted-spread.wasm")
+    );
+    let _watch =
+        DirWatcher::start(registry.clone(), mount.path(), Duration::from_millis(50)).unwrap();
+    let req = request(9, &["a", "b", "c"], "ns/web");
+    let chaos_plan = BTreeMap::from([("a".to_string(), 9), ("b".into(), 0), ("c".into(), 0)]);
+    let first = registry.get("weighted-spread").unwrap();
+    assert_eq!(first.source(), &PluginSource::File(visible.clone()));
+    assert_eq!(
+        plan(&registry, "weighted-spread", &req).unwrap(),
+        chaos_plan
+    );
+    let selector = registry.get("selector").unwrap().generation();
+
+    // An update: weighted-spread.wasm gets other bytes, selector.wasm the same.
+    volume.publish(&[
+        ("weighted-spread.wasm", weighted_spread),
+        ("selector.wasm", label_selector),
+    ]);
+    eventually("the updated file serves", || {
+        registry
+            .get("weighted-spread")
+            .is_ok_and(|p| p.generation() != first.generation())
+    });
+    let second = registry.get("weighted-spread").unwrap();
+    assert_ne!(second.sha256(), first.sha256());
+    assert_eq!(second.source(), &PluginSource::File(visible.clone()));
+    let spread = plan(&registry, "weighted-spread", &req).unwrap();
+    assert_eq!(spread.values().copied().collect::<Vec<_>>(), [3, 3, 3]);
+    assert_eq!(
+        registry.get("selector").unwrap().generation(),
+        selector,
+        "an unchanged file is not reloaded"
+    );
+
+    // The key is removed from the ConfigMap: the built-in serves again.
+    volume.publish(&[("selector.wasm", label_selector)]);
+    eventually("the built-in serves again", || {
+        registry
+            .get("weighted-spread")
+            .is_ok_and(|p| p.source() == &PluginSource::BuiltIn)
+    });
+    assert!(!visible.exists());
+    assert_eq!(registry.get("selector").unwrap().generation(), selector);
+    let names: Vec<String> = std::fs::read_dir(mount.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.len(),
+        3,
+        "..data, one stamped dir, selector.wasm: {names:?}"
+    );
+}

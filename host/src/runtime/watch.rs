@@ -2,7 +2,10 @@
 //! period.
 //!
 //! The directory is watched, not the files: editors and `cp` replace files by
-//! rename, which ends a watch on the file itself.
+//! rename, which ends a watch on the file itself. A ConfigMap volume needs nothing
+//! more: the kubelet never writes `NAME.wasm` in place but renames the `..data`
+//! symlink over a new timestamped directory, an event in this directory, and each
+//! `NAME.wasm` is a symlink through `..data` that the sync reads through.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
