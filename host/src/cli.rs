@@ -181,7 +181,8 @@ pub struct NewArgs {
     /// The hook the plugin implements.
     #[arg(long)]
     pub hook: Hook,
-    /// Path of the fedwasm SDK (default: the one this binary was built with).
+    /// Path of the fedwasm SDK crate to depend on (default: the SDK this binary
+    /// embeds, written once to ~/.cache/fedwasm/sdk/VERSION-HASH).
     #[arg(long)]
     pub sdk: Option<PathBuf>,
 }
@@ -309,11 +310,7 @@ impl RuntimeArgs {
 }
 
 fn default_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("fedwasm/artifacts")
+    fedwasm_host::cache_home().join("artifacts")
 }
 
 impl RunArgs {

@@ -90,7 +90,15 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Plan(args) => plan(&args.file, args.plugin.as_deref(), &args.runtime),
         Command::Plugin(PluginCommand::New(args)) => {
-            let sdk = args.sdk.unwrap_or_else(scaffold::default_sdk_path);
+            let sdk = match args.sdk {
+                Some(sdk) => sdk,
+                None => {
+                    let cache = scaffold::sdk::default_cache_dir();
+                    scaffold::sdk::install(&cache).with_context(|| {
+                        format!("writing the embedded SDK under {}", cache.display())
+                    })?
+                }
+            };
             let name = scaffold::new_plugin(&args.dir, args.hook, &sdk)
                 .with_context(|| format!("creating a plugin crate in {}", args.dir.display()))?;
             note!(

@@ -1,5 +1,7 @@
 //! `fedwasm plugin new` and `fedwasm plugin build`: from nothing to a component.
 
+pub mod sdk;
+
 use std::path::{Path, PathBuf};
 
 use fedwasm_pluginbuild::{build, PluginCrate, Workspace};
@@ -32,12 +34,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ScaffoldError + '_ {
     }
 }
 
-/// The SDK next to the sources this binary was built from.
-pub fn default_sdk_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk")
-}
-
-/// Writes a plugin crate for `hook` into `dir` that builds as it is.
+/// Writes a plugin crate for `hook` into `dir` that builds as it is, depending on the
+/// SDK crate at `sdk` (see [`sdk::install`] for the one this binary embeds).
 pub fn new_plugin(dir: &Path, hook: Hook, sdk: &Path) -> Result<String, ScaffoldError> {
     if dir.exists() && std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
         return Err(ScaffoldError::NotEmpty(dir.to_path_buf()));
@@ -74,9 +72,10 @@ publish = false
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-fedwasm-sdk = {{ path = "{sdk}" }}
+fedwasm-sdk = {{ path = {sdk:?} }}
 "#,
-        sdk = sdk.display()
+        // Debug quoting escapes quotes and backslashes as TOML basic strings do.
+        sdk = sdk.to_string_lossy()
     );
     let files = [
         (PathBuf::from("src/lib.rs"), template(hook, &name)),
