@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod app;
 pub mod bench;
+pub mod check;
 pub mod dns;
 pub mod federation;
 pub mod fleet;

@@ -174,7 +174,9 @@ fn template(hook: Hook, name: &str) -> String {
         ),
         Hook::Distribute => (
             "DistributeRequest, DistributeResponse",
-            r#"    /// Spread replicas evenly; the first clusters get the remainder.
+            r#"    /// Spread replicas evenly; the first clusters get the remainder. A cluster's
+    /// `maxReplicas` (replica-set-preferences) caps its share: the host rejects a
+    /// plan above it, and what does not fit stays unplaced.
     fn distribute(request: DistributeRequest) -> Result<DistributeResponse, String> {
         let mut out = DistributeResponse::default();
         let n = request.clusters.len() as u32;
@@ -183,7 +185,14 @@ fn template(hook: Hook, name: &str) -> String {
         }
         for (i, cluster) in request.clusters.iter().enumerate() {
             let extra = u32::from((i as u32) < request.total_replicas % n);
-            out.plan.insert(cluster.clone(), request.total_replicas / n + extra);
+            let max = request
+                .preferences
+                .as_ref()
+                .and_then(|p| p.for_cluster(cluster))
+                .and_then(|p| p.max_replicas)
+                .unwrap_or(u32::MAX);
+            out.plan
+                .insert(cluster.clone(), (request.total_replicas / n + extra).min(max));
         }
         Ok(out)
     }"#,
