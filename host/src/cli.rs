@@ -172,6 +172,10 @@ pub enum PluginCommand {
     Build(BuildArgs),
     /// Measure a plugin's per-call cost as the host calls it.
     Bench(BenchArgs),
+    /// Load a plugin as hot reload does, then call every hook it declares with
+    /// edge-case inputs; exits 1 on any invalid answer, trap or overrun, 2 when it
+    /// does not load.
+    Check(CheckArgs),
 }
 
 #[derive(Args, Debug)]
@@ -181,7 +185,8 @@ pub struct NewArgs {
     /// The hook the plugin implements.
     #[arg(long)]
     pub hook: Hook,
-    /// Path of the fedwasm SDK (default: the one this binary was built with).
+    /// Path of the fedwasm SDK crate to depend on (default: the SDK this binary
+    /// embeds, written once to ~/.cache/fedwasm/sdk/VERSION-HASH).
     #[arg(long)]
     pub sdk: Option<PathBuf>,
 }
@@ -206,6 +211,18 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=fedwasm_host::bench::MAX_CALLS))]
     pub calls: u64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The plugin component.
+    pub plugin: PathBuf,
+    /// Print the report as JSON: {"plugin", "sha256", "hooks", "cases", "findings",
+    /// "refusals"}, each finding {"hook", "case", "kind", "message"}.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -311,11 +328,7 @@ impl RuntimeArgs {
 }
 
 fn default_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("fedwasm/artifacts")
+    fedwasm_host::cache_home().join("artifacts")
 }
 
 impl RunArgs {

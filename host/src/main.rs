@@ -25,8 +25,8 @@ use fedwasm_host::app;
 use fedwasm_host::metrics::Metrics;
 use fedwasm_host::placer::Placer;
 use fedwasm_host::plan::PlanRequest;
-use fedwasm_host::runtime::{PluginSource, Registry, Runtime};
-use fedwasm_host::{bench, federation, fleet, scaffold};
+use fedwasm_host::runtime::{Plugin, PluginSource, Registry, Runtime};
+use fedwasm_host::{bench, check, federation, fleet, scaffold};
 
 use cli::{Cli, Command, PluginCommand, RuntimeArgs};
 
@@ -53,10 +53,14 @@ fn main() {
         if e.is::<StdoutClosed>() {
             return;
         }
+        // `plugin check` printed its findings already; only the status is left.
+        if e.is::<CheckFailed>() {
+            std::process::exit(1);
+        }
         // One line: the whole context chain. Not `eprintln!`, which panics when
         // stderr is a closed pipe; then there is no one to tell either.
         let _ = writeln!(std::io::stderr(), "error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(if e.is::<NotLoadable>() { 2 } else { 1 });
     }
 }
 
@@ -72,6 +76,29 @@ impl std::fmt::Display for StdoutClosed {
 }
 
 impl std::error::Error for StdoutClosed {}
+
+/// `plugin check` found problems and reported them; exit status 1.
+#[derive(Debug)]
+struct CheckFailed;
+
+impl std::fmt::Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the plugin failed some checks")
+    }
+}
+
+impl std::error::Error for CheckFailed {}
+
+/// The plugin file of `plugin check` did not pass the checks of loading (compile,
+/// imports, exports, smoke test); exit status 2, to tell it from findings.
+#[derive(Debug)]
+struct NotLoadable(std::path::PathBuf);
+
+impl std::fmt::Display for NotLoadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} does not load", self.0.display())
+    }
+}
 
 /// Writes `line` and a newline to stdout. Not `println!`, which panics when the
 /// write fails: Rust ignores SIGPIPE, so a reader that went away makes the write
@@ -90,7 +117,15 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Plan(args) => plan(&args.file, args.plugin.as_deref(), &args.runtime),
         Command::Plugin(PluginCommand::New(args)) => {
-            let sdk = args.sdk.unwrap_or_else(scaffold::default_sdk_path);
+            let sdk = match args.sdk {
+                Some(sdk) => sdk,
+                None => {
+                    let cache = scaffold::sdk::default_cache_dir();
+                    scaffold::sdk::install(&cache).with_context(|| {
+                        format!("writing the embedded SDK under {}", cache.display())
+                    })?
+                }
+            };
             let name = scaffold::new_plugin(&args.dir, args.hook, &sdk)
                 .with_context(|| format!("creating a plugin crate in {}", args.dir.display()))?;
             note!(
@@ -108,6 +143,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Plugin(PluginCommand::Bench(args)) => plugin_bench(args),
         Command::Preview(args) => preview(args),
+        Command::Plugin(PluginCommand::Check(args)) => plugin_check(args),
         Command::Run(args) => serve::run(args),
         Command::Join(args) => join(args),
         Command::Unjoin(args) => unjoin(args),
@@ -237,6 +273,58 @@ fn preview(args: cli::PreviewArgs) -> Result<()> {
         print_line(line)?;
     }
     Ok(())
+}
+
+fn plugin_check(args: cli::CheckArgs) -> Result<()> {
+    let path = &args.plugin;
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .with_context(|| format!("{} has no usable file name", path.display()))?
+        .to_string();
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading {}", path.display()))
+        .context(NotLoadable(path.clone()))?;
+    let runtime = runtime(&args.runtime)?;
+    // What hot reload runs on a new file: compile, imports, exports, smoke test.
+    let plugin = Plugin::load(&runtime, &name, &bytes, PluginSource::File(path.clone()), 1)
+        .map_err(anyhow::Error::new)
+        .context(NotLoadable(path.clone()))?;
+    let report = check::run(&plugin);
+    if args.json {
+        print_line(serde_json::to_string(&report)?)?;
+    } else {
+        for f in &report.findings {
+            print_line(format_args!(
+                "FAIL {} [{}]: {}: {}",
+                f.hook, f.case, f.kind, f.message
+            ))?;
+        }
+        for f in &report.refusals {
+            print_line(format_args!(
+                "refused {} [{}]: {}",
+                f.hook, f.case, f.message
+            ))?;
+        }
+        let hooks: Vec<&str> = report.hooks.iter().map(|h| h.as_str()).collect();
+        print_line(format_args!(
+            "{name}: {} cases over {}: {} {}, {} refused",
+            report.cases,
+            hooks.join(", "),
+            report.findings.len(),
+            if report.findings.len() == 1 {
+                "finding"
+            } else {
+                "findings"
+            },
+            report.refusals.len()
+        ))?;
+    }
+    if report.passed() {
+        Ok(())
+    } else {
+        Err(CheckFailed.into())
+    }
 }
 
 fn join(args: cli::JoinArgs) -> Result<()> {

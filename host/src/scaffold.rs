@@ -1,5 +1,7 @@
 //! `fedwasm plugin new` and `fedwasm plugin build`: from nothing to a component.
 
+pub mod sdk;
+
 use std::path::{Path, PathBuf};
 
 use fedwasm_pluginbuild::{build, PluginCrate, Workspace};
@@ -32,12 +34,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ScaffoldError + '_ {
     }
 }
 
-/// The SDK next to the sources this binary was built from.
-pub fn default_sdk_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk")
-}
-
-/// Writes a plugin crate for `hook` into `dir` that builds as it is.
+/// Writes a plugin crate for `hook` into `dir` that builds as it is, depending on the
+/// SDK crate at `sdk` (see [`sdk::install`] for the one this binary embeds).
 pub fn new_plugin(dir: &Path, hook: Hook, sdk: &Path) -> Result<String, ScaffoldError> {
     if dir.exists() && std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
         return Err(ScaffoldError::NotEmpty(dir.to_path_buf()));
@@ -74,9 +72,10 @@ publish = false
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-fedwasm-sdk = {{ path = "{sdk}" }}
+fedwasm-sdk = {{ path = {sdk:?} }}
 "#,
-        sdk = sdk.display()
+        // Debug quoting escapes quotes and backslashes as TOML basic strings do.
+        sdk = sdk.to_string_lossy()
     );
     let files = [
         (PathBuf::from("src/lib.rs"), template(hook, &name)),
@@ -175,7 +174,9 @@ fn template(hook: Hook, name: &str) -> String {
         ),
         Hook::Distribute => (
             "DistributeRequest, DistributeResponse",
-            r#"    /// Spread replicas evenly; the first clusters get the remainder.
+            r#"    /// Spread replicas evenly; the first clusters get the remainder. A cluster's
+    /// `maxReplicas` (replica-set-preferences) caps its share: the host rejects a
+    /// plan above it, and what does not fit stays unplaced.
     fn distribute(request: DistributeRequest) -> Result<DistributeResponse, String> {
         let mut out = DistributeResponse::default();
         let n = request.clusters.len() as u32;
@@ -184,7 +185,14 @@ fn template(hook: Hook, name: &str) -> String {
         }
         for (i, cluster) in request.clusters.iter().enumerate() {
             let extra = u32::from((i as u32) < request.total_replicas % n);
-            out.plan.insert(cluster.clone(), request.total_replicas / n + extra);
+            let max = request
+                .preferences
+                .as_ref()
+                .and_then(|p| p.for_cluster(cluster))
+                .and_then(|p| p.max_replicas)
+                .unwrap_or(u32::MAX);
+            out.plan
+                .insert(cluster.clone(), (request.total_replicas / n + extra).min(max));
         }
         Ok(out)
     }"#,

@@ -1305,3 +1305,240 @@ fn leader_election_fences_a_frozen_leader_and_a_standby_finishes_a_killed_leader
         third.log()
     );
 }
+
+/// `fedwasm` copied alone into an empty directory outside the repository and run
+/// there with a fresh cache (only cargo's and rustup's homes are the real ones, for
+/// the registry and the toolchain): `plugin new`, `plugin build`, `plan` and
+/// `plugin check` work with the SDK the binary embeds.
+#[test]
+fn plugin_new_build_and_plan_with_only_the_binary_at_hand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path().canonicalize().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    assert!(
+        !tmp.starts_with(&repo),
+        "{} is in the repository",
+        tmp.display()
+    );
+    let (bin, work, home) = (tmp.join("bin"), tmp.join("work"), tmp.join("home"));
+    for dir in [&bin, &work, &home] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let exe = bin.join("fedwasm");
+    std::fs::copy(env!("CARGO_BIN_EXE_fedwasm"), &exe).unwrap();
+    let real_home = PathBuf::from(std::env::var_os("HOME").expect("HOME is set"));
+    let real = |var: &str, default: &str| {
+        std::env::var_os(var).map_or_else(|| real_home.join(default), PathBuf::from)
+    };
+    let (cargo_home, rustup_home) = (real("CARGO_HOME", ".cargo"), real("RUSTUP_HOME", ".rustup"));
+    let cache = home.join("cache");
+    // Nothing of the test's environment (CARGO, CARGO_TARGET_DIR, ...) leaks in.
+    let lone = |args: &[&str]| {
+        let mut cmd = Command::new(&exe);
+        cmd.env_clear()
+            .current_dir(&work)
+            .args(args)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("XDG_CACHE_HOME", &cache)
+            .env("CARGO_HOME", &cargo_home)
+            .env("RUSTUP_HOME", &rustup_home);
+        if let Some(toolchain) = std::env::var_os("RUSTUP_TOOLCHAIN") {
+            cmd.env("RUSTUP_TOOLCHAIN", toolchain);
+        }
+        cmd
+    };
+
+    run_ok(&mut lone(&[
+        "plugin",
+        "new",
+        "myplug",
+        "--hook",
+        "distribute",
+    ]));
+    let manifest = std::fs::read_to_string(work.join("myplug/Cargo.toml")).unwrap();
+    let repo_text = repo.display().to_string();
+    assert!(!manifest.contains(&repo_text), "{manifest}");
+    let sdk_line = manifest
+        .lines()
+        .find(|l| l.starts_with("fedwasm-sdk"))
+        .unwrap_or_else(|| panic!("no SDK dependency in {manifest}"));
+    let sdk_root = cache.join("fedwasm/sdk");
+    assert!(
+        sdk_line.contains(&sdk_root.display().to_string()),
+        "{sdk_line}"
+    );
+    let sdks: Vec<PathBuf> = std::fs::read_dir(&sdk_root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(sdks.len(), 1, "{sdks:?}");
+    let sdk_manifest = std::fs::read_to_string(sdks[0].join("Cargo.toml")).unwrap();
+    // Outside any workspace: nothing inherited (comments may say so).
+    assert!(
+        !sdk_manifest
+            .lines()
+            .any(|l| !l.starts_with('#') && l.contains("workspace")),
+        "{sdk_manifest}"
+    );
+    assert!(!sdk_manifest.contains(&repo_text), "{sdk_manifest}");
+
+    let out = run_ok(&mut lone(&["plugin", "build", "myplug"]));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let wasm = PathBuf::from(stdout.lines().last().expect("a path").trim());
+    assert_eq!(wasm, work.join("myplug/target/fedwasm/myplug.wasm"));
+
+    write_json(
+        &work,
+        "req.json",
+        &json!({"hook": "distribute", "object": "ns/web", "totalReplicas": 5, "clusters": ["a", "b"]}),
+    );
+    let out = run_ok(&mut lone(&[
+        "plan",
+        "req.json",
+        "--plugin",
+        "myplug/target/fedwasm/myplug.wasm",
+        "--no-cache",
+        "--deadline-ms",
+        CONTRACT_DEADLINE_MS,
+    ]));
+    assert_eq!(
+        stdout_json(&out),
+        json!({"plan": {"a": 3, "b": 2}, "overflow": {}})
+    );
+    // The scaffold's plugin survives the edge cases too.
+    let out = run_ok(&mut lone(&[
+        "plugin",
+        "check",
+        "myplug/target/fedwasm/myplug.wasm",
+        "--no-cache",
+        "--deadline-ms",
+        CONTRACT_DEADLINE_MS,
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(": 0 findings"), "{stdout}");
+}
+
+/// `fedwasm plugin check PLUGIN --json` (or without) and its exit status.
+fn check(plugin: &Path, deadline_ms: &str, json: bool) -> Output {
+    let mut cmd = fedwasm();
+    cmd.args(["plugin", "check"])
+        .arg(plugin)
+        .args(["--no-cache", "--deadline-ms", deadline_ms]);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.output().expect("fedwasm runs")
+}
+
+#[test]
+fn plugin_check_passes_a_good_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = weighted_spread_file(dir.path());
+    let out = check(&wasm, CONTRACT_DEADLINE_MS, false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "only the summary: {stdout}");
+    assert!(
+        lines[0].starts_with("weighted-spread: ") && lines[0].contains(" 0 findings"),
+        "{stdout}"
+    );
+    let out = check(&wasm, CONTRACT_DEADLINE_MS, true);
+    assert_eq!(out.status.code(), Some(0));
+    let report = stdout_json(&out);
+    assert_eq!(report["hooks"], json!(["distribute"]));
+    assert!(report["cases"].as_u64().unwrap() >= 10, "{report}");
+    assert_eq!(report["findings"], json!([]));
+}
+
+/// The `fragile` test plugin breaks on exactly these inputs (see its source); check
+/// names each, and nothing else.
+#[test]
+fn plugin_check_reports_what_a_fragile_plugin_gets_wrong() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/fragile");
+    let wasm = build_plugin(&fixture, &plugin_target_dir());
+    // Long enough that only the endless loop overruns it on a busy machine.
+    let deadline = "2000";
+    let out = check(&wasm, deadline, true);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    assert_eq!(report["hooks"], json!(["select", "distribute", "rank"]));
+    let mut found: Vec<(String, String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap().to_string();
+            (s("hook"), s("case"), s("kind"))
+        })
+        .collect();
+    found.sort();
+    let want = [
+        ("distribute", "100 clusters", "trap"),
+        ("distribute", "fewer replicas than clusters", "trap"),
+        ("distribute", "total 0", "invalid_output"),
+        ("distribute", "total u32::MAX over 100 clusters", "trap"),
+        ("rank", "every backend unhealthy", "timeout"),
+    ]
+    .map(|(h, c, k)| (h.to_string(), c.to_string(), k.to_string()));
+    assert_eq!(found, want, "{report}");
+    assert_eq!(report["refusals"], json!([]));
+    let total0 = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["case"] == "total 0")
+        .unwrap();
+    assert!(
+        total0["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than the total of 0"),
+        "{total0}"
+    );
+
+    // The same as text: one line per finding naming hook and case, then a summary.
+    let out = check(&wasm, deadline, false);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), want.len() + 1, "{stdout}");
+    for (line, (hook, case, kind)) in lines.iter().zip(&want) {
+        assert!(
+            line.starts_with(&format!("FAIL {hook} [{case}]: {kind}: ")),
+            "{line} (in {stdout})"
+        );
+    }
+    assert!(
+        lines[want.len()].starts_with("fragile: ") && lines[want.len()].contains(" 5 findings"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn plugin_check_of_a_file_that_does_not_load_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not a component").unwrap();
+    for path in [garbage, dir.path().join("missing.wasm")] {
+        let out = check(&path, CONTRACT_DEADLINE_MS, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+        assert!(out.stdout.is_empty());
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(
+            errors[0].contains(&path.display().to_string()) && errors[0].contains("does not load"),
+            "{stderr}"
+        );
+    }
+}

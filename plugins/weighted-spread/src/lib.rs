@@ -157,6 +157,11 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
     let mut remaining = u64::from(request.total_replicas);
     for c in &mut candidates {
         let mut min = c.min.min(remaining);
+        // A minimum above the maximum (a mistake in the annotation) gets the
+        // maximum: the host rejects any count above it.
+        if let Some(max) = c.max {
+            min = min.min(max);
+        }
         if let Some(cap) = c.capacity {
             min = min.min(cap);
         }

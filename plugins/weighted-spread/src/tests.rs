@@ -269,6 +269,27 @@ fn unknown_clusters_in_preferences_are_ignored() {
 }
 
 #[test]
+fn a_minimum_above_the_maximum_gets_the_maximum() {
+    let mut req = request(10, &["a", "b", "c"], "ns/x");
+    req.preferences = Some(Preferences {
+        rebalance: true,
+        clusters: BTreeMap::from([(
+            "*".into(),
+            ClusterPreference {
+                min_replicas: 4,
+                max_replicas: Some(2),
+                weight: 1,
+            },
+        )]),
+    });
+    let out = plan(&req);
+    assert_eq!(
+        out.plan,
+        BTreeMap::from([("a".into(), 2), ("b".into(), 2), ("c".into(), 2)])
+    );
+}
+
+#[test]
 fn huge_inputs_do_not_overflow() {
     let mut req = request(u32::MAX, &["a", "b", "c"], "ns/x");
     req.preferences = Some(Preferences {
