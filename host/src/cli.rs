@@ -7,6 +7,7 @@ use anyhow::Result;
 use fedwasm_host::app::{AppConfig, FederationTarget};
 use fedwasm_host::dns::DnsConfig;
 use fedwasm_host::federation::kinds::Kind;
+use fedwasm_host::fleet::kubeconfig::KubeconfigPolicy;
 use fedwasm_host::fleet::FleetConfig;
 use fedwasm_host::ingress::IngressConfig;
 use fedwasm_host::leader::ElectionConfig;
@@ -116,6 +117,13 @@ pub struct JoinArgs {
     /// Kubeconfig of the federation plane, when it is not in --kubeconfig.
     #[arg(long)]
     pub federation_kubeconfig: Option<PathBuf>,
+    /// Accept member kubeconfigs that run a command (`exec`, `auth-provider`), make
+    /// the host read its own files (`tokenFile`, `client-certificate`, `client-key`,
+    /// `certificate-authority`) or skip TLS verification. Off by default: whoever can
+    /// write a member's Secret could otherwise run commands as the host or have it
+    /// send its files to a server of their choosing.
+    #[arg(long)]
+    pub allow_unsafe_kubeconfig: bool,
 }
 
 #[derive(Args, Debug)]
@@ -287,6 +295,13 @@ pub struct RunArgs {
     /// Time between tries to take or renew the lease, in seconds.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub retry_period_secs: u64,
+    /// Accept member kubeconfigs that run a command (`exec`, `auth-provider`), make
+    /// the host read its own files (`tokenFile`, `client-certificate`, `client-key`,
+    /// `certificate-authority`) or skip TLS verification. Off by default: whoever can
+    /// write a member's Secret could otherwise run commands as the host or have it
+    /// send its files to a server of their choosing.
+    #[arg(long)]
+    pub allow_unsafe_kubeconfig: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -333,6 +348,9 @@ impl RunArgs {
                 probe_interval: Duration::from_secs(self.probe_interval_secs.max(1)),
                 offline_grace: Duration::from_secs(self.offline_grace_secs),
                 request_timeout: Duration::from_secs(self.member_timeout_secs),
+                kubeconfig_policy: KubeconfigPolicy::from_allow_unsafe(
+                    self.allow_unsafe_kubeconfig,
+                ),
                 ..defaults
             },
             extra_kinds: self

@@ -232,6 +232,7 @@ pub fn start_local(dir: &Path, specs: &[MemberSpec]) -> Result<LocalFederation> 
                 labels: m.labels.clone(),
                 capacity: None,
                 ingress_endpoint: None,
+                kubeconfig_policy: Default::default(),
             };
             join::join(&client, &request, &standalone)
                 .await
@@ -279,6 +280,7 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
         lease_duration_secs,
         renew_deadline_secs,
         retry_period_secs,
+        allow_unsafe_kubeconfig,
         runtime:
             RuntimeArgs {
                 deadline_ms,
@@ -350,6 +352,9 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
     }
     if *simulate_workloads {
         argv.push("--simulate-workloads".into());
+    }
+    if *allow_unsafe_kubeconfig {
+        argv.push("--allow-unsafe-kubeconfig".into());
     }
     if *no_cache {
         argv.push("--no-cache".into());
@@ -426,6 +431,7 @@ mod tests {
             lease_duration_secs: 37,
             renew_deadline_secs: 5,
             retry_period_secs: 3,
+            allow_unsafe_kubeconfig: true,
             runtime: RuntimeArgs {
                 deadline_ms: 17,
                 memory_mib: 19,

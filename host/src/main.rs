@@ -22,6 +22,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use fedwasm_host::app;
+use fedwasm_host::fleet::kubeconfig::KubeconfigPolicy;
 use fedwasm_host::metrics::Metrics;
 use fedwasm_host::placer::Placer;
 use fedwasm_host::plan::PlanRequest;
@@ -248,6 +249,7 @@ fn join(args: cli::JoinArgs) -> Result<()> {
         labels: args.labels.into_iter().collect(),
         capacity: args.capacity,
         ingress_endpoint: args.ingress_endpoint,
+        kubeconfig_policy: KubeconfigPolicy::from_allow_unsafe(args.allow_unsafe_kubeconfig),
     };
     let fed_config = args.federation_kubeconfig.unwrap_or(args.kubeconfig);
     serve::block_on(async {

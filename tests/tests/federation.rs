@@ -236,6 +236,7 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
             labels: BTreeMap::from([("env".into(), env.into())]),
             capacity: None,
             ingress_endpoint: Some(format!("http://127.0.0.1:{}", backends[name].port)),
+            kubeconfig_policy: Default::default(),
         };
         join::join(&fed, &request, &standalone).await.expect("join");
     }
