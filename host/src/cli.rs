@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use fedwasm_host::admin::{AdminConfig, AdminToken};
 use fedwasm_host::app::{AppConfig, FederationTarget};
 use fedwasm_host::dns::DnsConfig;
 use fedwasm_host::federation::kinds::Kind;
@@ -223,9 +224,21 @@ pub struct RunArgs {
     /// Plugin directory to load and watch (NAME.wasm; NAME overrides a built-in).
     #[arg(long)]
     pub plugins: Option<PathBuf>,
-    /// Address of the admin API.
+    /// Address of the admin API. Loopback by default; elsewhere, set
+    /// --admin-token-file (a warning is logged when it is reachable from other hosts).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub admin: String,
+    /// A file holding the admin API's bearer token: every endpoint but /healthz then
+    /// wants `Authorization: Bearer <token>`.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Connections the admin API keeps open at once; more are closed at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub admin_max_connections: u32,
+    /// `POST /plan` evaluations at once; more are answered 429 at once, so a flood
+    /// of plans cannot starve the controller's plugin calls.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub admin_max_plans: u32,
     /// Quiet time after a plugin file changes before it is reloaded, in ms.
     #[arg(long, default_value_t = 100)]
     pub debounce_ms: u64,
@@ -323,6 +336,14 @@ impl RuntimeArgs {
     }
 }
 
+/// The admin token in `path`; an empty or unreadable file is an error, not "no token".
+fn read_admin_token(path: &std::path::Path) -> Result<AdminToken> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the admin token file {}", path.display()))?;
+    AdminToken::new(&text)
+        .with_context(|| format!("the admin token file {} is empty", path.display()))
+}
+
 fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -340,6 +361,16 @@ impl RunArgs {
             plugins: self.plugins.clone(),
             debounce: Duration::from_millis(self.debounce_ms),
             admin: self.admin.clone(),
+            admin_config: AdminConfig {
+                token: self
+                    .admin_token_file
+                    .as_deref()
+                    .map(read_admin_token)
+                    .transpose()?,
+                max_connections: self.admin_max_connections as usize,
+                max_plans: self.admin_max_plans as usize,
+                ..AdminConfig::default()
+            },
             federation: self.kubeconfig.clone().map(|kubeconfig| FederationTarget {
                 kubeconfig,
                 context: self.context.clone(),

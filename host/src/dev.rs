@@ -261,6 +261,9 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
     let RunArgs {
         plugins,
         admin,
+        admin_token_file,
+        admin_max_connections,
+        admin_max_plans,
         debounce_ms,
         kubeconfig,
         context,
@@ -299,6 +302,14 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
         flag("plugins", plugins.as_os_str());
     }
     flag("admin", admin.as_ref());
+    if let Some(file) = admin_token_file {
+        flag("admin-token-file", file.as_os_str());
+    }
+    flag(
+        "admin-max-connections",
+        admin_max_connections.to_string().as_ref(),
+    );
+    flag("admin-max-plans", admin_max_plans.to_string().as_ref());
     flag("debounce-ms", debounce_ms.to_string().as_ref());
     if let Some(kubeconfig) = kubeconfig {
         flag("kubeconfig", kubeconfig.as_os_str());
@@ -409,6 +420,9 @@ mod tests {
         let run = RunArgs {
             plugins: Some("/tmp/plug ins".into()),
             admin: "127.0.0.1:9999".into(),
+            admin_token_file: Some("/tmp/admin token".into()),
+            admin_max_connections: 37,
+            admin_max_plans: 41,
             debounce_ms: 7,
             kubeconfig: Some("/tmp/fed/kubeconfig".into()),
             context: "-odd-context".into(),

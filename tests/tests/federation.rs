@@ -286,14 +286,17 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
         .expect("DNS starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
-    let routes = fedwasm_host::admin::router(fedwasm_host::admin::AdminState {
-        registry: app.registry.clone(),
-        metrics: app.metrics.clone(),
-        health: app.health.clone(),
-        router: Some(router.clone()),
-        placer: app.placer.clone(),
-        federation: Some(running.view.clone()),
-    });
+    let routes = fedwasm_host::admin::router(
+        fedwasm_host::admin::AdminState {
+            registry: app.registry.clone(),
+            metrics: app.metrics.clone(),
+            health: app.health.clone(),
+            router: Some(router.clone()),
+            placer: app.placer.clone(),
+            federation: Some(running.view.clone()),
+        },
+        &Default::default(),
+    );
     tokio::spawn(async move { axum::serve(listener, routes).await });
     let host = tokio::spawn(async move {
         let _app = app;
