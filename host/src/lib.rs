@@ -21,3 +21,4 @@ pub mod routing;
 pub mod runtime;
 pub mod scaffold;
 pub mod shadow;
+pub mod text;

@@ -95,6 +95,19 @@ pub(crate) async fn place(
     Ok(placement)
 }
 
+/// What `kubectl apply` keeps of the last configuration it applied: for a Secret,
+/// its data. Plugins never see it.
+pub(crate) const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The annotations a plugin sees: all but [`LAST_APPLIED_ANNOTATION`].
+pub(crate) fn plugin_annotations(obj: &(impl ResourceExt + ?Sized)) -> BTreeMap<String, String> {
+    obj.annotations()
+        .iter()
+        .filter(|(k, _)| k.as_str() != LAST_APPLIED_ANNOTATION)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 impl Decider<'_> {
     /// Selects members and, for replica kinds, splits the replicas. Warnings are
     /// pushed as they arise, also when the decision then fails.
@@ -156,7 +169,7 @@ impl Decider<'_> {
                 namespace: obj.namespace().unwrap_or_default(),
                 name: obj.name_any(),
                 labels: obj.labels().clone().into_iter().collect(),
-                annotations: obj.annotations().clone().into_iter().collect(),
+                annotations: plugin_annotations(obj),
             },
             clusters: members.iter().map(|m| m.cluster.to_info()).collect(),
         };
@@ -348,6 +361,18 @@ mod tests {
         assert_eq!(current, BTreeMap::from([("m1".to_string(), 4)]));
         let garbled = object(json!({PLACEMENT_ANNOTATION: "{not json"}));
         assert!(current_replicas(&garbled, &["m1".into()]).is_empty());
+    }
+
+    #[test]
+    fn plugins_never_see_the_last_applied_configuration() {
+        let secret = object(json!({
+            LAST_APPLIED_ANNOTATION: r#"{"data":{"password":"fedwasm-canary-token-XYZ"}}"#,
+            "fedwasm.io/regions": "europe-west1"}));
+        let seen = plugin_annotations(&secret);
+        assert_eq!(
+            seen,
+            BTreeMap::from([("fedwasm.io/regions".to_string(), "europe-west1".to_string())])
+        );
     }
 
     #[test]
