@@ -154,7 +154,9 @@ pub struct RuntimeArgs {
     /// Memory cap of one plugin instance, in MiB.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub memory_mib: u64,
-    /// Where precompiled plugins are cached (default: ~/.cache/fedwasm/artifacts).
+    /// Where precompiled plugins are cached (default: $XDG_CACHE_HOME/fedwasm/artifacts
+    /// or ~/.cache/fedwasm/artifacts). It must be a directory of this user that
+    /// nobody else can write (it is created 0700); otherwise it is ignored.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Compile every plugin afresh; write no cache.
@@ -330,7 +332,7 @@ impl RuntimeArgs {
             cache_dir: if self.no_cache {
                 None
             } else {
-                Some(self.cache_dir.clone().unwrap_or_else(default_cache_dir))
+                self.cache_dir.clone().or_else(default_cache_dir)
             },
         }
     }
@@ -344,12 +346,18 @@ fn read_admin_token(path: &std::path::Path) -> Result<AdminToken> {
         .with_context(|| format!("the admin token file {} is empty", path.display()))
 }
 
-fn default_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("fedwasm/artifacts")
+/// `$XDG_CACHE_HOME/fedwasm/artifacts`, else `~/.cache/fedwasm/artifacts`; never a
+/// shared directory such as `/tmp` (loading an artifact runs its native code): with
+/// neither variable set, plugins are compiled without a cache.
+fn default_cache_dir() -> Option<PathBuf> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|h| h.join(".cache")))
+        .map(|base| base.join("fedwasm/artifacts"))
 }
 
 impl RunArgs {
