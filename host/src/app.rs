@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use kube::Client;
 use tokio::sync::watch;
 
-use crate::admin::{self, AdminState, Health};
+use crate::admin::{self, AdminConfig, AdminState, Health};
 use crate::dns::{DnsConfig, DnsHandler, DnsMetrics};
 use crate::federation::{self, kinds::Kind, FederationConfig};
 use crate::fleet::{Fleet, FleetConfig};
@@ -31,6 +31,8 @@ pub struct AppConfig {
     pub debounce: Duration,
     /// Address of the admin API.
     pub admin: String,
+    /// Its token, timeouts and limits.
+    pub admin_config: AdminConfig,
     /// The federation plane; without it only the runtime and admin API run.
     pub federation: Option<FederationTarget>,
     pub fleet: FleetConfig,
@@ -57,6 +59,7 @@ impl Default for AppConfig {
             plugins: None,
             debounce: Duration::from_millis(100),
             admin: "127.0.0.1:0".into(),
+            admin_config: AdminConfig::default(),
             federation: None,
             fleet: FleetConfig::default(),
             extra_kinds: Vec::new(),
@@ -376,15 +379,28 @@ impl App {
             .with_context(|| format!("binding the admin API to {}", self.config.admin))?;
         let admin = listener.local_addr()?;
         tracing::info!(addr = %admin, "admin API listening");
+        if !admin.ip().is_loopback() {
+            let token = self.config.admin_config.token.is_some();
+            tracing::warn!(
+                addr = %admin,
+                token,
+                "the admin API is reachable from other hosts (it shows plugins, routes and \
+                 metrics and runs plans); bind it to loopback or set --admin-token-file"
+            );
+        }
         say(&format!("admin API: http://{admin}"));
-        let routes = admin::router(AdminState {
-            registry: self.registry.clone(),
-            metrics: self.metrics.clone(),
-            health: self.health.clone(),
-            router: router.clone(),
-            placer: self.placer.clone(),
-            federation: view,
-        });
+        let admin_config = self.config.admin_config.clone();
+        let routes = admin::router(
+            AdminState {
+                registry: self.registry.clone(),
+                metrics: self.metrics.clone(),
+                health: self.health.clone(),
+                router: router.clone(),
+                placer: self.placer.clone(),
+                federation: view,
+            },
+            &admin_config,
+        );
         let mut stopped = stop_rx.clone();
         let task = tokio::spawn(async move {
             // The runtime, registry and plugin watcher live as long as the server.
@@ -403,11 +419,7 @@ impl App {
                     }
                 }
             };
-            let served = axum::serve(listener, routes)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("serving the admin API");
-            served?;
+            admin::serve(listener, routes, &admin_config, shutdown).await;
             let why = died.lock().unwrap_or_else(|p| p.into_inner()).take();
             match why {
                 Some(why) => Err(anyhow::anyhow!(why)),

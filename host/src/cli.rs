@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use fedwasm_host::admin::{AdminConfig, AdminToken};
 use fedwasm_host::app::{AppConfig, FederationTarget};
 use fedwasm_host::dns::DnsConfig;
 use fedwasm_host::federation::kinds::Kind;
+use fedwasm_host::fleet::kubeconfig::KubeconfigPolicy;
 use fedwasm_host::fleet::FleetConfig;
 use fedwasm_host::ingress::IngressConfig;
 use fedwasm_host::leader::ElectionConfig;
@@ -116,6 +118,13 @@ pub struct JoinArgs {
     /// Kubeconfig of the federation plane, when it is not in --kubeconfig.
     #[arg(long)]
     pub federation_kubeconfig: Option<PathBuf>,
+    /// Accept member kubeconfigs that run a command (`exec`, `auth-provider`), make
+    /// the host read its own files (`tokenFile`, `client-certificate`, `client-key`,
+    /// `certificate-authority`) or skip TLS verification. Off by default: whoever can
+    /// write a member's Secret could otherwise run commands as the host or have it
+    /// send its files to a server of their choosing.
+    #[arg(long)]
+    pub allow_unsafe_kubeconfig: bool,
 }
 
 #[derive(Args, Debug)]
@@ -145,7 +154,9 @@ pub struct RuntimeArgs {
     /// Memory cap of one plugin instance, in MiB.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub memory_mib: u64,
-    /// Where precompiled plugins are cached (default: ~/.cache/fedwasm/artifacts).
+    /// Where precompiled plugins are cached (default: $XDG_CACHE_HOME/fedwasm/artifacts
+    /// or ~/.cache/fedwasm/artifacts). It must be a directory of this user that
+    /// nobody else can write (it is created 0700); otherwise it is ignored.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Compile every plugin afresh; write no cache.
@@ -232,9 +243,21 @@ pub struct RunArgs {
     /// Plugin directory to load and watch (NAME.wasm; NAME overrides a built-in).
     #[arg(long)]
     pub plugins: Option<PathBuf>,
-    /// Address of the admin API.
+    /// Address of the admin API. Loopback by default; elsewhere, set
+    /// --admin-token-file (a warning is logged when it is reachable from other hosts).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub admin: String,
+    /// A file holding the admin API's bearer token: every endpoint but /healthz then
+    /// wants `Authorization: Bearer <token>`.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Connections the admin API keeps open at once; more are closed at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub admin_max_connections: u32,
+    /// `POST /plan` evaluations at once; more are answered 429 at once, so a flood
+    /// of plans cannot starve the controller's plugin calls.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub admin_max_plans: u32,
     /// Quiet time after a plugin file changes before it is reloaded, in ms.
     #[arg(long, default_value_t = 100)]
     pub debounce_ms: u64,
@@ -306,6 +329,13 @@ pub struct RunArgs {
     /// Time between tries to take or renew the lease, in seconds.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub retry_period_secs: u64,
+    /// Accept member kubeconfigs that run a command (`exec`, `auth-provider`), make
+    /// the host read its own files (`tokenFile`, `client-certificate`, `client-key`,
+    /// `certificate-authority`) or skip TLS verification. Off by default: whoever can
+    /// write a member's Secret could otherwise run commands as the host or have it
+    /// send its files to a server of their choosing.
+    #[arg(long)]
+    pub allow_unsafe_kubeconfig: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -321,14 +351,25 @@ impl RuntimeArgs {
             cache_dir: if self.no_cache {
                 None
             } else {
-                Some(self.cache_dir.clone().unwrap_or_else(default_cache_dir))
+                self.cache_dir.clone().or_else(default_cache_dir)
             },
         }
     }
 }
 
-fn default_cache_dir() -> PathBuf {
-    fedwasm_host::cache_home().join("artifacts")
+/// The admin token in `path`; an empty or unreadable file is an error, not "no token".
+fn read_admin_token(path: &std::path::Path) -> Result<AdminToken> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the admin token file {}", path.display()))?;
+    AdminToken::new(&text)
+        .with_context(|| format!("the admin token file {} is empty", path.display()))
+}
+
+/// `$XDG_CACHE_HOME/fedwasm/artifacts`, else `~/.cache/fedwasm/artifacts`; never a
+/// shared directory such as `/tmp` (loading an artifact runs its native code): with
+/// neither variable set, plugins are compiled without a cache.
+fn default_cache_dir() -> Option<PathBuf> {
+    fedwasm_host::cache_home().map(|c| c.join("artifacts"))
 }
 
 impl RunArgs {
@@ -340,6 +381,16 @@ impl RunArgs {
             plugins: self.plugins.clone(),
             debounce: Duration::from_millis(self.debounce_ms),
             admin: self.admin.clone(),
+            admin_config: AdminConfig {
+                token: self
+                    .admin_token_file
+                    .as_deref()
+                    .map(read_admin_token)
+                    .transpose()?,
+                max_connections: self.admin_max_connections as usize,
+                max_plans: self.admin_max_plans as usize,
+                ..AdminConfig::default()
+            },
             federation: match &self.kubeconfig {
                 Some(kubeconfig) => Some(FederationTarget::Kubeconfig {
                     kubeconfig: kubeconfig.clone(),
@@ -351,6 +402,9 @@ impl RunArgs {
                 probe_interval: Duration::from_secs(self.probe_interval_secs.max(1)),
                 offline_grace: Duration::from_secs(self.offline_grace_secs),
                 request_timeout: Duration::from_secs(self.member_timeout_secs),
+                kubeconfig_policy: KubeconfigPolicy::from_allow_unsafe(
+                    self.allow_unsafe_kubeconfig,
+                ),
                 ..defaults
             },
             extra_kinds: self

@@ -233,6 +233,7 @@ pub fn start_local(dir: &Path, specs: &[MemberSpec]) -> Result<LocalFederation> 
                 labels: m.labels.clone(),
                 capacity: None,
                 ingress_endpoint: None,
+                kubeconfig_policy: Default::default(),
             };
             join::join(&client, &request, &standalone)
                 .await
@@ -261,6 +262,9 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
     let RunArgs {
         plugins,
         admin,
+        admin_token_file,
+        admin_max_connections,
+        admin_max_plans,
         debounce_ms,
         kubeconfig,
         context,
@@ -280,6 +284,7 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
         lease_duration_secs,
         renew_deadline_secs,
         retry_period_secs,
+        allow_unsafe_kubeconfig,
         runtime:
             RuntimeArgs {
                 deadline_ms,
@@ -298,6 +303,14 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
         flag("plugins", plugins.as_os_str());
     }
     flag("admin", admin.as_ref());
+    if let Some(file) = admin_token_file {
+        flag("admin-token-file", file.as_os_str());
+    }
+    flag(
+        "admin-max-connections",
+        admin_max_connections.to_string().as_ref(),
+    );
+    flag("admin-max-plans", admin_max_plans.to_string().as_ref());
     flag("debounce-ms", debounce_ms.to_string().as_ref());
     if let Some(kubeconfig) = kubeconfig {
         flag("kubeconfig", kubeconfig.as_os_str());
@@ -352,6 +365,9 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
     if *simulate_workloads {
         argv.push("--simulate-workloads".into());
     }
+    if *allow_unsafe_kubeconfig {
+        argv.push("--allow-unsafe-kubeconfig".into());
+    }
     if *no_cache {
         argv.push("--no-cache".into());
     }
@@ -405,6 +421,9 @@ mod tests {
         let run = RunArgs {
             plugins: Some("/tmp/plug ins".into()),
             admin: "127.0.0.1:9999".into(),
+            admin_token_file: Some("/tmp/admin token".into()),
+            admin_max_connections: 37,
+            admin_max_plans: 41,
             debounce_ms: 7,
             kubeconfig: Some("/tmp/fed/kubeconfig".into()),
             context: "-odd-context".into(),
@@ -427,6 +446,7 @@ mod tests {
             lease_duration_secs: 37,
             renew_deadline_secs: 5,
             retry_period_secs: 3,
+            allow_unsafe_kubeconfig: true,
             runtime: RuntimeArgs {
                 deadline_ms: 17,
                 memory_mib: 19,

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod cluster;
 pub mod join;
+pub mod kubeconfig;
 mod prober;
 
 use std::sync::Arc;
@@ -40,6 +41,14 @@ pub enum Error {
     },
     #[error("{0}")]
     Config(String),
+    /// A member kubeconfig that is malformed or not inline data only; the message
+    /// never quotes it.
+    #[error("the kubeconfig of cluster {cluster}: {source}")]
+    Kubeconfig {
+        cluster: String,
+        #[source]
+        source: kubeconfig::KubeconfigError,
+    },
 }
 
 impl Error {
@@ -90,6 +99,9 @@ pub struct FleetConfig {
     /// Whether this host writes Cluster status (only the leader does); a standby
     /// probes for its own view and writes nothing.
     pub status_writes: crate::leader::WriteGate,
+    /// Whether member kubeconfigs may run commands, read the host's files or skip
+    /// TLS verification (`--allow-unsafe-kubeconfig`); by default they may not.
+    pub kubeconfig_policy: kubeconfig::KubeconfigPolicy,
 }
 
 impl Default for FleetConfig {
@@ -101,6 +113,7 @@ impl Default for FleetConfig {
             request_timeout: Duration::from_secs(5),
             max_in_flight: 32,
             status_writes: Default::default(),
+            kubeconfig_policy: kubeconfig::KubeconfigPolicy::InlineOnly,
         }
     }
 }

@@ -22,14 +22,19 @@ pub mod routing;
 pub mod runtime;
 pub mod scaffold;
 pub mod shadow;
+pub mod text;
 
 /// Where fedwasm caches what it can make again (compiled plugins, the SDK it
-/// embeds): `$XDG_CACHE_HOME/fedwasm`, else `~/.cache/fedwasm`.
-pub fn cache_home() -> std::path::PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("fedwasm")
+/// embeds): `$XDG_CACHE_HOME/fedwasm`, else `~/.cache/fedwasm`. Never a shared
+/// directory such as `/tmp` (a cached artifact is native code, a cached SDK is
+/// built): `None` when neither variable holds an absolute path.
+pub fn cache_home() -> Option<std::path::PathBuf> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|h| h.join(".cache")))
+        .map(|base| base.join("fedwasm"))
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use fedwasm_host::app;
+use fedwasm_host::fleet::kubeconfig::KubeconfigPolicy;
 use fedwasm_host::metrics::Metrics;
 use fedwasm_host::placer::Placer;
 use fedwasm_host::plan::PlanRequest;
@@ -120,7 +121,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             let sdk = match args.sdk {
                 Some(sdk) => sdk,
                 None => {
-                    let cache = scaffold::sdk::default_cache_dir();
+                    let cache = scaffold::sdk::default_cache_dir().context(
+                        "no cache directory for the embedded SDK: set HOME or XDG_CACHE_HOME, or pass --sdk PATH",
+                    )?;
                     scaffold::sdk::install(&cache).with_context(|| {
                         format!("writing the embedded SDK under {}", cache.display())
                     })?
@@ -336,6 +339,7 @@ fn join(args: cli::JoinArgs) -> Result<()> {
         labels: args.labels.into_iter().collect(),
         capacity: args.capacity,
         ingress_endpoint: args.ingress_endpoint,
+        kubeconfig_policy: KubeconfigPolicy::from_allow_unsafe(args.allow_unsafe_kubeconfig),
     };
     let fed_config = args.federation_kubeconfig.unwrap_or(args.kubeconfig);
     serve::block_on(async {

@@ -492,6 +492,10 @@ impl Drop for Running {
 }
 
 fn start_run(plugins: &Path) -> Running {
+    start_run_with(plugins, &[])
+}
+
+fn start_run_with(plugins: &Path, extra: &[&str]) -> Running {
     let mut child = fedwasm()
         .arg("run")
         .arg("--plugins")
@@ -503,6 +507,7 @@ fn start_run(plugins: &Path) -> Running {
             "50",
             "--no-cache",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -1541,4 +1546,73 @@ fn plugin_check_of_a_file_that_does_not_load_exits_2() {
             "{stderr}"
         );
     }
+}
+
+/// SIGTERM and SIGINT stop `fedwasm run` cleanly (exit 0) within a bound, even with
+/// a client that sent half a request and then nothing.
+#[test]
+fn run_stops_within_a_bound_on_sigterm_and_sigint_with_a_request_half_sent() {
+    use std::io::Write as _;
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let plugins = tempfile::tempdir().unwrap();
+        let mut running = start_run(plugins.path());
+        let addr = running.base.trim_start_matches("http://").to_string();
+        let mut half = std::net::TcpStream::connect(&addr).unwrap();
+        half.write_all(b"POST /plan HTTP/1.1\r\nHost: x\r\nContent-Le")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        // SAFETY: kill(2) on the child this test started and has not reaped.
+        unsafe { libc::kill(running.child.id() as i32, signal) };
+        let status = loop {
+            if let Some(status) = running.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "still running 10 s after signal {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "signal {signal}: {status:?}");
+        drop(half);
+    }
+}
+
+/// With --admin-token-file, the admin API wants the token everywhere but /healthz;
+/// an empty token file is an error, not an open API.
+#[test]
+fn run_with_an_admin_token_file() {
+    let plugins = tempfile::tempdir().unwrap();
+    let token = plugins.path().join("token");
+    std::fs::write(&token, "t0ken-for-the-admin\n").unwrap();
+    let running = start_run_with(
+        plugins.path(),
+        &["--admin-token-file", token.to_str().unwrap()],
+    );
+    let base = &running.base;
+    assert_eq!(get(&format!("{base}/healthz")).status().as_u16(), 200);
+    assert_eq!(get(&format!("{base}/plugins")).status().as_u16(), 401);
+    let with = reqwest::blocking::Client::new()
+        .get(format!("{base}/plugins"))
+        .bearer_auth("t0ken-for-the-admin")
+        .send()
+        .unwrap();
+    assert_eq!(with.status().as_u16(), 200);
+    let empty = plugins.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = fedwasm()
+        .args([
+            "run",
+            "--admin",
+            "127.0.0.1:0",
+            "--no-cache",
+            "--admin-token-file",
+        ])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is empty"), "{stderr}");
 }

@@ -210,6 +210,7 @@ async fn bench(members_n: usize, objects: usize) {
             labels: Default::default(),
             capacity: None,
             ingress_endpoint: None,
+            kubeconfig_policy: Default::default(),
         };
         join::join(&fed, &request, &standalone).await.expect("join");
         members.push(client(&kubeconfig, name).await);

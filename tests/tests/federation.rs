@@ -63,6 +63,40 @@ struct Env {
     /// Each member's workload behind its ingress (no kubelet runs: these small
     /// HTTP servers play the pods), by cluster.
     backends: Arc<BTreeMap<String, Workload>>,
+    /// Everything the host logged (debug and up), as the `fedwasm run` log.
+    log: HostLog,
+}
+
+/// The log of the host, captured for the scenarios that check what it says.
+#[derive(Clone, Default)]
+struct HostLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl HostLog {
+    /// Installs the capture as the process's tracing subscriber.
+    fn install(&self) {
+        let sink = self.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,fedwasm_host=debug,hickory_server=warn",
+            ))
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .init();
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for HostLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A member's stand-in workload: answers `served from <zone>` on every path, after
@@ -192,6 +226,8 @@ async fn federation_scenarios() {
         a_member_away_converges_when_back,
         a_hot_swapped_plugin_moves_replicas,
         previews_and_shadows_tell_what_a_swap_would_move,
+        // Last: its members never become Ready and every object is placed on them.
+        credentials_never_leave_their_secrets,
     ];
     for (name, scenario) in disruptive {
         if name.contains(filter.as_str()) {
@@ -220,6 +256,8 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 }
 
 async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinHandle<()>) {
+    let log = HostLog::default();
+    log.install();
     let plugin_dir = work.join("plugins");
     std::fs::create_dir(&plugin_dir).unwrap();
     let kubeconfig = local.kubeconfig_path();
@@ -237,6 +275,7 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
             labels: BTreeMap::from([("env".into(), env.into())]),
             capacity: None,
             ingress_endpoint: Some(format!("http://127.0.0.1:{}", backends[name].port)),
+            kubeconfig_policy: Default::default(),
         };
         join::join(&fed, &request, &standalone).await.expect("join");
     }
@@ -286,14 +325,17 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
         .expect("DNS starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
-    let routes = fedwasm_host::admin::router(fedwasm_host::admin::AdminState {
-        registry: app.registry.clone(),
-        metrics: app.metrics.clone(),
-        health: app.health.clone(),
-        router: Some(router.clone()),
-        placer: app.placer.clone(),
-        federation: Some(running.view.clone()),
-    });
+    let routes = fedwasm_host::admin::router(
+        fedwasm_host::admin::AdminState {
+            registry: app.registry.clone(),
+            metrics: app.metrics.clone(),
+            health: app.health.clone(),
+            router: Some(router.clone()),
+            placer: app.placer.clone(),
+            federation: Some(running.view.clone()),
+        },
+        &Default::default(),
+    );
     tokio::spawn(async move { axum::serve(listener, routes).await });
     let host = tokio::spawn(async move {
         let _app = app;
@@ -318,6 +360,7 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
         dns,
         admin,
         backends: Arc::new(backends),
+        log,
     };
     (env, host)
 }
@@ -1872,4 +1915,199 @@ async fn dns_answers_with_the_closest_healthy_shard(env: Env) {
     );
     set_ready(&env, ns, "m3", 2).await;
     resolves_to(&env, "127.1.0.1", &web, &["A 192.0.2.3"], "Asia back on m3").await;
+}
+
+// ---------------------------------------------------------------------------------
+// Credentials.
+
+const CANARY: &str = "fedwasm-canary-token-XYZ";
+
+/// A kubeconfig for a member that does not answer, with `user` as its credentials.
+fn canary_kubeconfig(user: Value) -> String {
+    json!({"apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": user}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x"})
+    .to_string()
+}
+
+/// Members whose Secrets hold the canary in every place a credential can be: a
+/// token, a password, client key and certificate data, a malformed kubeconfig and
+/// an `exec` argument. It appears in no Cluster status (read back from the
+/// apiserver), no event, nothing the host logged and no admin API answer; a
+/// federated Secret holding it (and its last-applied annotation) is propagated all
+/// the same.
+async fn credentials_never_leave_their_secrets(env: Env) {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let pem = |kind: &str| format!("-----BEGIN {kind}-----\n{CANARY}\n-----END {kind}-----\n");
+    let members = [
+        ("canary-token", canary_kubeconfig(json!({"token": CANARY}))),
+        (
+            "canary-password",
+            canary_kubeconfig(json!({"username": "admin", "password": CANARY})),
+        ),
+        (
+            "canary-key",
+            canary_kubeconfig(json!({
+                "client-certificate-data": b64(&pem("CERTIFICATE")),
+                "client-key-data": b64(&pem("PRIVATE KEY"))})),
+        ),
+        (
+            "canary-key-b64",
+            canary_kubeconfig(
+                json!({"client-certificate-data": CANARY, "client-key-data": CANARY}),
+            ),
+        ),
+        (
+            "canary-malformed",
+            format!(
+                "apiVersion: v1\nusers:\n- name: u\n  user:\n    token: {CANARY}\n  : [{CANARY}\n"
+            ),
+        ),
+        (
+            "canary-exec",
+            canary_kubeconfig(json!({"exec": {"command": "echo", "args": [CANARY],
+                "apiVersion": "client.authentication.k8s.io/v1"}})),
+        ),
+    ];
+    let secrets: Api<Secret> = Api::namespaced(env.fed.clone(), "fedwasm-system");
+    let clusters: Api<Cluster> = Api::all(env.fed.clone());
+    for (name, kubeconfig) in &members {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "fedwasm-system"},
+            "stringData": {"kubeconfig": kubeconfig}});
+        secrets
+            .patch(name, &apply_params(), &Patch::Apply(&secret))
+            .await
+            .unwrap();
+        let cluster = json!({"apiVersion": "fedwasm.io/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": name}, "spec": {"secretRef": name, "region": "nowhere"}});
+        clusters
+            .patch(name, &apply_params(), &Patch::Apply(&cluster))
+            .await
+            .unwrap();
+    }
+    // A federated Secret holding the canary, as `kubectl apply` leaves it.
+    let ns = "e2e-canary";
+    namespace(&env, ns).await;
+    let data = json!({"password": b64(CANARY)});
+    let last_applied = json!({"apiVersion": "v1", "kind": "Secret", "data": data}).to_string();
+    apply(
+        &env,
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db", "namespace": ns, "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": last_applied}},
+            "data": data}),
+    )
+    .await;
+    eventually("the federated Secret in m1", || async {
+        Api::<Secret>::namespaced(env.members["m1"].clone(), ns)
+            .get_opt("db")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    // Every canary member probed, none Ready, each with a reason.
+    let statuses = eventually("every canary member probed", || async {
+        let mut out = BTreeMap::new();
+        for (name, _) in &members {
+            let c = clusters.get(name).await.ok()?;
+            let status = c.status?;
+            status.message.as_ref()?;
+            out.insert(name.to_string(), status);
+        }
+        Some(out)
+    })
+    .await;
+    for (name, status) in &statuses {
+        assert_ne!(status.phase.as_deref(), Some("Ready"), "{name}");
+    }
+    let message = |name: &str| statuses[name].message.clone().unwrap_or_default();
+    assert!(
+        message("canary-malformed").contains("line"),
+        "{}",
+        message("canary-malformed")
+    );
+    assert!(
+        message("canary-exec").contains("--allow-unsafe-kubeconfig"),
+        "{}",
+        message("canary-exec")
+    );
+    // Events about the objects placed on the canary members (MemberUnreachable).
+    eventually("events about the canary members", || async {
+        let all = Api::<Event>::all(env.fed.clone())
+            .list(&ListParams::default())
+            .await
+            .ok()?;
+        all.items
+            .iter()
+            .any(|e| e.note.as_deref().unwrap_or("").contains("canary-"))
+            .then_some(())
+    })
+    .await;
+    // The host's admin API.
+    let admin = env.admin;
+    let mut answers = String::new();
+    for path in [
+        "/plugins", "/routes", "/metrics", "/healthz", "/shadow", "/leader",
+    ] {
+        let r = reqwest::get(format!("http://{admin}{path}")).await.unwrap();
+        assert!(r.status().is_success(), "{path}");
+        answers.push_str(&r.text().await.unwrap());
+    }
+    let plan = json!({"hook": "select",
+        "object": {"kind": "Secret", "namespace": ns, "name": "db", "labels": {},
+            "annotations": {"note": CANARY}},
+        "clusters": [{"name": "canary-token", "region": "", "zone": "", "labels": {}, "ready": false}]});
+    let r = reqwest::Client::new()
+        .post(format!("http://{admin}/plan"))
+        .body(plan.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // Read everything back.
+    let statuses = serde_json::to_string(
+        &clusters
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|c| &c.status)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let events = serde_json::to_string(
+        &Api::<Event>::all(env.fed.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items,
+    )
+    .unwrap();
+    let log = env.log.text();
+    assert!(log.contains("canary-malformed"), "the log is captured");
+    for (place, text) in [
+        ("Cluster status", &statuses),
+        ("events", &events),
+        ("the host's log", &log),
+        ("the admin API", &answers),
+    ] {
+        let at = text.find(CANARY);
+        assert!(
+            at.is_none(),
+            "the canary is in {place}: ...{}...",
+            &text[at.unwrap().saturating_sub(300)..]
+                [..(300 + CANARY.len()).min(text.len() - at.unwrap().saturating_sub(300))]
+        );
+    }
+    // Leave the federation as it was.
+    for (name, _) in &members {
+        let _ = clusters.delete(name, &DeleteParams::default()).await;
+        let _ = secrets.delete(name, &DeleteParams::default()).await;
+    }
 }

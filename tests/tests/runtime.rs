@@ -520,3 +520,68 @@ fn a_configmap_volume_loads_hot_reloads_and_unloads() {
         "..data, one stamped dir, selector.wasm: {names:?}"
     );
 }
+
+/// `POST /plan` has its own small capacity: while a slow plan holds it, another is
+/// answered 429 at once (so a flood of plans cannot take the plugin calls of the
+/// controller), and the admin API answers everything else meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_beyond_the_admin_capacity_are_refused_at_once() {
+    use fedwasm_host::admin::{self, AdminConfig, AdminState, Health};
+    let registry = registry_with(Duration::from_secs(2));
+    registry
+        .load(
+            "chaos",
+            plugins::CHAOS,
+            PluginSource::File("chaos.wasm".into()),
+        )
+        .unwrap();
+    let config = AdminConfig {
+        max_plans: 1,
+        ..AdminConfig::default()
+    };
+    let state = AdminState {
+        registry: registry.clone(),
+        metrics: registry.runtime().metrics().clone(),
+        health: Health::healthy(),
+        router: None,
+        placer: fedwasm_host::placer::Placer::new(registry.clone()),
+        federation: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let routes = admin::router(state, &config);
+    tokio::spawn(
+        async move { admin::serve(listener, routes, &config, std::future::pending()).await },
+    );
+    let plan = |object: &str, plugin: &str| {
+        json!({"hook": "distribute", "object": object, "totalReplicas": 3,
+               "clusters": ["a", "b"], "plugin": plugin})
+        .to_string()
+    };
+    let post = |body: String| {
+        let url = format!("{base}/plan");
+        async move {
+            let started = Instant::now();
+            let r = reqwest::Client::new()
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), started.elapsed())
+        }
+    };
+    // Runs until its 2 s deadline.
+    let slow = tokio::spawn(post(plan("ns/loop", "chaos")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, took) = post(plan("ns/fine", "weighted-spread")).await;
+    assert_eq!(code, 429, "a second plan while the first runs");
+    assert!(took < Duration::from_millis(500), "429 took {took:?}");
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let (code, took) = slow.await.unwrap();
+    assert_eq!(code, 422, "the looping plan ends at its deadline");
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    let (code, _) = post(plan("ns/fine", "weighted-spread")).await;
+    assert_eq!(code, 200, "the capacity is back");
+}

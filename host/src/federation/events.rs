@@ -10,21 +10,8 @@ use kube::Resource;
 use super::controller::Context;
 use super::Error;
 
-/// The longest event note: the API caps notes at 1 KiB.
-const MAX_NOTE: usize = 1000;
-
-/// Cuts `note` to [`MAX_NOTE`] bytes at a character boundary.
-fn bounded(mut note: String) -> String {
-    if note.len() > MAX_NOTE {
-        let mut cut = MAX_NOTE - 3;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-        note.push_str("...");
-    }
-    note
-}
+/// The longest event note: the API refuses notes over 1 KiB (1024 bytes).
+const MAX_NOTE: usize = crate::text::MAX_MESSAGE;
 
 /// The event for a failed reconcile: its reason names the kind of failure.
 pub(crate) async fn report(ctx: &Context, obj: &DynamicObject, error: &Error) {
@@ -77,7 +64,7 @@ pub(crate) async fn publish(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(bounded(note)),
+        note: Some(crate::text::bounded(note, MAX_NOTE)),
         action: "Propagate".into(),
         secondary: None,
     };

@@ -201,7 +201,7 @@ pub fn built_in() -> Vec<Kind> {
 /// Annotations that describe the federation object itself and mean nothing in a
 /// member.
 const DROPPED_ANNOTATIONS: [&str; 3] = [
-    "kubectl.kubernetes.io/last-applied-configuration",
+    super::place::LAST_APPLIED_ANNOTATION,
     "deployment.kubernetes.io/revision",
     super::PLACEMENT_ANNOTATION,
 ];

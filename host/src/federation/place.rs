@@ -95,6 +95,19 @@ pub(crate) async fn place(
     Ok(placement)
 }
 
+/// What `kubectl apply` keeps of the last configuration it applied: for a Secret,
+/// its data. Plugins never see it.
+pub(crate) const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The annotations a plugin sees: all but [`LAST_APPLIED_ANNOTATION`].
+pub(crate) fn plugin_annotations(obj: &(impl ResourceExt + ?Sized)) -> BTreeMap<String, String> {
+    obj.annotations()
+        .iter()
+        .filter(|(k, _)| k.as_str() != LAST_APPLIED_ANNOTATION)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 impl Decider<'_> {
     /// Selects members and, for replica kinds, splits the replicas. Warnings are
     /// pushed as they arise, also when the decision then fails.
@@ -156,7 +169,7 @@ impl Decider<'_> {
                 namespace: obj.namespace().unwrap_or_default(),
                 name: obj.name_any(),
                 labels: obj.labels().clone().into_iter().collect(),
-                annotations: obj.annotations().clone().into_iter().collect(),
+                annotations: plugin_annotations(obj),
             },
             clusters: members.iter().map(|m| m.cluster.to_info()).collect(),
         };
@@ -351,6 +364,18 @@ mod tests {
     }
 
     #[test]
+    fn plugins_never_see_the_last_applied_configuration() {
+        let secret = object(json!({
+            LAST_APPLIED_ANNOTATION: r#"{"data":{"password":"fedwasm-canary-token-XYZ"}}"#,
+            "fedwasm.io/regions": "europe-west1"}));
+        let seen = plugin_annotations(&secret);
+        assert_eq!(
+            seen,
+            BTreeMap::from([("fedwasm.io/regions".to_string(), "europe-west1".to_string())])
+        );
+    }
+
+    #[test]
     fn malformed_preferences_say_why() {
         let e = parse_preferences("{not json").unwrap_err();
         assert_eq!(e.kind(), "invalid_preferences");
@@ -380,5 +405,84 @@ mod tests {
             replicas: None,
         };
         assert_ne!(fingerprint(&a, &p, 1, 1), fingerprint(&a, &fewer, 1, 1));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON shaped like the annotation, with wrong types, negative and huge
+        /// numbers, nulls and unknown fields mixed in.
+        fn preference_like() -> impl Strategy<Value = Value> {
+            let number = prop_oneof![
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                Just(Value::Null),
+                ".{0,8}".prop_map(Value::from),
+            ];
+            let cluster = prop::collection::btree_map(
+                prop_oneof![
+                    Just("minReplicas"),
+                    Just("maxReplicas"),
+                    Just("weight"),
+                    Just("x")
+                ]
+                .prop_map(str::to_string),
+                number,
+                0..4,
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect()));
+            let clusters = prop::collection::btree_map(".{0,6}", cluster, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect()));
+            (
+                any::<Option<bool>>(),
+                prop::option::of(clusters),
+                any::<bool>(),
+            )
+                .prop_map(|(rebalance, clusters, extra)| {
+                    let mut v = json!({});
+                    if let Some(r) = rebalance {
+                        v["rebalance"] = r.into();
+                    }
+                    if let Some(c) = clusters {
+                        v["clusters"] = c;
+                    }
+                    if extra {
+                        v["unknown"] = 1.into();
+                    }
+                    v
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_is_preferences_or_a_clear_error(text in ".{0,200}") {
+                match parse_preferences(&text) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        prop_assert_eq!(e.kind(), "invalid_preferences");
+                        prop_assert!(e.to_string().contains(PREFERENCES_ANNOTATION));
+                    }
+                }
+            }
+
+            #[test]
+            fn annotation_shaped_json_is_preferences_or_a_clear_error(v in preference_like()) {
+                match parse_preferences(&v.to_string()) {
+                    Ok(p) => {
+                        // What was accepted is what was written.
+                        for (name, pref) in &p.clusters {
+                            let written = &v["clusters"][name];
+                            prop_assert_eq!(
+                                u64::from(pref.weight),
+                                written.get("weight").and_then(Value::as_u64).unwrap_or(0)
+                            );
+                        }
+                    }
+                    Err(e) => prop_assert_eq!(e.kind(), "invalid_preferences"),
+                }
+            }
+        }
     }
 }

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 use kube::{Client, Config};
 use tokio::sync::Semaphore;
 
+use super::kubeconfig::{self, KubeconfigPolicy};
 use super::Error;
 
 /// Why a request to a member failed.
@@ -121,13 +122,19 @@ impl MemberClient {
     }
 }
 
-/// A client from the `kubeconfig` key of a member's Secret. Connecting is bounded
-/// here; whole requests are bounded by [`MemberClient::call`].
+/// A client from the `kubeconfig` key of a member's Secret, refused (with no client
+/// built) when the kubeconfig is not inline data only, unless `policy` allows it.
+/// Connecting is bounded here; whole requests are bounded by [`MemberClient::call`].
 pub async fn client_from_secret(
     secret: &Secret,
     cluster: &str,
     deadline: Duration,
+    policy: KubeconfigPolicy,
 ) -> Result<Client, Error> {
+    let invalid = |source| Error::Kubeconfig {
+        cluster: cluster.to_string(),
+        source,
+    };
     let bytes = secret
         .data
         .as_ref()
@@ -139,13 +146,104 @@ pub async fn client_from_secret(
         })?;
     let text = std::str::from_utf8(&bytes.0)
         .map_err(|_| Error::Config(format!("the kubeconfig of cluster {cluster} is not UTF-8")))?;
-    let kubeconfig = Kubeconfig::from_yaml(text)
-        .map_err(|e| Error::Config(format!("the kubeconfig of cluster {cluster}: {e}")))?;
+    let kubeconfig = kubeconfig::parse_member(text, policy).map_err(invalid)?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| Error::Config(format!("the kubeconfig of cluster {cluster}: {e}")))?;
+        .map_err(|e| invalid(kubeconfig::describe(&e)))?;
     config.connect_timeout = Some(deadline.min(Duration::from_secs(2)));
     config.read_timeout = Some(deadline);
     config.write_timeout = Some(deadline);
     Client::try_from(config).map_err(|e| Error::kube(&format!("connecting to {cluster}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use serde_json::json;
+
+    const CANARY: &str = "fedwasm-canary-token-XYZ";
+
+    fn secret(kubeconfig: &str) -> Secret {
+        Secret {
+            data: Some(
+                [("kubeconfig".to_string(), ByteString(kubeconfig.into()))]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn with_user(user: serde_json::Value) -> String {
+        json!({"apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+            "users": [{"name": "u", "user": user}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "x"})
+        .to_string()
+    }
+
+    async fn build(kubeconfig: &str, policy: KubeconfigPolicy) -> Result<Client, Error> {
+        client_from_secret(&secret(kubeconfig), "m", Duration::from_secs(1), policy).await
+    }
+
+    #[tokio::test]
+    async fn no_client_is_built_from_a_refused_kubeconfig() {
+        // kube-rs runs an exec plugin while building the client: the marker file
+        // shows whether the command ran.
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("exec-ran");
+        let credential = r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"t"}}"#;
+        let script = format!("touch '{}'; echo '{credential}'", marker.display());
+        let exec = with_user(json!({"exec": {"command": "sh", "args": ["-c", script],
+            "apiVersion": "client.authentication.k8s.io/v1"}}));
+        let e = build(&exec, KubeconfigPolicy::InlineOnly)
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            e.to_string().contains("users[0].user.exec") && e.to_string().contains("cluster m"),
+            "{e}"
+        );
+        assert!(!marker.exists(), "the refused command ran");
+        if let Err(e) = build(&exec, KubeconfigPolicy::AllowUnsafe).await {
+            panic!("allowed: {e}");
+        }
+        assert!(marker.exists(), "the allowed command did not run");
+        let token = with_user(json!({"token": CANARY}));
+        assert!(build(&token, KubeconfigPolicy::InlineOnly).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn errors_never_quote_the_kubeconfig() {
+        let bad = [
+            with_user(json!({"client-certificate-data": "Q0U=",
+                "client-key-data": format!("!!{CANARY}")})),
+            with_user(json!({"client-certificate-data": CANARY, "client-key-data": CANARY})),
+            with_user(json!({"token": [CANARY]})),
+            format!("users:\n- name: u\n  user:\n    token: {CANARY}\n  : : [\n"),
+            format!("{{\"users\": [{CANARY}]}}"),
+        ];
+        for kubeconfig in bad {
+            let e = build(&kubeconfig, KubeconfigPolicy::InlineOnly)
+                .await
+                .err()
+                .expect("unusable credentials");
+            let chain = anyhow_like(&e);
+            assert!(!chain.contains(CANARY), "{chain}");
+        }
+    }
+
+    /// The error and every source, as `{:#}` of anyhow would print them.
+    fn anyhow_like(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
 }

@@ -7,11 +7,11 @@ use std::path::Path;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::config::Kubeconfig;
 use kube::Client;
 use serde_json::{json, Value};
 
 use super::cluster::{Cluster, ClusterSpec, SYSTEM_NAMESPACE};
+use super::kubeconfig::{self, KubeconfigPolicy};
 use super::{Error, FIELD_MANAGER};
 
 /// What `fedwasm join` is told about a member.
@@ -24,6 +24,9 @@ pub struct JoinRequest {
     pub capacity: Option<u32>,
     /// The member's ingress, when its Ingresses publish no load-balancer address.
     pub ingress_endpoint: Option<String>,
+    /// Whether the stored kubeconfig may run commands, read the host's files or
+    /// skip TLS verification (`--allow-unsafe-kubeconfig`); by default it may not.
+    pub kubeconfig_policy: KubeconfigPolicy,
 }
 
 /// Creates `fedwasm-system` in the federation plane if it is missing.
@@ -42,9 +45,11 @@ pub async fn ensure_system_namespace(federation: &Client) -> Result<(), Error> {
 /// A kubeconfig holding only `context` and what it uses, with every file it refers
 /// to inlined: it must work from a Secret, on another machine.
 pub fn standalone_kubeconfig(path: &Path, context: &str) -> Result<String, Error> {
-    let config = Kubeconfig::read_from(path)
+    let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
-    let config = serde_json::to_value(&config)
+    // Parsed as a plain document (its errors never quote it): paths are inlined
+    // below, and what is left is checked when the member joins.
+    let config = kubeconfig::parse_value(&text)
         .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
     let find = |list: &str, name: &str| -> Option<Value> {
         config[list]
@@ -120,10 +125,14 @@ pub async fn join(
 ) -> Result<(), Error> {
     ensure_system_namespace(federation).await?;
     super::cluster::install_crd(federation).await?;
-    // Fail now, not in the probe loop, if the credentials are unusable.
-    let parsed = Kubeconfig::from_yaml(kubeconfig)
-        .map_err(|e| Error::Config(format!("the member kubeconfig: {e}")))?;
-    drop(parsed);
+    // Fail now, not in the probe loop, if the credentials are unusable or would
+    // make the host run a command or read its own files.
+    kubeconfig::parse_member(kubeconfig, request.kubeconfig_policy).map_err(|source| {
+        Error::Kubeconfig {
+            cluster: request.name.clone(),
+            source,
+        }
+    })?;
     let secrets: Api<Secret> = Api::namespaced(federation.clone(), SYSTEM_NAMESPACE);
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",

@@ -306,7 +306,29 @@ async fn connect(state: &Arc<State>, cluster: &Cluster) -> Result<MemberClient, 
             return Ok(client.clone());
         }
     }
-    let raw = client_from_secret(&secret, &name, state.config.request_timeout).await?;
+    let built = client_from_secret(
+        &secret,
+        &name,
+        state.config.request_timeout,
+        state.config.kubeconfig_policy,
+    )
+    .await;
+    let raw = match built {
+        Ok(raw) => raw,
+        Err(e) => {
+            // Credentials that are refused or unusable now: the member is not
+            // reached with the ones before either.
+            let dropped = state
+                .lock()
+                .get_mut(&name)
+                .and_then(|entry| entry.client.take())
+                .is_some();
+            if dropped {
+                state.publish(false);
+            }
+            return Err(e);
+        }
+    };
     let client = MemberClient::new(
         &name,
         raw,

@@ -271,4 +271,73 @@ mod tests {
             Locality::parse(r#"{"clients": [{"cidr": "127.0.0.1", "region": " "}]}"#).unwrap_err();
         assert!(e.contains("region"), "{e}");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn cidr_like() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (any::<[u8; 4]>(), 0u8..=40)
+                    .prop_map(|(a, p)| format!("{}.{}.{}.{}/{p}", a[0], a[1], a[2], a[3])),
+                (any::<u128>(), 0u16..=140)
+                    .prop_map(|(a, p)| format!("{}/{p}", std::net::Ipv6Addr::from(a))),
+                any::<[u8; 4]>().prop_map(|a| format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])),
+                ".{0,20}",
+            ]
+        }
+
+        fn table_like() -> impl Strategy<Value = String> {
+            let client = (cidr_like(), ".{0,10}", prop::option::of(".{0,10}")).prop_map(
+                |(cidr, region, zone)| match zone {
+                    Some(z) => serde_json::json!({"cidr": cidr, "region": region, "zone": z}),
+                    None => serde_json::json!({"cidr": cidr, "region": region}),
+                },
+            );
+            (
+                prop::collection::vec(client, 0..5),
+                prop::collection::vec(cidr_like(), 0..3),
+                any::<bool>(),
+            )
+                .prop_map(|(clients, proxies, yaml)| {
+                    let v = serde_json::json!({"clients": clients, "trustedProxies": proxies});
+                    if yaml {
+                        // JSON is YAML too, once it does not start with `{`.
+                        format!("# a table\n{v}")
+                    } else {
+                        v.to_string()
+                    }
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_is_a_table_or_a_clear_error(text in ".{0,200}") {
+                if let Err(e) = Locality::parse(&text) {
+                    prop_assert!(!e.is_empty());
+                }
+            }
+
+            #[test]
+            fn table_shaped_input_is_a_table_or_a_clear_error(
+                text in table_like(),
+                peer in any::<u128>(),
+                forwarded in prop::option::of(".{0,40}"),
+            ) {
+                match Locality::parse(&text) {
+                    Ok(table) => {
+                        // A table that parsed answers every question.
+                        let peer = IpAddr::from(std::net::Ipv6Addr::from(peer));
+                        let client = table.client_address(peer, forwarded.as_deref());
+                        let _ = table.locate(client);
+                        prop_assert!(table.locations().contains(&Location::default()));
+                        for c in &table.clients {
+                            prop_assert!(!c.region.trim().is_empty());
+                        }
+                    }
+                    Err(e) => prop_assert!(!e.is_empty()),
+                }
+            }
+        }
+    }
 }

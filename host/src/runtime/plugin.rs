@@ -15,6 +15,7 @@ use wasmtime::{ResourceLimiter, Store};
 use super::bindings::{wit, PluginPre};
 use super::error::{LoadError, LoadStage, PluginError};
 use super::{cache, validate, Runtime, WARM_INSTANCES};
+use crate::text::{bounded, MAX_MESSAGE};
 
 /// Where a plugin generation came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -360,7 +361,7 @@ impl Plugin {
         PluginError::InvalidOutput {
             plugin: self.name.clone(),
             hook,
-            reason,
+            reason: bounded(reason, MAX_MESSAGE),
         }
     }
 
@@ -419,10 +420,12 @@ impl Plugin {
                         pool.push(warm);
                     }
                 }
+                // The plugin chose the message: bound it before it reaches an
+                // event, a log line or an admin answer.
                 answer.map_err(|message| PluginError::Refused {
                     plugin: self.name.clone(),
                     hook,
-                    message,
+                    message: bounded(message, MAX_MESSAGE),
                 })
             }
             Err(e) => Err(self.classify(hook, e, warm.store.data().limiter.hit)),
@@ -449,7 +452,7 @@ impl Plugin {
             plugin,
             hook,
             // The first line: wasm backtraces are long and belong in debug logs.
-            message: format!("{error}"),
+            message: bounded(format!("{error}"), MAX_MESSAGE),
         }
     }
 }

@@ -218,4 +218,120 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("`typo`"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Cluster names from a small alphabet, so outputs hit candidates often.
+        fn name() -> impl Strategy<Value = String> {
+            "[abcx]{1,2}"
+        }
+
+        fn entries() -> impl Strategy<Value = Vec<wit::ClusterReplicas>> {
+            prop::collection::vec(
+                (name(), prop_oneof![0u32..20, any::<u32>()])
+                    .prop_map(|(cluster, replicas)| wit::ClusterReplicas { cluster, replicas }),
+                0..6,
+            )
+        }
+
+        fn preferences() -> impl Strategy<Value = Option<fedwasm_sdk::Preferences>> {
+            prop::option::of(
+                prop::collection::btree_map(
+                    prop_oneof![name(), Just("*".to_string())],
+                    (0u32..10, prop::option::of(0u32..10), 0u32..5).prop_map(
+                        |(min_replicas, max_replicas, weight)| fedwasm_sdk::ClusterPreference {
+                            min_replicas,
+                            max_replicas,
+                            weight,
+                        },
+                    ),
+                    0..4,
+                )
+                .prop_map(|clusters| fedwasm_sdk::Preferences {
+                    rebalance: false,
+                    clusters,
+                }),
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn a_distribution_is_valid_or_refused_with_a_reason(
+                total in prop_oneof![0u32..20, any::<u32>()],
+                clusters in prop::collection::vec(name(), 0..5),
+                preferences in preferences(),
+                plan in entries(),
+                overflow in entries(),
+            ) {
+                let mut request = DistributeRequest::new("ns/x", total, clusters.iter().map(String::as_str));
+                request.preferences = preferences;
+                let out = wit::DistributeResponse { plan, overflow };
+                match distribution(&request, out) {
+                    Ok(checked) => {
+                        let sum: u64 = checked.plan.values().map(|&n| u64::from(n)).sum();
+                        prop_assert!(sum <= u64::from(total));
+                        for (cluster, n) in &checked.plan {
+                            prop_assert!(request.clusters.contains(cluster));
+                            let max = request.preferences.as_ref()
+                                .and_then(|p| p.for_cluster(cluster))
+                                .and_then(|p| p.max_replicas);
+                            prop_assert!(max.is_none_or(|m| *n <= m));
+                        }
+                        for c in &request.clusters {
+                            prop_assert!(checked.plan.contains_key(c));
+                        }
+                        for cluster in checked.overflow.keys() {
+                            prop_assert!(request.clusters.contains(cluster));
+                        }
+                    }
+                    Err(reason) => prop_assert!(!reason.is_empty()),
+                }
+            }
+
+            #[test]
+            fn a_selection_is_valid_or_refused_with_a_reason(
+                candidates in prop::collection::vec(name(), 0..5),
+                chosen in prop::collection::vec((name(), any::<u32>()), 0..6),
+            ) {
+                let request = SelectRequest {
+                    object: Default::default(),
+                    clusters: candidates
+                        .iter()
+                        .map(|n| fedwasm_sdk::ClusterInfo { name: n.clone(), ..Default::default() })
+                        .collect(),
+                };
+                let out: Vec<Selection> = chosen
+                    .into_iter()
+                    .map(|(cluster, score)| Selection { cluster, score })
+                    .collect();
+                match selection(&request, &out) {
+                    Ok(()) => {
+                        let mut seen = HashSet::new();
+                        for s in &out {
+                            prop_assert!(candidates.contains(&s.cluster));
+                            prop_assert!(seen.insert(&s.cluster));
+                        }
+                    }
+                    Err(reason) => prop_assert!(!reason.is_empty()),
+                }
+            }
+
+            #[test]
+            fn a_ranking_is_a_permutation_or_refused_with_a_reason(
+                len in 0usize..8,
+                order in prop::collection::vec(prop_oneof![0u32..8, any::<u32>()], 0..9),
+            ) {
+                match ranking(len, &order) {
+                    Ok(()) => {
+                        let mut sorted = order.clone();
+                        sorted.sort_unstable();
+                        prop_assert_eq!(sorted, (0..len as u32).collect::<Vec<_>>());
+                    }
+                    Err(reason) => prop_assert!(!reason.is_empty()),
+                }
+            }
+        }
+    }
 }

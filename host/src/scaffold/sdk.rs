@@ -31,9 +31,10 @@ pub fn key() -> String {
     format!("{SDK_VERSION}-{}", &digest[..16])
 }
 
-/// `$XDG_CACHE_HOME/fedwasm/sdk`, else `~/.cache/fedwasm/sdk`.
-pub fn default_cache_dir() -> PathBuf {
-    crate::cache_home().join("sdk")
+/// `$XDG_CACHE_HOME/fedwasm/sdk`, else `~/.cache/fedwasm/sdk`; `None` with neither
+/// set (never a shared `/tmp` path: what is cached there gets built).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    crate::cache_home().map(|c| c.join("sdk"))
 }
 
 /// Writes the embedded SDK to `cache/<key>` unless it is there already, and returns
