@@ -505,21 +505,6 @@ pub struct UpArgs {
     /// LoadBalancer Services an address, so status aggregation has something to show.
     #[arg(long)]
     pub simulate_workloads: bool,
-    /// Take part in leader election on the Lease `fedwasm-system/fedwasm`: of the
-    /// hosts against one federation plane, only the leader reconciles and writes
-    /// Cluster status; the others serve the admin API, ingress and DNS and take
-    /// over when the lease runs out. `--leader-elect=false`: lead alone.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub leader_elect: bool,
-    /// How long the lease holds without renewal, in seconds.
-    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
-    pub lease_duration_secs: u64,
-    /// How long the leader tries to renew before it stops every write and exits.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub renew_deadline_secs: u64,
-    /// Time between tries to take or renew the lease, in seconds.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub retry_period_secs: u64,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
