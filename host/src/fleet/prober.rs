@@ -170,7 +170,10 @@ fn upsert(state: &Arc<State>, mut cluster: Cluster) {
 }
 
 fn remove(state: &Arc<State>, name: &str) {
-    if let Some(entry) = state.lock().remove(name) {
+    // The guard must be gone before `publish` locks again: in an `if let` scrutinee
+    // it would live to the end of the block (edition 2021) and deadlock the prober.
+    let removed = state.lock().remove(name);
+    if let Some(entry) = removed {
         tracing::info!(cluster = %name, "member left");
         entry.task.abort();
         drop(entry);
