@@ -265,6 +265,16 @@ async fn bench(members_n: usize, objects: usize) {
     }
 
     let fed_api: Api<ConfigMap> = Api::namespaced(fed.clone(), ns);
+    // One object created in the federation plane, for fedwasm to propagate.
+    let create = |name: String| {
+        let api = fed_api.clone();
+        let apply = apply.clone();
+        async move {
+            api.patch(&name, &apply, &Patch::Apply(config_map(ns, &name)))
+                .await
+                .expect("create in the federation");
+        }
+    };
     for (mode, rate) in [("burst", None), ("paced", Some(PACED_RATE))] {
         eprintln!("[bench] {mode}: {objects} objects applied straight into {members_n} members");
         let baseline = measure(
@@ -288,23 +298,7 @@ async fn bench(members_n: usize, objects: usize) {
         )
         .await;
         eprintln!("[bench] {mode}: {objects} objects created in the federation plane");
-        let fedwasm = measure(
-            &members,
-            ns,
-            &format!("fed-{mode}"),
-            objects,
-            rate,
-            |name| {
-                let api = fed_api.clone();
-                let apply = apply.clone();
-                async move {
-                    api.patch(&name, &apply, &Patch::Apply(config_map(ns, &name)))
-                        .await
-                        .expect("create in the federation");
-                }
-            },
-        )
-        .await;
+        let fedwasm = measure(&members, ns, &format!("fed-{mode}"), objects, rate, &create).await;
         let how = match rate {
             None => format!("burst, {CONCURRENCY} creates in flight"),
             Some(r) => format!("paced, {r} creates/s"),
@@ -324,15 +318,6 @@ async fn bench(members_n: usize, objects: usize) {
     // Shadow mode's cost: bursts without and with a shadow of the select plugin
     // (a copy of `label-selector`, so every placement is also made by the shadow
     // and agrees), side by side.
-    let create = |name: String| {
-        let api = fed_api.clone();
-        let apply = apply.clone();
-        async move {
-            api.patch(&name, &apply, &Patch::Apply(config_map(ns, &name)))
-                .await
-                .expect("create in the federation");
-        }
-    };
     eprintln!("[bench] shadow: a burst of {objects} objects, no shadow");
     let plain = measure(&members, ns, "plain", objects, None, &create).await;
     let shadow = plugin_dir.path().join("label-selector.shadow.wasm");
