@@ -425,6 +425,23 @@ fn terminate(pid: u32, binary: &Path, marker: &str, child: Option<Child>) {
 /// `state.lock` beside it), held by whoever reads, changes and rewrites the state,
 /// so the processes sharing the directory (`dev up`, `dev stop`, `dev start`,
 /// `dev down`) never lose each other's records. Released when dropped.
+impl State {
+    /// The cluster named `name`.
+    fn cluster(&self, name: &str) -> Result<&ClusterEndpoint, Error> {
+        self.clusters
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::UnknownCluster(name.into()))
+    }
+
+    fn cluster_mut(&mut self, name: &str) -> Result<&mut ClusterEndpoint, Error> {
+        self.clusters
+            .iter_mut()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::UnknownCluster(name.into()))
+    }
+}
+
 struct StateLock {
     _file: File,
 }
@@ -733,13 +750,7 @@ impl LocalFederation {
 
     /// One cluster's endpoint, its pid as `state.json` records it now.
     pub fn endpoint(&self, name: &str) -> Result<ClusterEndpoint, Error> {
-        self.inner
-            .refresh()
-            .clusters
-            .iter()
-            .find(|c| c.name == name)
-            .cloned()
-            .ok_or_else(|| Error::UnknownCluster(name.into()))
+        self.inner.refresh().cluster(name).cloned()
     }
 
     /// Whether a cluster's apiserver process runs (whoever started it).
@@ -750,11 +761,7 @@ impl LocalFederation {
 
     /// The pid `state` records for `name`'s apiserver, if that process runs.
     fn recorded_running(&self, state: &State, name: &str) -> Result<Option<u32>, Error> {
-        let endpoint = state
-            .clusters
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| Error::UnknownCluster(name.into()))?;
+        let endpoint = state.cluster(name)?;
         let Some(pid) = endpoint.pid else {
             return Ok(None);
         };
@@ -773,11 +780,7 @@ impl LocalFederation {
     /// went away.
     pub fn stop_member(&self, name: &str) -> Result<(), Error> {
         self.inner.update(|state| {
-            let endpoint = state
-                .clusters
-                .iter_mut()
-                .find(|c| c.name == name)
-                .ok_or_else(|| Error::UnknownCluster(name.into()))?;
+            let endpoint = state.cluster_mut(name)?;
             if let Some(pid) = endpoint.pid.take() {
                 let child = self.inner.take_child(name, pid);
                 let marker = apiserver_marker(&self.inner.dir, name);
@@ -911,11 +914,7 @@ impl LocalFederation {
     /// Starts `name`'s apiserver and returns its pid, for the caller to record in
     /// `state` (under the lock).
     fn spawn_apiserver(&self, state: &State, name: &str) -> Result<u32, Error> {
-        let endpoint = state
-            .clusters
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| Error::UnknownCluster(name.into()))?;
+        let endpoint = state.cluster(name)?;
         let dir = &self.inner.dir;
         let cert_dir = dir.join("certs").join(name);
         fs::create_dir_all(&cert_dir).map_err(io("create the cert dir"))?;
@@ -982,11 +981,7 @@ impl LocalFederation {
                         "[testenv] {key} exited ({status}): its port was taken; starting it again on port {port}"
                     );
                     self.inner.update(|state| {
-                        let endpoint = state
-                            .clusters
-                            .iter_mut()
-                            .find(|c| c.name == name)
-                            .ok_or_else(|| Error::UnknownCluster(name.into()))?;
+                        let endpoint = state.cluster_mut(name)?;
                         endpoint.port = port;
                         let pid = self.spawn_apiserver(state, name)?;
                         set_pid(state, name, Some(pid));
@@ -1078,7 +1073,7 @@ fn log_tail(path: &Path, lines: usize) -> String {
 }
 
 fn set_pid(state: &mut State, name: &str, pid: Option<u32>) {
-    if let Some(c) = state.clusters.iter_mut().find(|c| c.name == name) {
+    if let Ok(c) = state.cluster_mut(name) {
         c.pid = pid;
     }
 }
