@@ -11,6 +11,7 @@ mod apply;
 mod controller;
 pub(crate) mod events;
 pub mod kinds;
+mod mirror;
 pub mod namespace;
 mod place;
 
@@ -39,6 +40,9 @@ pub const SELECT_PLUGIN_ANNOTATION: &str = "fedwasm.io/select-plugin";
 pub const DISTRIBUTE_PLUGIN_ANNOTATION: &str = "fedwasm.io/distribute-plugin";
 /// The replica preferences, as in the original Kubernetes Federation.
 pub const PREFERENCES_ANNOTATION: &str = "federation.kubernetes.io/replica-set-preferences";
+/// Written by fedwasm on its member copies: a hash of the copy it applied, so a
+/// copy that is already what the federation wants is not written again.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "fedwasm.io/template-hash";
 /// Written by fedwasm on federation objects: the per-cluster outcome.
 pub const PLACEMENT_ANNOTATION: &str = "fedwasm.io/placement";
 

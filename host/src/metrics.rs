@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use fedwasm_sdk::Hook;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -31,6 +32,7 @@ pub struct Metrics {
     members: IntGaugeVec,
     propagations: IntCounterVec,
     shadow: IntCounterVec,
+    member_writes: IntCounterVec,
 }
 
 impl Metrics {
@@ -94,10 +96,25 @@ impl Metrics {
             &["plugin", "result"],
         )
         .expect("static metric definition");
+        let member_writes = IntCounterVec::new(
+            Opts::new(
+                "fedwasm_member_writes_total",
+                "Requests that write to a member cluster, by cluster and verb (create, apply, handover, delete). Flat in the steady state.",
+            ),
+            &["cluster", "verb"],
+        )
+        .expect("static metric definition");
         registry
             .register(Box::new(members.clone()))
             .expect("unique metric names");
-        for c in [&calls, &errors, &reloads, &propagations, &shadow] {
+        for c in [
+            &calls,
+            &errors,
+            &reloads,
+            &propagations,
+            &shadow,
+            &member_writes,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric names");
@@ -114,6 +131,7 @@ impl Metrics {
             members,
             propagations,
             shadow,
+            member_writes,
         }
     }
 
@@ -127,6 +145,20 @@ impl Metrics {
 
     pub(crate) fn observe_propagation(&self, kind: &str, result: &str) {
         self.propagations.with_label_values(&[kind, result]).inc();
+    }
+
+    pub(crate) fn observe_member_write(&self, cluster: &str, verb: &str) {
+        self.member_writes.with_label_values(&[cluster, verb]).inc();
+    }
+
+    /// Writes to members so far, over every cluster and verb.
+    pub fn member_writes(&self) -> u64 {
+        self.member_writes
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
     }
 
     pub(crate) fn observe_shadow(&self, plugin: &str, result: &str) {

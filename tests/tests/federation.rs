@@ -133,8 +133,23 @@ impl Workload {
             .fallback(move || async move {
                 format!("Welcome to the global site! You are being served from {zone}")
             });
+        // Every connection is served in a task of this JoinSet, owned by the accept
+        // task: stopping the workload closes its open keep-alive connections too, as
+        // a stopped process would, not only its listener.
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
         });
         *self.task.lock().unwrap() = Some(task);
     }
@@ -222,6 +237,8 @@ async fn federation_scenarios() {
     }
     // Scenarios that disturb every object, one at a time.
     let disruptive = scenarios![
+        // First: it counts every write to the members, so nothing else may run.
+        nothing_is_written_where_nothing_changed,
         a_frozen_member_holds_up_no_other,
         a_member_away_converges_when_back,
         a_hot_swapped_plugin_moves_replicas,
@@ -910,6 +927,138 @@ async fn removed_fields_leave_the_members(env: Env) {
         .await;
         assert_eq!(cm.labels()["fedwasm.io/managed-by"], "fedwasm");
     }
+}
+
+/// Writes to the members so far, and which, for the messages.
+fn member_writes(env: &Env) -> (u64, String) {
+    let text = env.metrics.render();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("fedwasm_member_writes_total"))
+        .collect();
+    (env.metrics.member_writes(), lines.join("\n"))
+}
+
+/// Nothing changes, nothing is written: the host reads its member caches, not the
+/// members, and writes a copy only when it differs from what the federation wants.
+/// A copy deleted or edited by hand is repaired from the member's watch; a change
+/// of one Deployment's replicas writes only the member whose share moved; a plugin
+/// reloaded with the same decisions writes nothing.
+async fn nothing_is_written_where_nothing_changed(env: Env) {
+    let ns = "e2e-steady";
+    namespace(&env, ns).await;
+    for i in 0..8 {
+        apply(
+            &env,
+            cm_manifest(
+                ns,
+                &format!("cm-{i}"),
+                json!({}),
+                json!({"i": i.to_string()}),
+            ),
+        )
+        .await;
+    }
+    apply(&env, deployment_manifest(ns, "web", 6, json!({}))).await;
+    for (cluster, c) in &env.members {
+        eventually(&format!("every ConfigMap in {cluster}"), || async {
+            let list = Api::<ConfigMap>::namespaced(c.clone(), ns)
+                .list(&ListParams::default().labels("fedwasm.io/managed-by=fedwasm"))
+                .await
+                .ok()?;
+            (list.items.len() == 8).then_some(())
+        })
+        .await;
+    }
+    eventually("web 2/2/2", || async {
+        (deployment_replicas(&env, ns, "web").await == [2, 2, 2]).then_some(())
+    })
+    .await;
+
+    // Quiet: more than two of the old 5 s resyncs, not one write.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (before, _) = member_writes(&env);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (after, which) = member_writes(&env);
+    assert_eq!(before, after, "writes while nothing changed:\n{which}");
+
+    // Drift: a copy deleted by hand comes back, one edited by hand is set right.
+    let m2: Api<ConfigMap> = Api::namespaced(env.members["m2"].clone(), ns);
+    m2.delete("cm-1", &DeleteParams::default()).await.unwrap();
+    within(Duration::from_secs(10), "cm-1 restored in m2", || async {
+        config_map(&env.members["m2"], ns, "cm-1").await.map(|_| ())
+    })
+    .await;
+    let m1: Api<ConfigMap> = Api::namespaced(env.members["m1"].clone(), ns);
+    m1.patch(
+        "cm-2",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"i": "edited by hand"}})),
+    )
+    .await
+    .unwrap();
+    within(Duration::from_secs(10), "cm-2 set right in m1", || async {
+        let cm = config_map(&env.members["m1"], ns, "cm-2").await?;
+        (cm.data?.get("i")? == "2").then_some(())
+    })
+    .await;
+    let m3: Api<Deployment> = Api::namespaced(env.members["m3"].clone(), ns);
+    m3.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 5}})),
+    )
+    .await
+    .unwrap();
+    within(
+        Duration::from_secs(10),
+        "web's replicas set right in m3",
+        || async { (deployment_replicas(&env, ns, "web").await == [2, 2, 2]).then_some(()) },
+    )
+    .await;
+
+    // One more replica: only the member that gets it is written.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (before, _) = member_writes(&env);
+    apply(&env, deployment_manifest(ns, "web", 7, json!({}))).await;
+    eventually("web 7 in all", || async {
+        let r = deployment_replicas(&env, ns, "web").await;
+        (r.iter().sum::<i32>() == 7).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (after, which) = member_writes(&env);
+    // The member whose share moved: the hand-over of its create and one apply.
+    assert!(
+        after - before <= 2,
+        "{} writes for one replica more:\n{which}",
+        after - before
+    );
+
+    // The same decisions from a reloaded plugin: every object is placed again,
+    // nothing is written.
+    let (before, _) = member_writes(&env);
+    drop_plugin(
+        &env,
+        "weighted-spread.wasm",
+        fedwasm_host::runtime::built_in_bytes("weighted-spread").unwrap(),
+    );
+    eventually("the reloaded weighted-spread serving", || async {
+        let (_, plugins) = admin_json(&env, "GET", "/plugins", Value::Null).await;
+        plugins
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == "weighted-spread" && p["built_in"] == false)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (after, which) = member_writes(&env);
+    std::fs::remove_file(env.plugin_dir.join("weighted-spread.wasm")).unwrap();
+    assert_eq!(
+        before, after,
+        "writes after a reload that moved nothing:\n{which}"
+    );
 }
 
 async fn bad_input_gives_events_and_retries(env: Env) {

@@ -1,19 +1,28 @@
 //! Writing to the members: each member on its own, every request under that
-//! member's deadline, so one that hangs delays nobody else.
+//! member's deadline, so one that hangs delays nobody else; and only what changed.
+//!
+//! What a member holds is read from its cache ([`super::mirror`]); a copy that is
+//! already what the federation wants is not written. A member whose cache is not
+//! whole is asked directly.
 //!
 //! Ownership rules: a member object fedwasm did not create is never modified or
 //! deleted (unless the federation object asks for adoption); a new one is created
-//! with POST, so one created by someone else meanwhile is never taken over, and then
-//! its fields are handed to fedwasm's server-side apply entry, so a field later
-//! dropped in the federation is dropped in the member too.
+//! with POST, so one created by someone else meanwhile is never taken over. The
+//! POST's field ownership (an `Update` entry) is turned into fedwasm's `Apply` entry
+//! before the copy's first server-side apply, so a field later dropped in the
+//! federation is dropped in the member too.
 
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
-use super::controller::{forget, Context};
-use super::kinds::member_object;
+use super::controller::{forget, key, Context};
+use super::kinds::{hash_of, member_object};
+use super::mirror::{self, Seen, Written};
 use super::namespace;
 use super::place::{annotation, Placement};
 use super::{events, Error, ADOPT_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -24,7 +33,7 @@ use kube::runtime::events::EventType;
 /// The outcome in one member.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    Applied(Box<DynamicObject>),
+    Applied(Arc<DynamicObject>),
     Unreachable(String),
     Conflict,
     Rejected(String),
@@ -85,6 +94,26 @@ fn failed(e: MemberError) -> Outcome {
     }
 }
 
+/// The member's copy of `obj` as its cache shows it, or as the member answers when
+/// its cache is not whole.
+async fn look(
+    ctx: &Context,
+    client: &MemberClient,
+    obj: &DynamicObject,
+) -> Result<Option<Arc<DynamicObject>>, MemberError> {
+    match ctx.mirrors.seen(client.cluster(), obj) {
+        Seen::Present(copy) => Ok(Some(copy)),
+        Seen::Absent => Ok(None),
+        Seen::Unknown => {
+            let api = member_api(client, ctx, obj);
+            Ok(client
+                .call(api.get_opt(&obj.name_any()))
+                .await?
+                .map(Arc::new))
+        }
+    }
+}
+
 async fn apply_member(
     ctx: &Context,
     obj: &DynamicObject,
@@ -95,78 +124,98 @@ async fn apply_member(
     let Some(client) = &member.client else {
         return Outcome::Unreachable("no connection to the member yet".into());
     };
-    let api = member_api(client, ctx, obj);
-    let name = obj.name_any();
-    let existing = match client.call(api.get_opt(&name)).await {
-        Ok(e) => e,
+    let found = match look(ctx, client, obj).await {
+        Ok(found) => found,
         Err(e) => return failed(e),
     };
-    if existing
-        .as_ref()
-        .is_some_and(|found| !owned(found) && !adopt)
-    {
-        return Outcome::Conflict;
-    }
     let body = member_object(&ctx.kind, obj, replicas);
-    let applied = match existing {
-        Some(found) => apply_owned(client, &api, &name, &body, &found).await,
-        None => create(client, &api, &name, &body, obj, ctx).await,
+    let hash = hash_of(&body);
+    let record = (client.cluster().to_string(), key(obj));
+    let api = member_api(client, ctx, obj);
+    let name = obj.name_any();
+    let applied = match found {
+        Some(found) if !owned(&found) && !adopt => return Outcome::Conflict,
+        Some(found) if owned(&found) => {
+            let written = ctx.written(&record);
+            if mirror::current(&found, hash, written.as_ref()) {
+                if written.is_none_or(|w| w.hash != hash) {
+                    ctx.remember(record, Written::of(&found, hash));
+                }
+                return Outcome::Applied(found);
+            }
+            apply_owned(ctx, client, &api, &name, &body, &found).await
+        }
+        Some(found) => apply_owned(ctx, client, &api, &name, &body, &found).await,
+        None => create(ctx, client, &api, &name, &body, obj, adopt).await,
     };
     match applied {
-        Ok(applied) => Outcome::Applied(Box::new(applied)),
+        Ok(applied) => {
+            ctx.remember(record, Written::of(&applied, hash));
+            Outcome::Applied(Arc::new(applied))
+        }
         // Created by someone else between our look and our create: theirs stays.
         Err(e) if e.code() == Some(409) => Outcome::Conflict,
         Err(e) => failed(e),
     }
 }
 
-/// Server-side apply of fedwasm's copy. A copy still carrying the field ownership of
-/// a create (an older fedwasm, or a create interrupted before the hand-over) is
-/// handed over after the apply.
+/// Server-side apply of fedwasm's copy, forced (fedwasm owns its copies). A copy
+/// created by POST first has its field ownership turned into fedwasm's apply entry.
 async fn apply_owned(
+    ctx: &Context,
     client: &MemberClient,
     api: &Api<DynamicObject>,
     name: &str,
     body: &Value,
     found: &DynamicObject,
 ) -> Result<DynamicObject, MemberError> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let applied = client
-        .call(api.patch(name, &params, &Patch::Apply(body)))
-        .await?;
-    if has_update_entry(found) || has_update_entry(&applied) {
-        return hand_over(client, api, name, applied).await;
+    if has_update_entry(found) {
+        take_over_create(ctx, client, api, name).await?;
     }
-    Ok(applied)
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    ctx.wrote(client, "apply");
+    client
+        .call(api.patch(name, &params, &Patch::Apply(body)))
+        .await
 }
 
-/// POST, so an object made by someone else meanwhile is a 409, never taken over;
-/// then the same body by server-side apply, and the create's ownership dropped.
+/// POST, so an object made by someone else meanwhile is a 409, never taken over.
+/// A 409 on a copy that is fedwasm's after all (the cache had not seen it yet), or
+/// that the object asks to adopt, is applied instead.
 async fn create(
+    ctx: &Context,
     client: &MemberClient,
     api: &Api<DynamicObject>,
     name: &str,
     body: &Value,
     obj: &DynamicObject,
-    ctx: &Context,
+    adopt: bool,
 ) -> Result<DynamicObject, MemberError> {
+    ctx.wrote(client, "create");
     let created = match post(client, api, body).await {
         Err(e) if e.code() == Some(404) && ctx.kind.namespaced => {
             // The namespace is missing in the member: create it (labelled as ours),
             // then the object.
             if let Some(ns) = &obj.metadata.namespace {
+                ctx.wrote(client, "create");
                 namespace::ensure(client, ns).await?;
             }
-            post(client, api, body).await?
+            ctx.wrote(client, "create");
+            post(client, api, body).await
         }
-        other => other?,
+        other => other,
     };
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let applied = client
-        .call(api.patch(name, &apply, &Patch::Apply(body)))
-        .await?;
-    drop(created);
-    hand_over(client, api, name, applied).await
+    match created {
+        Err(e) if e.code() == Some(409) => {
+            let found = client.call(api.get(name)).await?;
+            if owned(&found) || adopt {
+                apply_owned(ctx, client, api, name, body, &found).await
+            } else {
+                Err(e)
+            }
+        }
+        other => other,
+    }
 }
 
 /// Creates `body` in a member as fedwasm (POST: a 409 if it exists already).
@@ -190,56 +239,98 @@ where
 }
 
 fn has_update_entry(obj: &DynamicObject) -> bool {
-    obj.metadata.managed_fields.iter().flatten().any(|m| {
-        m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Update")
-    })
+    obj.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(is_create_entry)
 }
 
-/// Drops fedwasm's `Update` field ownership (from the POST that created the copy),
-/// keeping its `Apply` entry: fields the federation object drops later are then
-/// removed by the next apply instead of lingering, owned by the create. Guarded by
-/// the resourceVersion; retried when the member changed the object meanwhile.
-async fn hand_over(
+fn is_create_entry(m: &ManagedFieldsEntry) -> bool {
+    m.manager.as_deref() == Some(FIELD_MANAGER)
+        && m.operation.as_deref() == Some("Update")
+        && m.subresource.is_none()
+}
+
+/// Turns the field ownership of fedwasm's POST (an `Update` entry) into its
+/// server-side apply entry, the fields unchanged: the next apply then drops the
+/// fields the federation dropped, where an `Update` entry would have kept them.
+/// Guarded by the resourceVersion; retried when the copy changed meanwhile.
+async fn take_over_create(
+    ctx: &Context,
     client: &MemberClient,
     api: &Api<DynamicObject>,
     name: &str,
-    mut current: DynamicObject,
-) -> Result<DynamicObject, MemberError> {
+) -> Result<(), MemberError> {
+    let mut current = client.call(api.get(name)).await?;
     for _ in 0..3 {
-        if !has_update_entry(&current) {
-            return Ok(current);
-        }
-        let keep: Vec<_> = current
-            .metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .filter(|m| {
-                !(m.manager.as_deref() == Some(FIELD_MANAGER)
-                    && m.operation.as_deref() == Some("Update"))
-            })
-            .cloned()
-            .collect();
+        let Some(entries) = as_apply_entry(current.metadata.managed_fields.as_deref()) else {
+            return Ok(());
+        };
         let patch = json!({"metadata": {
-            "managedFields": keep,
+            "managedFields": entries,
             "resourceVersion": current.metadata.resource_version,
         }});
         let params = PatchParams {
             field_manager: Some(format!("{FIELD_MANAGER}-handover")),
             ..Default::default()
         };
+        ctx.wrote(client, "handover");
         match client
             .call(api.patch(name, &params, &Patch::Merge(&patch)))
             .await
         {
-            Ok(done) => return Ok(done),
+            Ok(_) => return Ok(()),
             Err(e) if e.code() == Some(409) => {
                 current = client.call(api.get(name)).await?;
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(current)
+    Ok(())
+}
+
+/// `entries` with fedwasm's create (`Update`) entry merged into its `Apply` entry;
+/// `None` when there is no create entry.
+fn as_apply_entry(entries: Option<&[ManagedFieldsEntry]>) -> Option<Vec<ManagedFieldsEntry>> {
+    let entries = entries?;
+    if !entries.iter().any(is_create_entry) {
+        return None;
+    }
+    let ours = |m: &ManagedFieldsEntry| {
+        is_create_entry(m)
+            || (m.manager.as_deref() == Some(FIELD_MANAGER)
+                && m.operation.as_deref() == Some("Apply"))
+    };
+    let mut fields = Value::Object(Default::default());
+    let mut merged: Option<ManagedFieldsEntry> = None;
+    for m in entries.iter().filter(|m| ours(m)) {
+        if let Some(FieldsV1(f)) = &m.fields_v1 {
+            union(&mut fields, f);
+        }
+        merged.get_or_insert_with(|| m.clone());
+    }
+    let mut apply = merged?;
+    apply.operation = Some("Apply".into());
+    apply.fields_type = Some("FieldsV1".into());
+    apply.fields_v1 = Some(FieldsV1(fields));
+    let mut out: Vec<ManagedFieldsEntry> = entries.iter().filter(|m| !ours(m)).cloned().collect();
+    out.push(apply);
+    Some(out)
+}
+
+/// Field sets in the `FieldsV1` form are trees of objects: their union is the
+/// merge of the trees.
+fn union(into: &mut Value, from: &Value) {
+    if let (Value::Object(into), Value::Object(from)) = (into, from) {
+        for (k, v) in from {
+            union(
+                into.entry(k.clone())
+                    .or_insert_with(|| Value::Object(Default::default())),
+                v,
+            );
+        }
+    }
 }
 
 /// Removes the object from a member that is no longer selected, if fedwasm made it.
@@ -289,26 +380,39 @@ async fn delete_owned(
     obj: &DynamicObject,
     client: &MemberClient,
 ) -> Result<Removal, MemberError> {
-    let api = member_api(client, ctx, obj);
-    let name = obj.name_any();
-    let Some(found) = client.call(api.get_opt(&name)).await? else {
+    let Some(found) = look(ctx, client, obj).await? else {
         return Ok(Removal::Nothing);
     };
     if !owned(&found) || found.metadata.deletion_timestamp.is_some() {
         return Ok(Removal::Nothing);
     }
+    let name = obj.name_any();
     if ctx.kind.holds_objects {
         let foreign = namespace::empty_of_ours(client, &name).await?;
         if !foreign.is_empty() {
             return Ok(Removal::Kept(foreign));
         }
     }
-    match client
-        .call(api.delete(&name, &DeleteParams::default()))
-        .await
-    {
-        Ok(_) => Ok(Removal::Deleted),
-        Err(e) if e.code() == Some(404) => Ok(Removal::Nothing),
+    // Only the copy fedwasm saw: one made again by someone else meanwhile stays.
+    let params = DeleteParams {
+        preconditions: found
+            .metadata
+            .uid
+            .clone()
+            .map(|uid| kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+        ..Default::default()
+    };
+    ctx.wrote(client, "delete");
+    let api = member_api(client, ctx, obj);
+    match client.call(api.delete(&name, &params)).await {
+        Ok(_) => {
+            ctx.forget_copy(client.cluster(), obj);
+            Ok(Removal::Deleted)
+        }
+        Err(e) if matches!(e.code(), Some(404 | 409)) => Ok(Removal::Nothing),
         Err(e) => Err(e),
     }
 }
@@ -346,4 +450,59 @@ pub(crate) async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action
     )
     .await;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(manager: &str, operation: &str, fields: Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(operation.into()),
+            api_version: Some("v1".into()),
+            fields_type: Some("FieldsV1".into()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_create_entry_becomes_the_apply_entry_with_the_same_fields() {
+        let entries = vec![
+            entry(
+                FIELD_MANAGER,
+                "Update",
+                json!({"f:data": {"f:a": {}, "f:b": {}}}),
+            ),
+            entry("kubectl-edit", "Update", json!({"f:data": {"f:c": {}}})),
+        ];
+        let out = as_apply_entry(Some(&entries)).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].manager.as_deref(), Some("kubectl-edit"));
+        assert_eq!(out[1].operation.as_deref(), Some("Apply"));
+        assert_eq!(
+            out[1].fields_v1.as_ref().unwrap().0,
+            json!({"f:data": {"f:a": {}, "f:b": {}}})
+        );
+    }
+
+    #[test]
+    fn a_create_and_an_apply_entry_merge_into_one() {
+        let entries = vec![
+            entry(
+                FIELD_MANAGER,
+                "Apply",
+                json!({"f:data": {"f:a": {}}, "f:metadata": {"f:labels": {}}}),
+            ),
+            entry(FIELD_MANAGER, "Update", json!({"f:data": {"f:b": {}}})),
+        ];
+        let out = as_apply_entry(Some(&entries)).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].fields_v1.as_ref().unwrap().0,
+            json!({"f:data": {"f:a": {}, "f:b": {}}, "f:metadata": {"f:labels": {}}})
+        );
+        assert!(as_apply_entry(Some(&out)).is_none(), "nothing left to turn");
+    }
 }

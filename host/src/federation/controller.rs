@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use kube::api::Api;
@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use super::kinds::Kind;
+use super::mirror::{Mirrors, Written};
 use super::{aggregate, apply, events, place, Error, FINALIZER};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
@@ -64,8 +65,10 @@ pub struct Context {
     pub(crate) kind: Kind,
     /// Consecutive failed reconciles per object of this kind, for backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// Per object: the fingerprint of its last complete propagation and when.
-    applied: Mutex<HashMap<String, (u64, Instant)>>,
+    /// fedwasm's copies in each member, kept by watches.
+    pub(crate) mirrors: Arc<Mirrors>,
+    /// Per (cluster, object): what fedwasm last wrote there.
+    written: Mutex<HashMap<(String, String), Written>>,
 }
 
 /// Watches one kind in the federation plane and reconciles each object; every
@@ -79,16 +82,23 @@ pub(crate) async fn run(shared: Shared, kind: Kind) {
     );
     let name = kind.resource.kind.clone();
     let namespaced = kind.namespaced;
+    let (mirrors, copies_changed) = Mirrors::new(kind.clone());
+    let following = tokio::spawn(mirrors.clone().follow(shared.fleet.subscribe()));
+    let _following = AbortOnDrop(following);
     let ctx = Arc::new(Context {
         shared,
         kind: kind.clone(),
         failures: Default::default(),
-        applied: Default::default(),
+        mirrors,
+        written: Default::default(),
     });
     tracing::info!(kind = %name, "propagation controller started");
     let mut controller =
         Controller::new_with(api, watcher::Config::default(), kind.resource.clone())
-            .reconcile_all_on(triggers);
+            .reconcile_all_on(triggers)
+            // A copy changed in a member (status, a hand edit, a deletion): its
+            // federation object is reconciled.
+            .reconcile_on(copies_changed);
     if namespaced {
         // A namespaced object goes where its federated Namespace goes.
         let store = controller.store();
@@ -118,6 +128,15 @@ pub(crate) async fn run(shared: Shared, kind: Kind) {
         })
         .await;
     tracing::error!(kind = %name, "propagation controller stopped");
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Turns a panic inside `reconcile` into an error of that one object, so a bug hit
@@ -229,10 +248,6 @@ pub fn backoff_after(failures: u32) -> Duration {
     Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
 }
 
-/// How long after a complete propagation an unchanged object is not propagated
-/// again (shorter than the status resync, so that still reads the members).
-const RECENT: Duration = Duration::from_secs(2);
-
 impl Context {
     pub(crate) fn federation_api(&self, obj: &DynamicObject) -> Api<DynamicObject> {
         match &obj.metadata.namespace {
@@ -257,39 +272,54 @@ impl Context {
     }
 
     fn forget(&self, obj: &DynamicObject) {
-        if let Some(uid) = &obj.metadata.uid {
-            self.applied
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(uid);
-        }
+        let k = key(obj);
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(_, object), _| *object != k);
+    }
+
+    /// What fedwasm last wrote to `(cluster, object)`.
+    pub(crate) fn written(&self, record: &(String, String)) -> Option<Written> {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(record)
+            .cloned()
+    }
+
+    pub(crate) fn remember(&self, record: (String, String), written: Written) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record, written);
+    }
+
+    pub(crate) fn forget_copy(&self, cluster: &str, obj: &DynamicObject) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(cluster.to_string(), key(obj)));
+    }
+
+    /// Counts a write request to a member.
+    pub(crate) fn wrote(&self, client: &crate::fleet::MemberClient, verb: &str) {
+        self.shared
+            .metrics
+            .observe_member_write(client.cluster(), verb);
     }
 }
 
-/// Place → apply in each member → aggregate.
+/// Place → apply in each member → aggregate. Nothing is written where nothing
+/// changed: a member copy that already is what the placement wants, a status or an
+/// annotation that already says it.
 async fn apply_object(
     obj: &DynamicObject,
     ctx: &Arc<Context>,
     api: &Api<DynamicObject>,
 ) -> Result<Action, Error> {
-    // Our own writes to the object (the placement annotation, the finalizer, the
-    // status) come back as watch events. Right after a complete propagation of the
-    // same content and the same decision, to the same members, there is nothing to
-    // write. The decision is made first: it also depends on the object's Namespace.
     let snapshot = ctx.shared.fleet.snapshot();
     let placement = place::place(ctx, obj, &snapshot).await?;
-    let plugins = *ctx.shared.placer.subscribe().borrow();
-    let fingerprint = place::fingerprint(obj, &placement, snapshot.epoch, plugins);
-    let uid = obj.metadata.uid.clone().unwrap_or_else(|| key(obj));
-    let fresh = ctx
-        .applied
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&uid)
-        .is_some_and(|(f, at)| *f == fingerprint && at.elapsed() < RECENT);
-    if fresh {
-        return Ok(Action::requeue(ctx.kind.resync));
-    }
     let outcomes = apply::apply_all(ctx, obj, &snapshot, &placement).await;
     aggregate::write(ctx, obj, api, &outcomes).await?;
     let unreachable: Vec<String> = outcomes
@@ -303,11 +333,13 @@ async fn apply_object(
         return Err(Error::MembersUnreachable(unreachable));
     }
     ctx.backoff(obj, false);
-    ctx.applied
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(uid, (fingerprint, Instant::now()));
-    Ok(Action::requeue(ctx.kind.resync))
+    // Changes in the members come as watch events; a member whose cache is not
+    // whole yet is looked at again after the kind's resync.
+    if ctx.mirrors.all_whole(&snapshot) {
+        Ok(Action::await_change())
+    } else {
+        Ok(Action::requeue(ctx.kind.resync))
+    }
 }
 
 pub(crate) fn forget(ctx: &Context, obj: &DynamicObject) {

@@ -259,7 +259,31 @@ pub fn member_object(kind: &Kind, obj: &DynamicObject, replicas: Option<u32>) ->
             spec.insert("replicas".into(), n.into());
         }
     }
+    let hash = template_hash(&body);
+    if let Some(Value::Object(metadata)) = body.get_mut("metadata") {
+        let annotations = metadata
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(annotations) = annotations {
+            annotations.insert(super::TEMPLATE_HASH_ANNOTATION.into(), hash.into());
+        }
+    }
     Value::Object(body)
+}
+
+/// A short hash of a member copy's body (before the hash annotation is added).
+fn template_hash(body: &Map<String, Value>) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(serde_json::to_vec(body).unwrap_or_default());
+    hex::encode(&digest[..8])
+}
+
+/// The template hash written on a member copy's body by [`member_object`].
+pub(crate) fn hash_of(body: &Value) -> &str {
+    body.pointer("/metadata/annotations")
+        .and_then(|a| a.get(super::TEMPLATE_HASH_ANNOTATION))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// Removes the field at `steps` (`*` = every element of an array).
@@ -305,7 +329,12 @@ mod tests {
             "spec": {"clusterIP": "10.0.0.9", "clusterIPs": ["10.0.0.9"], "type": "LoadBalancer",
                      "ports": [{"port": 80, "nodePort": 30080}, {"port": 443, "nodePort": 30443}]},
             "status": {"loadBalancer": {}}}));
-        let body = member_object(&kind("Service"), &svc, None);
+        let mut body = member_object(&kind("Service"), &svc, None);
+        let hash = body["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(crate::federation::TEMPLATE_HASH_ANNOTATION);
+        assert!(hash.is_some(), "{body}");
         assert_eq!(
             body,
             json!({"apiVersion": "v1", "kind": "Service",
@@ -314,6 +343,34 @@ mod tests {
                              "annotations": {"team": "a"}},
                 "spec": {"type": "LoadBalancer", "ports": [{"port": 80}, {"port": 443}]}})
         );
+    }
+
+    #[test]
+    fn the_template_hash_follows_the_body() {
+        let rs = |image: &str| {
+            object(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "1"},
+                "spec": {"replicas": 9, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}}))
+        };
+        let k = kind("ReplicaSet");
+        let a = member_object(&k, &rs("nginx:1"), Some(4));
+        assert_eq!(
+            hash_of(&a),
+            hash_of(&member_object(&k, &rs("nginx:1"), Some(4)))
+        );
+        assert_eq!(hash_of(&a).len(), 16);
+        assert_ne!(
+            hash_of(&a),
+            hash_of(&member_object(&k, &rs("nginx:2"), Some(4)))
+        );
+        assert_ne!(
+            hash_of(&a),
+            hash_of(&member_object(&k, &rs("nginx:1"), Some(3)))
+        );
+        // What the server sets on the federation object is not in the copy's hash.
+        let mut moved = rs("nginx:1");
+        moved.metadata.resource_version = Some("99".into());
+        assert_eq!(hash_of(&a), hash_of(&member_object(&k, &moved, Some(4))));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! cannot hold up a decision.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use fedwasm_sdk::{DistributeRequest, Hook, ObjectRef, Preferences, SelectRequest};
@@ -311,35 +310,6 @@ pub(crate) fn current_replicas(
         .collect()
 }
 
-/// What a propagation depends on: the object's content (without what fedwasm
-/// itself writes on it), the decision, the member view's epoch and the plugin
-/// generations.
-pub(crate) fn fingerprint(
-    obj: &DynamicObject,
-    placement: &Placement,
-    members_epoch: u64,
-    plugins: u64,
-) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    // Not `status`: fedwasm writes the aggregated status itself.
-    if let Some(fields) = obj.data.as_object() {
-        for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != "status") {
-            (k, v.to_string()).hash(&mut hasher);
-        }
-    }
-    obj.metadata.labels.hash(&mut hasher);
-    obj.metadata
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| k.as_str() != PLACEMENT_ANNOTATION)
-        .for_each(|kv| kv.hash(&mut hasher));
-    obj.metadata.deletion_timestamp.is_some().hash(&mut hasher);
-    (&placement.selected, &placement.replicas).hash(&mut hasher);
-    (members_epoch, plugins).hash(&mut hasher);
-    hasher.finish()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,27 +354,6 @@ mod tests {
         assert!(e.to_string().contains("invalid value"), "{e}");
         let ok = parse_preferences(r#"{"rebalance": true, "clusters": {"*": {"weight": 1}}}"#);
         assert!(ok.unwrap().rebalance);
-    }
-
-    #[test]
-    fn the_fingerprint_ignores_what_fedwasm_writes() {
-        let p = Placement {
-            selected: vec!["m1".into(), "m2".into()],
-            replicas: None,
-        };
-        let a = object(json!({"team": "a"}));
-        let mut b = object(json!({"team": "a", PLACEMENT_ANNOTATION: "{}"}));
-        b.data["status"] = json!({"replicas": 3});
-        assert_eq!(fingerprint(&a, &p, 1, 1), fingerprint(&b, &p, 1, 1));
-        assert_ne!(fingerprint(&a, &p, 1, 1), fingerprint(&a, &p, 2, 1));
-        assert_ne!(fingerprint(&a, &p, 1, 1), fingerprint(&a, &p, 1, 2));
-        let c = object(json!({"team": "b"}));
-        assert_ne!(fingerprint(&a, &p, 1, 1), fingerprint(&c, &p, 1, 1));
-        let fewer = Placement {
-            selected: vec!["m1".into()],
-            replicas: None,
-        };
-        assert_ne!(fingerprint(&a, &p, 1, 1), fingerprint(&a, &fewer, 1, 1));
     }
 
     mod properties {

@@ -87,6 +87,11 @@ impl MemberClient {
         &self.cluster
     }
 
+    /// Whether both are the same client (clones of one), not merely to one cluster.
+    pub fn same(&self, other: &MemberClient) -> bool {
+        Arc::ptr_eq(&self.permits, &other.permits)
+    }
+
     /// Runs one request under the member's deadline (waiting for a free slot counts).
     pub async fn call<T, F>(&self, request: F) -> Result<T, MemberError>
     where

@@ -1,0 +1,407 @@
+//! What fedwasm holds in each member, kept by watches instead of asked for: one
+//! cache per member and kind, of fedwasm's own copies only (by label).
+//!
+//! The controller reads these caches instead of GETting every member on every
+//! reconcile, and every change to a copy (a member controller's status, a hand edit,
+//! a deletion) reconciles its federation object: status is aggregated from these
+//! events and drift is repaired from them. A member whose watch breaks relists on
+//! its own; until its cache is whole again, reconciles ask that member directly
+//! (under its deadline), so it delays no one else.
+//!
+//! Copies are kept small: the metadata fedwasm decides on, `spec.replicas` and
+//! `status` (what the aggregation reads); the rest of each object is dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::channel::mpsc;
+use futures::StreamExt;
+use kube::api::Api;
+use kube::core::DynamicObject;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::ResourceExt;
+use serde_json::{Map, Value};
+
+use super::kinds::Kind;
+use super::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TEMPLATE_HASH_ANNOTATION};
+use crate::fleet::{MemberClient, Snapshot};
+
+/// What the cache of one member shows of one object.
+pub(crate) enum Seen {
+    /// The cache is not whole (starting, or relisting after a broken watch): ask the
+    /// member.
+    Unknown,
+    /// fedwasm has no copy there (a copy someone else made may still exist).
+    Absent,
+    Present(Arc<DynamicObject>),
+}
+
+/// The caches of one kind, in every member that has a client.
+pub(crate) struct Mirrors {
+    kind: Kind,
+    caches: Mutex<HashMap<String, Cache>>,
+    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+}
+
+struct Cache {
+    client: MemberClient,
+    store: Store<DynamicObject>,
+    whole: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Mirrors {
+    /// The caches of `kind`, and the stream of federation objects to reconcile
+    /// because their copy changed in a member.
+    pub fn new(
+        kind: Kind,
+    ) -> (
+        Arc<Self>,
+        impl futures::Stream<Item = ObjectRef<DynamicObject>> + Send + 'static,
+    ) {
+        let (trigger, changed) = mpsc::unbounded();
+        let mirrors = Arc::new(Self {
+            kind,
+            caches: Default::default(),
+            trigger,
+        });
+        (mirrors, changed)
+    }
+
+    /// Keeps one cache per member with a client, following the member view until
+    /// it closes. A member that leaves, or whose client is replaced (new
+    /// credentials), gets its cache dropped or started again.
+    pub async fn follow(self: Arc<Self>, mut members: tokio::sync::watch::Receiver<Snapshot>) {
+        loop {
+            let snapshot = members.borrow_and_update().clone();
+            self.sync(&snapshot);
+            if members.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn sync(&self, snapshot: &Snapshot) {
+        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        caches.retain(|cluster, cache| {
+            snapshot
+                .get(cluster)
+                .and_then(|m| m.client.as_ref())
+                .is_some_and(|c| c.same(&cache.client))
+        });
+        for member in snapshot.members.iter() {
+            let Some(client) = &member.client else {
+                continue;
+            };
+            let cluster = member.name();
+            if caches.contains_key(&cluster) {
+                continue;
+            }
+            let cache = self.start(client.clone());
+            caches.insert(cluster, cache);
+        }
+    }
+
+    fn start(&self, client: MemberClient) -> Cache {
+        let writer = reflector::store::Writer::new(self.kind.resource.clone());
+        let store = writer.as_reader();
+        let whole = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(watch(
+            self.kind.clone(),
+            client.clone(),
+            writer,
+            store.clone(),
+            whole.clone(),
+            self.trigger.clone(),
+        ));
+        Cache {
+            client,
+            store,
+            whole,
+            task,
+        }
+    }
+
+    /// What `cluster`'s cache shows of the copy of `obj`.
+    pub fn seen(&self, cluster: &str, obj: &DynamicObject) -> Seen {
+        let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(cache) = caches.get(cluster) else {
+            return Seen::Unknown;
+        };
+        if !cache.whole.load(Ordering::Acquire) {
+            return Seen::Unknown;
+        }
+        match cache.store.get(&self.object_ref(obj)) {
+            Some(copy) => Seen::Present(copy),
+            None => Seen::Absent,
+        }
+    }
+
+    /// Whether every member with a client has a whole cache.
+    pub fn all_whole(&self, snapshot: &Snapshot) -> bool {
+        let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        snapshot
+            .members
+            .iter()
+            .filter(|m| m.client.is_some())
+            .all(|m| {
+                caches
+                    .get(&m.name())
+                    .is_some_and(|c| c.whole.load(Ordering::Acquire))
+            })
+    }
+
+    fn object_ref(&self, obj: &DynamicObject) -> ObjectRef<DynamicObject> {
+        let r = ObjectRef::new_with(&obj.name_any(), self.kind.resource.clone());
+        match &obj.metadata.namespace {
+            Some(ns) if self.kind.namespaced => r.within(ns),
+            _ => r,
+        }
+    }
+}
+
+/// Follows fedwasm's copies of one kind in one member: fills the store, marks it
+/// whole after each complete list, and asks for a reconcile of every object whose
+/// copy changed (after a relist, also of every object the old list had: a copy
+/// deleted while the watch was down shows only as its absence).
+async fn watch(
+    kind: Kind,
+    client: MemberClient,
+    writer: reflector::store::Writer<DynamicObject>,
+    store: Store<DynamicObject>,
+    whole: Arc<AtomicBool>,
+    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+) {
+    let api: Api<DynamicObject> = Api::all_with(client.client().clone(), &kind.resource);
+    let config =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let cluster = client.cluster().to_string();
+    let mut before_relist: Vec<ObjectRef<DynamicObject>> = Vec::new();
+    let events = watcher::watcher(api, config)
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer);
+    futures::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        let changed = match event {
+            Ok(Event::Apply(copy) | Event::Delete(copy) | Event::InitApply(copy)) => {
+                vec![ObjectRef::from_obj_with(&copy, kind.resource.clone())]
+            }
+            Ok(Event::Init) => {
+                before_relist = store
+                    .state()
+                    .iter()
+                    .map(|copy| ObjectRef::from_obj_with(copy.as_ref(), kind.resource.clone()))
+                    .collect();
+                Vec::new()
+            }
+            Ok(Event::InitDone) => {
+                whole.store(true, Ordering::Release);
+                tracing::debug!(%cluster, kind = %kind.resource.kind, copies = store.state().len(), "member cache whole");
+                std::mem::take(&mut before_relist)
+            }
+            Err(e) => {
+                // The watcher relists after its backoff; until then, ask the member.
+                whole.store(false, Ordering::Release);
+                tracing::debug!(%cluster, kind = %kind.resource.kind, error = %e, "member watch broke; relisting");
+                Vec::new()
+            }
+        };
+        for r in changed {
+            if trigger.unbounded_send(r).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Drops what no decision reads: fedwasm's copies are kept as their identity and
+/// versions, fedwasm's labels and annotations, which field-ownership entries
+/// fedwasm has (not their fields), `spec.replicas` and `status`.
+fn slim(copy: &mut DynamicObject) {
+    let meta = &mut copy.metadata;
+    meta.managed_fields = meta.managed_fields.take().map(|entries| {
+        entries
+            .into_iter()
+            .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
+            .map(|mut m| {
+                m.fields_v1 = None;
+                m
+            })
+            .collect()
+    });
+    if let Some(labels) = &mut meta.labels {
+        labels.retain(|k, _| k == MANAGED_BY_LABEL);
+    }
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|k, _| k == TEMPLATE_HASH_ANNOTATION);
+    }
+    meta.owner_references = None;
+    meta.finalizers = None;
+    let mut kept = Map::new();
+    if let Some(replicas) = copy.data.pointer("/spec/replicas") {
+        kept.insert(
+            "spec".into(),
+            serde_json::json!({ "replicas": replicas.clone() }),
+        );
+    }
+    if let Some(status) = copy.data.get("status") {
+        kept.insert("status".into(), status.clone());
+    }
+    copy.data = Value::Object(kept);
+}
+
+/// The version of a copy that changes when someone changes what fedwasm wrote:
+/// its `generation` where the kind has one (a status update does not move it),
+/// else its `resourceVersion`. Both are numbers from etcd; `None` when not.
+pub(crate) fn version(copy: &DynamicObject) -> Option<u64> {
+    match copy.metadata.generation {
+        Some(g) if g > 0 => u64::try_from(g).ok(),
+        _ => copy.metadata.resource_version.as_deref()?.parse().ok(),
+    }
+}
+
+/// What fedwasm last wrote to one copy: the template (its hash), the copy's
+/// identity and its version right after the write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub hash: String,
+    pub uid: String,
+    pub version: Option<u64>,
+}
+
+impl Written {
+    pub fn of(copy: &DynamicObject, hash: &str) -> Self {
+        Self {
+            hash: hash.to_string(),
+            uid: copy.metadata.uid.clone().unwrap_or_default(),
+            version: version(copy),
+        }
+    }
+}
+
+/// Whether `copy` already is what fedwasm would write (template `hash`), so that
+/// nothing needs writing. A copy of another template is not. A copy of this
+/// template that someone changed since fedwasm wrote it (`written`: its version
+/// moved on) is not either: that is drift, repaired by writing again. A copy older
+/// than fedwasm's last write is a cache that has not seen the write yet: current.
+/// Without a record (a host that just started), the template hash decides.
+pub(crate) fn current(copy: &DynamicObject, hash: &str, written: Option<&Written>) -> bool {
+    let theirs = copy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION));
+    if theirs.map(String::as_str) != Some(hash) {
+        return false;
+    }
+    match written {
+        Some(w) if w.hash == hash && Some(&w.uid) == copy.metadata.uid.as_ref() => {
+            match (version(copy), w.version) {
+                (Some(now), Some(then)) => now <= then,
+                _ => false,
+            }
+        }
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn copy(hash: &str, uid: &str, generation: Option<i64>, rv: &str) -> DynamicObject {
+        let mut o: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "uid": uid, "resourceVersion": rv,
+                "annotations": {TEMPLATE_HASH_ANNOTATION: hash, "other": "x"},
+                "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE, "app": "web"}},
+            "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+            "status": {"readyReplicas": 2}
+        }))
+        .unwrap();
+        o.metadata.generation = generation;
+        o
+    }
+
+    #[test]
+    fn a_copy_of_another_template_is_written() {
+        let c = copy("h1", "u", Some(1), "10");
+        assert!(!current(&c, "h2", None));
+        assert!(current(&c, "h1", None), "no record: the hash decides");
+    }
+
+    #[test]
+    fn a_copy_changed_since_fedwasm_wrote_it_is_drift() {
+        let written = Written::of(&copy("h", "u", Some(2), "10"), "h");
+        // A status update moves the resourceVersion, not the generation.
+        assert!(current(&copy("h", "u", Some(2), "15"), "h", Some(&written)));
+        // A hand edit of the spec moves the generation.
+        assert!(!current(
+            &copy("h", "u", Some(3), "16"),
+            "h",
+            Some(&written)
+        ));
+        // A cache that has not seen fedwasm's write yet is not drift.
+        assert!(current(&copy("h", "u", Some(1), "9"), "h", Some(&written)));
+        // Deleted and made again (a new uid): the record is someone else's object's.
+        assert!(current(
+            &copy("h", "u2", Some(1), "20"),
+            "h",
+            Some(&written)
+        ));
+    }
+
+    #[test]
+    fn kinds_without_generation_compare_resource_versions() {
+        let written = Written::of(&copy("h", "u", None, "10"), "h");
+        assert!(current(&copy("h", "u", None, "10"), "h", Some(&written)));
+        assert!(!current(&copy("h", "u", None, "11"), "h", Some(&written)));
+        let odd = Written::of(&copy("h", "u", None, "not-a-number"), "h");
+        assert!(!current(
+            &copy("h", "u", None, "not-a-number"),
+            "h",
+            Some(&odd)
+        ));
+    }
+
+    #[test]
+    fn slim_copies_keep_what_decisions_read() {
+        let mut c = copy("h", "u", Some(1), "10");
+        c.metadata.managed_fields = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some(FIELD_MANAGER.into()),
+                operation: Some("Update".into()),
+                fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                    json!({"f:spec": {}}),
+                )),
+                ..Default::default()
+            },
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some("kubectl".into()),
+                ..Default::default()
+            },
+        ]);
+        slim(&mut c);
+        assert_eq!(
+            c.data,
+            json!({"spec": {"replicas": 3}, "status": {"readyReplicas": 2}})
+        );
+        let entries = c.metadata.managed_fields.unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].operation.as_deref(), Some("Update"));
+        assert!(entries[0].fields_v1.is_none());
+        assert_eq!(c.metadata.labels.unwrap().len(), 1);
+        assert_eq!(c.metadata.annotations.unwrap().len(), 1);
+    }
+}
