@@ -1043,15 +1043,16 @@ async fn nothing_is_written_where_nothing_changed(env: Env) {
         "weighted-spread.wasm",
         fedwasm_host::runtime::built_in_bytes("weighted-spread").unwrap(),
     );
-    eventually("the reloaded weighted-spread serving", || async {
+    let listing = eventually("the reloaded weighted-spread loaded or refused", || async {
         let (_, plugins) = admin_json(&env, "GET", "/plugins", Value::Null).await;
-        plugins
-            .as_array()?
-            .iter()
-            .any(|p| p["name"] == "weighted-spread" && p["built_in"] == false)
-            .then_some(())
+        plugins.as_array()?.iter().find_map(|p| {
+            (p["name"] == "weighted-spread"
+                && (p["built_in"] == false || !p["last_error"].is_null()))
+            .then(|| p.clone())
+        })
     })
     .await;
+    assert!(listing["last_error"].is_null(), "{listing}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (after, which) = member_writes(&env);
     std::fs::remove_file(env.plugin_dir.join("weighted-spread.wasm")).unwrap();

@@ -26,7 +26,10 @@ pub(crate) async fn write(
 ) -> Result<(), Error> {
     let name = obj.name_any();
     let mut placement = BTreeMap::new();
-    for MemberOutcome { cluster, outcome } in outcomes {
+    for MemberOutcome {
+        cluster, outcome, ..
+    } in outcomes
+    {
         let Some(outcome) = outcome else { continue };
         let entry = match outcome {
             Outcome::Applied(applied) => {

@@ -43,6 +43,9 @@ pub(crate) enum Outcome {
 pub(crate) struct MemberOutcome {
     pub cluster: String,
     pub outcome: Option<Outcome>,
+    /// fedwasm's write is not in the member's cache yet: look again soon, in case
+    /// the copy was deleted while the cache could not see it.
+    pub awaiting_cache: bool,
 }
 
 pub(crate) fn owned(obj: &DynamicObject) -> bool {
@@ -72,16 +75,21 @@ pub(crate) async fn apply_all(
     let adopt = annotation(obj, ADOPT_ANNOTATION) == Some("true");
     let work = snapshot.members.iter().map(|member| async move {
         let cluster = member.name();
-        let outcome = if placement.selected.contains(&cluster) {
+        let (outcome, awaiting_cache) = if placement.selected.contains(&cluster) {
             let replicas = placement
                 .replicas
                 .as_ref()
                 .map(|p| p.get(&cluster).copied().unwrap_or(0));
-            Some(apply_member(ctx, obj, member, replicas, adopt).await)
+            let (outcome, awaiting) = apply_member(ctx, obj, member, replicas, adopt).await;
+            (Some(outcome), awaiting)
         } else {
-            remove_member(ctx, obj, member).await
+            (remove_member(ctx, obj, member).await, false)
         };
-        MemberOutcome { cluster, outcome }
+        MemberOutcome {
+            cluster,
+            outcome,
+            awaiting_cache,
+        }
     });
     futures::future::join_all(work).await
 }
@@ -100,17 +108,18 @@ async fn look(
     ctx: &Context,
     client: &MemberClient,
     obj: &DynamicObject,
-) -> Result<Option<Arc<DynamicObject>>, MemberError> {
+) -> Result<Seen, MemberError> {
     match ctx.mirrors.seen(client.cluster(), obj) {
-        Seen::Present(copy) => Ok(Some(copy)),
-        Seen::Absent => Ok(None),
         Seen::Unknown => {
             let api = member_api(client, ctx, obj);
-            Ok(client
-                .call(api.get_opt(&obj.name_any()))
-                .await?
-                .map(Arc::new))
+            Ok(match client.call(api.get_opt(&obj.name_any())).await? {
+                Some(found) => Seen::Present(Arc::new(found)),
+                None => Seen::Absent {
+                    seen_up_to: u64::MAX,
+                },
+            })
         }
+        seen => Ok(seen),
     }
 }
 
@@ -120,43 +129,56 @@ async fn apply_member(
     member: &Member,
     replicas: Option<u32>,
     adopt: bool,
-) -> Outcome {
+) -> (Outcome, bool) {
     let Some(client) = &member.client else {
-        return Outcome::Unreachable("no connection to the member yet".into());
+        return (
+            Outcome::Unreachable("no connection to the member yet".into()),
+            false,
+        );
     };
-    let found = match look(ctx, client, obj).await {
-        Ok(found) => found,
-        Err(e) => return failed(e),
+    let seen = match look(ctx, client, obj).await {
+        Ok(seen) => seen,
+        Err(e) => return (failed(e), false),
     };
     let body = member_object(&ctx.kind, obj, replicas);
     let hash = hash_of(&body);
     let record = (client.cluster().to_string(), key(obj));
+    let written = ctx.written(&record);
     let api = member_api(client, ctx, obj);
     let name = obj.name_any();
-    let applied = match found {
-        Some(found) if !owned(&found) && !adopt => return Outcome::Conflict,
-        Some(found) if owned(&found) => {
-            let written = ctx.written(&record);
+    let applied = match seen {
+        Seen::Present(found) if !owned(&found) && !adopt => return (Outcome::Conflict, false),
+        Seen::Present(found) if owned(&found) => {
             if mirror::current(&found, hash, written.as_ref()) {
-                if written.is_none_or(|w| w.hash != hash) {
+                if written.is_none() {
                     ctx.remember(record, Written::of(&found, hash));
                 }
-                return Outcome::Applied(found);
+                return (Outcome::Applied(found), false);
             }
             apply_owned(ctx, client, &api, &name, &body, &found).await
         }
-        Some(found) => apply_owned(ctx, client, &api, &name, &body, &found).await,
-        None => create(ctx, client, &api, &name, &body, obj, adopt).await,
+        Seen::Present(found) => apply_owned(ctx, client, &api, &name, &body, &found).await,
+        Seen::Absent { seen_up_to } => {
+            match written.filter(|w| mirror::not_seen_yet(seen_up_to, hash, Some(w))) {
+                // fedwasm's own write, not in the cache yet: its watch event follows.
+                Some(w) => return (Outcome::Applied(w.copy), true),
+                None => create(ctx, client, &api, &name, &body, obj, adopt).await,
+            }
+        }
+        Seen::Unknown => create(ctx, client, &api, &name, &body, obj, adopt).await,
     };
-    match applied {
+    let outcome = match applied {
         Ok(applied) => {
-            ctx.remember(record, Written::of(&applied, hash));
-            Outcome::Applied(Arc::new(applied))
+            let written = Written::of(&applied, hash);
+            let copy = written.copy.clone();
+            ctx.remember(record, written);
+            Outcome::Applied(copy)
         }
         // Created by someone else between our look and our create: theirs stays.
         Err(e) if e.code() == Some(409) => Outcome::Conflict,
         Err(e) => failed(e),
-    }
+    };
+    (outcome, false)
 }
 
 /// Server-side apply of fedwasm's copy, forced (fedwasm owns its copies). A copy
@@ -380,7 +402,7 @@ async fn delete_owned(
     obj: &DynamicObject,
     client: &MemberClient,
 ) -> Result<Removal, MemberError> {
-    let Some(found) = look(ctx, client, obj).await? else {
+    let Seen::Present(found) = look(ctx, client, obj).await? else {
         return Ok(Removal::Nothing);
     };
     if !owned(&found) || found.metadata.deletion_timestamp.is_some() {

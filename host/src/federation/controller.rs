@@ -248,6 +248,9 @@ pub fn backoff_after(failures: u32) -> Duration {
     Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
 }
 
+/// When to look again at an object whose write a member's cache has not shown yet.
+const AWAITING_CACHE: Duration = Duration::from_secs(5);
+
 impl Context {
     pub(crate) fn federation_api(&self, obj: &DynamicObject) -> Api<DynamicObject> {
         match &obj.metadata.namespace {
@@ -334,8 +337,11 @@ async fn apply_object(
     }
     ctx.backoff(obj, false);
     // Changes in the members come as watch events; a member whose cache is not
-    // whole yet is looked at again after the kind's resync.
-    if ctx.mirrors.all_whole(&snapshot) {
+    // whole yet is looked at again after the kind's resync, one whose cache has not
+    // taken in fedwasm's write yet sooner.
+    if outcomes.iter().any(|o| o.awaiting_cache) {
+        Ok(Action::requeue(AWAITING_CACHE))
+    } else if ctx.mirrors.all_whole(&snapshot) {
         Ok(Action::await_change())
     } else {
         Ok(Action::requeue(ctx.kind.resync))

@@ -12,7 +12,7 @@
 //! `status` (what the aggregation reads); the rest of each object is dropped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
@@ -34,8 +34,12 @@ pub(crate) enum Seen {
     /// The cache is not whole (starting, or relisting after a broken watch): ask the
     /// member.
     Unknown,
-    /// fedwasm has no copy there (a copy someone else made may still exist).
-    Absent,
+    /// fedwasm has no copy there (a copy someone else made may still exist), as of
+    /// the member's `resourceVersion` `seen_up_to`: a copy written later may not
+    /// have reached the cache yet.
+    Absent {
+        seen_up_to: u64,
+    },
     Present(Arc<DynamicObject>),
 }
 
@@ -50,6 +54,8 @@ struct Cache {
     client: MemberClient,
     store: Store<DynamicObject>,
     whole: Arc<AtomicBool>,
+    /// The highest `resourceVersion` of any event the cache has taken in.
+    seen_up_to: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -115,18 +121,20 @@ impl Mirrors {
         let writer = reflector::store::Writer::new(self.kind.resource.clone());
         let store = writer.as_reader();
         let whole = Arc::new(AtomicBool::new(false));
+        let seen_up_to = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(watch(
             self.kind.clone(),
             client.clone(),
             writer,
             store.clone(),
-            whole.clone(),
+            (whole.clone(), seen_up_to.clone()),
             self.trigger.clone(),
         ));
         Cache {
             client,
             store,
             whole,
+            seen_up_to,
             task,
         }
     }
@@ -142,7 +150,9 @@ impl Mirrors {
         }
         match cache.store.get(&self.object_ref(obj)) {
             Some(copy) => Seen::Present(copy),
-            None => Seen::Absent,
+            None => Seen::Absent {
+                seen_up_to: cache.seen_up_to.load(Ordering::Acquire),
+            },
         }
     }
 
@@ -178,7 +188,7 @@ async fn watch(
     client: MemberClient,
     writer: reflector::store::Writer<DynamicObject>,
     store: Store<DynamicObject>,
-    whole: Arc<AtomicBool>,
+    (whole, seen_up_to): (Arc<AtomicBool>, Arc<AtomicU64>),
     trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client.client().clone(), &kind.resource);
@@ -194,6 +204,9 @@ async fn watch(
     while let Some(event) = events.next().await {
         let changed = match event {
             Ok(Event::Apply(copy) | Event::Delete(copy) | Event::InitApply(copy)) => {
+                if let Some(rv) = resource_version(&copy) {
+                    seen_up_to.fetch_max(rv, Ordering::AcqRel);
+                }
                 vec![ObjectRef::from_obj_with(&copy, kind.resource.clone())]
             }
             Ok(Event::Init) => {
@@ -260,58 +273,84 @@ fn slim(copy: &mut DynamicObject) {
     copy.data = Value::Object(kept);
 }
 
+/// A copy's `resourceVersion` as the number etcd makes it; `None` when not one.
+pub(crate) fn resource_version(copy: &DynamicObject) -> Option<u64> {
+    copy.metadata.resource_version.as_deref()?.parse().ok()
+}
+
 /// The version of a copy that changes when someone changes what fedwasm wrote:
 /// its `generation` where the kind has one (a status update does not move it),
-/// else its `resourceVersion`. Both are numbers from etcd; `None` when not.
+/// else its `resourceVersion`.
 pub(crate) fn version(copy: &DynamicObject) -> Option<u64> {
     match copy.metadata.generation {
         Some(g) if g > 0 => u64::try_from(g).ok(),
-        _ => copy.metadata.resource_version.as_deref()?.parse().ok(),
+        _ => resource_version(copy),
     }
 }
 
-/// What fedwasm last wrote to one copy: the template (its hash), the copy's
-/// identity and its version right after the write.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What fedwasm last wrote to one copy: the template (its hash), and the copy as
+/// the member answered the write (slimmed), with when.
+#[derive(Clone, Debug)]
 pub(crate) struct Written {
     pub hash: String,
-    pub uid: String,
-    pub version: Option<u64>,
+    pub copy: Arc<DynamicObject>,
+    pub at: std::time::Instant,
 }
 
 impl Written {
     pub fn of(copy: &DynamicObject, hash: &str) -> Self {
+        let mut copy = copy.clone();
+        slim(&mut copy);
         Self {
             hash: hash.to_string(),
-            uid: copy.metadata.uid.clone().unwrap_or_default(),
-            version: version(copy),
+            copy: Arc::new(copy),
+            at: std::time::Instant::now(),
         }
+    }
+
+    fn uid(&self) -> Option<&String> {
+        self.copy.metadata.uid.as_ref()
     }
 }
 
+/// How long a copy fedwasm wrote may be missing from a member's cache before it is
+/// taken as deleted, when the cache's progress cannot tell (after a relist).
+pub(crate) const CACHE_LAG: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a cache that shows no copy has simply not taken in fedwasm's write yet:
+/// a write at a `resourceVersion` beyond what the cache has seen, and recent.
+pub(crate) fn not_seen_yet(seen_up_to: u64, hash: &str, written: Option<&Written>) -> bool {
+    written.is_some_and(|w| {
+        w.hash == hash
+            && resource_version(&w.copy).is_some_and(|rv| rv > seen_up_to)
+            && w.at.elapsed() < CACHE_LAG
+    })
+}
+
 /// Whether `copy` already is what fedwasm would write (template `hash`), so that
-/// nothing needs writing. A copy of another template is not. A copy of this
-/// template that someone changed since fedwasm wrote it (`written`: its version
-/// moved on) is not either: that is drift, repaired by writing again. A copy older
-/// than fedwasm's last write is a cache that has not seen the write yet: current.
-/// Without a record (a host that just started), the template hash decides.
+/// nothing needs writing.
+///
+/// - A copy older than fedwasm's last write to it is a cache that has not taken
+///   the write in yet: current when that write was of this template.
+/// - A copy at the version fedwasm wrote: current when it carries this template.
+/// - A copy someone changed since (its version moved on): drift, written again.
+/// - Without a record (a host that just started), the template hash decides.
 pub(crate) fn current(copy: &DynamicObject, hash: &str, written: Option<&Written>) -> bool {
-    let theirs = copy
+    let carries = copy
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION));
-    if theirs.map(String::as_str) != Some(hash) {
-        return false;
-    }
-    match written {
-        Some(w) if w.hash == hash && Some(&w.uid) == copy.metadata.uid.as_ref() => {
-            match (version(copy), w.version) {
-                (Some(now), Some(then)) => now <= then,
-                _ => false,
-            }
-        }
-        _ => true,
+        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
+        .is_some_and(|h| h == hash);
+    let Some(w) = written.filter(|w| w.uid().is_some() && w.uid() == copy.metadata.uid.as_ref())
+    else {
+        return carries;
+    };
+    match (version(copy), version(&w.copy)) {
+        (Some(now), Some(then)) if now < then => w.hash == hash,
+        (Some(now), Some(then)) if now == then => carries,
+        (Some(_), Some(_)) => false,
+        _ => carries,
     }
 }
 
@@ -352,11 +391,26 @@ mod tests {
             "h",
             Some(&written)
         ));
-        // A cache that has not seen fedwasm's write yet is not drift.
-        assert!(current(&copy("h", "u", Some(1), "9"), "h", Some(&written)));
-        // Deleted and made again (a new uid): the record is someone else's object's.
+        // A cache that has not taken fedwasm's write in yet is not drift, even
+        // when it still shows the template before.
+        assert!(current(
+            &copy("old", "u", Some(1), "9"),
+            "h",
+            Some(&written)
+        ));
+        assert!(!current(
+            &copy("old", "u", Some(1), "9"),
+            "next",
+            Some(&written)
+        ));
+        // Deleted and made again (a new uid): the record is of another object.
         assert!(current(
             &copy("h", "u2", Some(1), "20"),
+            "h",
+            Some(&written)
+        ));
+        assert!(!current(
+            &copy("x", "u2", Some(1), "20"),
             "h",
             Some(&written)
         ));
@@ -367,12 +421,15 @@ mod tests {
         let written = Written::of(&copy("h", "u", None, "10"), "h");
         assert!(current(&copy("h", "u", None, "10"), "h", Some(&written)));
         assert!(!current(&copy("h", "u", None, "11"), "h", Some(&written)));
-        let odd = Written::of(&copy("h", "u", None, "not-a-number"), "h");
-        assert!(!current(
-            &copy("h", "u", None, "not-a-number"),
-            "h",
-            Some(&odd)
-        ));
+    }
+
+    #[test]
+    fn a_missing_copy_is_lag_only_until_the_cache_passed_the_write() {
+        let written = Written::of(&copy("h", "u", None, "10"), "h");
+        assert!(not_seen_yet(9, "h", Some(&written)));
+        assert!(!not_seen_yet(10, "h", Some(&written)), "seen, then deleted");
+        assert!(!not_seen_yet(9, "other", Some(&written)));
+        assert!(!not_seen_yet(9, "h", None));
     }
 
     #[test]
