@@ -18,6 +18,8 @@ mod place;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
 use kube::Client;
 
 use crate::fleet::{Fleet, MemberError};
@@ -133,10 +135,25 @@ pub async fn run(
     }
     let mut kinds = kinds::built_in();
     kinds.extend(config.extra_kinds);
-    let shared = controller::Shared::new(federation, placer, fleet, metrics);
-    let controllers = kinds.into_iter().map(|kind| {
+    // One watch of the plane's Namespaces: a store every decision reads, and a
+    // change stream per namespaced kind, each change seen after the store has it.
+    let (namespaces, writer) = kube::runtime::reflector::store_shared(1024);
+    let changes: Vec<_> = kinds
+        .iter()
+        .map(|k| k.namespaced.then(|| writer.subscribe()).flatten())
+        .collect();
+    let shared = controller::Shared::new(federation.clone(), placer, fleet, metrics, namespaces);
+    let watch = kube::runtime::watcher::watcher(
+        kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(federation),
+        kube::runtime::watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect_shared(writer)
+    .for_each(|_| async {});
+    let _namespaces = AbortOnDrop(tokio::spawn(watch));
+    let controllers = kinds.into_iter().zip(changes).map(|(kind, changes)| {
         let name = kind.resource.kind.clone();
-        let task = tokio::spawn(controller::run(shared.clone(), kind));
+        let task = tokio::spawn(controller::run(shared.clone(), kind, changes));
         async move {
             let _ = task.await;
             name
@@ -144,4 +161,13 @@ pub async fn run(
     });
     let (stopped, _, _) = futures::future::select_all(controllers.map(Box::pin)).await;
     Error::ControllerStopped(stopped)
+}
+
+/// Stops a task when dropped.
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -85,6 +85,7 @@ pub async fn preview(
             placer,
             federation,
             kind,
+            namespaces: None,
         };
         let live = objects
             .items

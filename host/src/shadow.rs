@@ -151,6 +151,7 @@ pub(crate) fn compare_in_background(
             placer,
             federation: &ctx.shared.federation,
             kind: &ctx.kind,
+            namespaces: Some(&ctx.shared.namespaces),
         };
         let substitutes: BTreeMap<_, _> = decider
             .plugins_asked(&obj)

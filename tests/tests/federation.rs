@@ -27,6 +27,7 @@ use fedwasm_host::fleet::{join, FleetConfig};
 use fedwasm_host::routing::{Router, RouterConfig};
 use fedwasm_testenv::{FederationSpec, LocalFederation};
 use fedwasm_tests::plugins;
+use futures::StreamExt;
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
@@ -241,6 +242,9 @@ async fn federation_scenarios() {
         nothing_is_written_where_nothing_changed,
         a_frozen_member_holds_up_no_other,
         a_member_away_converges_when_back,
+        a_flapping_member_loses_nothing,
+        the_federation_plane_restarting_loses_nothing,
+        plugins_swapped_every_100ms_lose_nothing,
         a_hot_swapped_plugin_moves_replicas,
         previews_and_shadows_tell_what_a_swap_would_move,
         // Last: its members never become Ready and every object is placed on them.
@@ -1345,6 +1349,154 @@ async fn a_member_away_converges_when_back(env: Env) {
         "web even 2/2/2 again",
     )
     .await;
+}
+
+/// Stops and starts a cluster's apiserver (its data stays in etcd).
+async fn restart_cluster(env: &Env, name: &'static str, down: Duration) {
+    let local = env.local.clone();
+    tokio::task::spawn_blocking(move || local.stop_member(name))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("stop {name}: {e}"));
+    tokio::time::sleep(down).await;
+    let local = env.local.clone();
+    tokio::task::spawn_blocking(move || local.start_member(name))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+}
+
+/// Every member has ConfigMaps `{prefix}-0..n` with data `v`, as fedwasm's.
+async fn all_config_maps(env: &Env, ns: &str, prefix: &str, n: usize, v: &str) {
+    for (cluster, c) in &env.members {
+        eventually(
+            &format!("{n} {prefix} ConfigMaps at {v} in {cluster}"),
+            || async {
+                let list = Api::<ConfigMap>::namespaced(c.clone(), ns)
+                    .list(&ListParams::default().labels("fedwasm.io/managed-by=fedwasm"))
+                    .await
+                    .ok()?;
+                let good = list
+                    .items
+                    .iter()
+                    .filter(|cm| cm.name_any().starts_with(prefix))
+                    .filter(|cm| {
+                        cm.data
+                            .as_ref()
+                            .and_then(|d| d.get("v"))
+                            .map(String::as_str)
+                            == Some(v)
+                    })
+                    .count();
+                (good == n).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+async fn create_config_maps(env: &Env, ns: &str, prefix: &str, n: usize, v: &str) {
+    futures::stream::iter(0..n)
+        .for_each_concurrent(8, |i| async move {
+            apply(
+                env,
+                cm_manifest(ns, &format!("{prefix}-{i}"), json!({}), json!({"v": v})),
+            )
+            .await;
+        })
+        .await;
+}
+
+/// A member going away and coming back three times while objects are created and
+/// changed: its watches break and relist each time, and in the end it holds every
+/// object at its last content, as the others do.
+async fn a_flapping_member_loses_nothing(env: Env) {
+    let ns = "e2e-flapping";
+    namespace(&env, ns).await;
+    let flapping = {
+        let env = env.clone();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                restart_cluster(&env, "m2", Duration::from_millis(1500)).await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+        })
+    };
+    create_config_maps(&env, ns, "flap", 30, "1").await;
+    create_config_maps(&env, ns, "flap", 30, "2").await;
+    flapping.await.unwrap();
+    all_config_maps(&env, ns, "flap", 30, "2").await;
+    // Its cache is whole again: a copy deleted by hand there comes back.
+    Api::<ConfigMap>::namespaced(env.members["m2"].clone(), ns)
+        .delete("flap-7", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("flap-7 back in m2", || async {
+        config_map(&env.members["m2"], ns, "flap-7").await
+    })
+    .await;
+}
+
+/// The federation plane's apiserver going away and coming back: the host's watches
+/// of it resume, what was created before is kept, and what is created or changed
+/// after propagates.
+async fn the_federation_plane_restarting_loses_nothing(env: Env) {
+    let ns = "e2e-plane-restart";
+    namespace(&env, ns).await;
+    create_config_maps(&env, ns, "before", 10, "1").await;
+    all_config_maps(&env, ns, "before", 10, "1").await;
+    restart_cluster(&env, fedwasm_testenv::FEDERATION, Duration::from_secs(3)).await;
+    // The host's own clients reconnect; ours may need a moment too.
+    eventually("the plane answers again", || async {
+        Api::<Namespace>::all(env.fed.clone())
+            .get_opt(ns)
+            .await
+            .ok()?
+    })
+    .await;
+    create_config_maps(&env, ns, "after", 10, "1").await;
+    create_config_maps(&env, ns, "before", 10, "2").await;
+    all_config_maps(&env, ns, "after", 10, "1").await;
+    all_config_maps(&env, ns, "before", 10, "2").await;
+}
+
+/// The distribute plugin swapped every 100 ms, between one that puts every replica
+/// in the first cluster and the built-in, while ReplicaSets are created: the host
+/// never stops, and once the built-in stays, every ReplicaSet is spread evenly.
+async fn plugins_swapped_every_100ms_lose_nothing(env: Env) {
+    let ns = "e2e-swap-storm";
+    namespace(&env, ns).await;
+    let storm = {
+        let env = env.clone();
+        tokio::spawn(async move {
+            let builtin = fedwasm_host::runtime::built_in_bytes("weighted-spread").unwrap();
+            for i in 0..50 {
+                let bytes = if i % 2 == 0 { plugins::CHAOS } else { builtin };
+                drop_plugin(&env, "weighted-spread.wasm", bytes);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            std::fs::remove_file(env.plugin_dir.join("weighted-spread.wasm")).unwrap();
+        })
+    };
+    futures::stream::iter(0..12)
+        .for_each_concurrent(4, |i| {
+            let env = &env;
+            async move { apply(env, rs_manifest(ns, &format!("rs-{i}"), 6, json!({}))).await }
+        })
+        .await;
+    storm.await.unwrap();
+    for i in 0..12 {
+        replicas_become(
+            &env,
+            ns,
+            &format!("rs-{i}"),
+            [Some(2), Some(2), Some(2)],
+            &format!("rs-{i} 2/2/2 after the storm"),
+        )
+        .await;
+    }
+    let (status, _) = admin_json(&env, "GET", "/healthz", Value::Null).await;
+    assert_eq!(status, 200, "the host is healthy after the storm");
 }
 
 async fn a_hot_swapped_plugin_moves_replicas(env: Env) {

@@ -20,7 +20,7 @@ use kube::core::DynamicObject;
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
-use super::controller::{forget, key, Context};
+use super::controller::{forget, Context};
 use super::kinds::{hash_of, member_object};
 use super::mirror::{self, Seen, Written};
 use super::namespace;
@@ -142,8 +142,8 @@ async fn apply_member(
     };
     let body = member_object(&ctx.kind, obj, replicas);
     let hash = hash_of(&body);
-    let record = (client.cluster().to_string(), key(obj));
-    let written = ctx.written(&record);
+    let cluster = client.cluster();
+    let written = ctx.mirrors.written(cluster, obj);
     let api = member_api(client, ctx, obj);
     let name = obj.name_any();
     let applied = match seen {
@@ -151,7 +151,8 @@ async fn apply_member(
         Seen::Present(found) if owned(&found) => {
             if mirror::current(&found, hash, written.as_ref()) {
                 if written.is_none() {
-                    ctx.remember(record, Written::of(&found, hash));
+                    ctx.mirrors
+                        .remember(cluster, obj, Written::of(&found, hash));
                 }
                 return (Outcome::Applied(found), false);
             }
@@ -171,7 +172,7 @@ async fn apply_member(
         Ok(applied) => {
             let written = Written::of(&applied, hash);
             let copy = written.copy.clone();
-            ctx.remember(record, written);
+            ctx.mirrors.remember(cluster, obj, written);
             Outcome::Applied(copy)
         }
         // Created by someone else between our look and our create: theirs stays.
@@ -431,7 +432,7 @@ async fn delete_owned(
     let api = member_api(client, ctx, obj);
     match client.call(api.delete(&name, &params)).await {
         Ok(_) => {
-            ctx.forget_copy(client.cluster(), obj);
+            ctx.mirrors.forget(Some(client.cluster()), obj);
             Ok(Removal::Deleted)
         }
         Err(e) if matches!(e.code(), Some(404 | 409)) => Ok(Removal::Nothing),

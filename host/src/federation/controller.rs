@@ -8,18 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use super::kinds::Kind;
-use super::mirror::{Mirrors, Written};
-use super::{aggregate, apply, events, place, Error, FINALIZER};
+use super::mirror::Mirrors;
+use super::{aggregate, apply, events, place, AbortOnDrop, Error, FINALIZER};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::placer::Placer;
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub fleet: Arc<Fleet>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// The federation plane's Namespaces, kept by one watch for every controller.
+    pub namespaces: Store<Namespace>,
 }
 
 impl Shared {
@@ -41,6 +44,7 @@ impl Shared {
         placer: Placer,
         fleet: Arc<Fleet>,
         metrics: Arc<Metrics>,
+        namespaces: Store<Namespace>,
     ) -> Self {
         let recorder = Recorder::new(
             federation.clone(),
@@ -55,6 +59,7 @@ impl Shared {
             fleet,
             metrics,
             recorder,
+            namespaces,
         }
     }
 }
@@ -65,16 +70,18 @@ pub struct Context {
     pub(crate) kind: Kind,
     /// Consecutive failed reconciles per object of this kind, for backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// fedwasm's copies in each member, kept by watches.
+    /// fedwasm's copies in each member, kept by watches, and what it wrote there.
     pub(crate) mirrors: Arc<Mirrors>,
-    /// Per (cluster, object): what fedwasm last wrote there.
-    written: Mutex<HashMap<(String, String), Written>>,
 }
 
 /// Watches one kind in the federation plane and reconciles each object; every
 /// object is re-placed when the members change or a plugin is swapped, and the
 /// objects of a namespace when its federated Namespace changes.
-pub(crate) async fn run(shared: Shared, kind: Kind) {
+pub(crate) async fn run(
+    shared: Shared,
+    kind: Kind,
+    namespace_changes: Option<ReflectHandle<Namespace>>,
+) {
     let api: Api<DynamicObject> = Api::all_with(shared.federation.clone(), &kind.resource);
     let triggers = futures::stream::select(
         epochs(shared.fleet.subscribe()),
@@ -90,7 +97,6 @@ pub(crate) async fn run(shared: Shared, kind: Kind) {
         kind: kind.clone(),
         failures: Default::default(),
         mirrors,
-        written: Default::default(),
     });
     tracing::info!(kind = %name, "propagation controller started");
     let mut controller =
@@ -99,13 +105,13 @@ pub(crate) async fn run(shared: Shared, kind: Kind) {
             // A copy changed in a member (status, a hand edit, a deletion): its
             // federation object is reconciled.
             .reconcile_on(copies_changed);
-    if namespaced {
-        // A namespaced object goes where its federated Namespace goes.
+    if let (true, Some(changes)) = (namespaced, namespace_changes) {
+        // A namespaced object goes where its federated Namespace goes. The change
+        // comes from the shared Namespace store, once that store has it: the
+        // decision reads the Namespace from there.
         let store = controller.store();
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
-            Api::all(ctx.shared.federation.clone());
         let resource = kind.resource.clone();
-        controller = controller.watches(namespaces, watcher::Config::default(), move |ns| {
+        controller = controller.watches_shared_stream(changes, move |ns| {
             let ns = ns.name_any();
             store
                 .state()
@@ -128,15 +134,6 @@ pub(crate) async fn run(shared: Shared, kind: Kind) {
         })
         .await;
     tracing::error!(kind = %name, "propagation controller stopped");
-}
-
-/// Stops a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Turns a panic inside `reconcile` into an error of that one object, so a bug hit
@@ -275,34 +272,7 @@ impl Context {
     }
 
     fn forget(&self, obj: &DynamicObject) {
-        let k = key(obj);
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(_, object), _| *object != k);
-    }
-
-    /// What fedwasm last wrote to `(cluster, object)`.
-    pub(crate) fn written(&self, record: &(String, String)) -> Option<Written> {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(record)
-            .cloned()
-    }
-
-    pub(crate) fn remember(&self, record: (String, String), written: Written) {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(record, written);
-    }
-
-    pub(crate) fn forget_copy(&self, cluster: &str, obj: &DynamicObject) {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(cluster.to_string(), key(obj)));
+        self.mirrors.forget(None, obj);
     }
 
     /// Counts a write request to a member.

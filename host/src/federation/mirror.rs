@@ -48,7 +48,11 @@ pub(crate) struct Mirrors {
     kind: Kind,
     caches: Mutex<HashMap<String, Cache>>,
     trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+    /// Per (cluster, object): what fedwasm last wrote there.
+    written: Arc<WrittenMap>,
 }
+
+type WrittenMap = Mutex<HashMap<(String, String), Written>>;
 
 struct Cache {
     client: MemberClient,
@@ -79,6 +83,7 @@ impl Mirrors {
             kind,
             caches: Default::default(),
             trigger,
+            written: Default::default(),
         });
         (mirrors, changed)
     }
@@ -122,14 +127,16 @@ impl Mirrors {
         let store = writer.as_reader();
         let whole = Arc::new(AtomicBool::new(false));
         let seen_up_to = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(watch(
-            self.kind.clone(),
-            client.clone(),
-            writer,
-            store.clone(),
-            (whole.clone(), seen_up_to.clone()),
-            self.trigger.clone(),
-        ));
+        let follow = Follow {
+            kind: self.kind.clone(),
+            cluster: client.cluster().to_string(),
+            store: store.clone(),
+            whole: whole.clone(),
+            seen_up_to: seen_up_to.clone(),
+            written: self.written.clone(),
+            trigger: self.trigger.clone(),
+        };
+        let task = tokio::spawn(watch(follow, client.clone(), writer));
         Cache {
             client,
             store,
@@ -156,6 +163,31 @@ impl Mirrors {
         }
     }
 
+    /// What fedwasm last wrote to `obj` in `cluster`.
+    pub fn written(&self, cluster: &str, obj: &DynamicObject) -> Option<Written> {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(cluster.to_string(), record_key(obj)))
+            .cloned()
+    }
+
+    pub fn remember(&self, cluster: &str, obj: &DynamicObject, written: Written) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((cluster.to_string(), record_key(obj)), written);
+    }
+
+    /// Forgets what fedwasm wrote to `obj` in `cluster`, or in every cluster.
+    pub fn forget(&self, cluster: Option<&str>, obj: &DynamicObject) {
+        let k = record_key(obj);
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(c, o), _| !(*o == k && cluster.is_none_or(|x| x == c)));
+    }
+
     /// Whether every member with a client has a whole cache.
     pub fn all_whole(&self, snapshot: &Snapshot) -> bool {
         let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,62 +211,130 @@ impl Mirrors {
     }
 }
 
+/// What one member's watch task shares with the controller.
+struct Follow {
+    kind: Kind,
+    cluster: String,
+    store: Store<DynamicObject>,
+    whole: Arc<AtomicBool>,
+    seen_up_to: Arc<AtomicU64>,
+    written: Arc<WrittenMap>,
+    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+}
+
+impl Follow {
+    /// Whether a copy's event needs its federation object reconciled: not when it
+    /// is only the echo of fedwasm's own write (the same copy, version and template
+    /// fedwasm wrote, with the replicas and status it had then or had before).
+    fn needs_reconcile(&self, copy: &DynamicObject) -> bool {
+        let record = (self.cluster.clone(), record_key(copy));
+        let written = self
+            .written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&record)
+            .cloned();
+        let before = self
+            .store
+            .get(&ObjectRef::from_obj_with(copy, self.kind.resource.clone()));
+        !echo(copy, before.as_deref(), written.as_ref())
+    }
+}
+
 /// Follows fedwasm's copies of one kind in one member: fills the store, marks it
 /// whole after each complete list, and asks for a reconcile of every object whose
-/// copy changed (after a relist, also of every object the old list had: a copy
-/// deleted while the watch was down shows only as its absence).
+/// copy changed other than by fedwasm's own write (after a relist, also of every
+/// object the old list had: a copy deleted while the watch was down shows only as
+/// its absence).
 async fn watch(
-    kind: Kind,
+    follow: Follow,
     client: MemberClient,
-    writer: reflector::store::Writer<DynamicObject>,
-    store: Store<DynamicObject>,
-    (whole, seen_up_to): (Arc<AtomicBool>, Arc<AtomicU64>),
-    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+    mut writer: reflector::store::Writer<DynamicObject>,
 ) {
+    let kind = &follow.kind;
     let api: Api<DynamicObject> = Api::all_with(client.client().clone(), &kind.resource);
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    let cluster = client.cluster().to_string();
+    let cluster = &follow.cluster;
     let mut before_relist: Vec<ObjectRef<DynamicObject>> = Vec::new();
-    let events = watcher::watcher(api, config)
-        .default_backoff()
-        .modify(slim)
-        .reflect(writer);
+    let events = watcher::watcher(api, config).default_backoff().modify(slim);
     futures::pin_mut!(events);
     while let Some(event) = events.next().await {
-        let changed = match event {
-            Ok(Event::Apply(copy) | Event::Delete(copy) | Event::InitApply(copy)) => {
-                if let Some(rv) = resource_version(&copy) {
-                    seen_up_to.fetch_max(rv, Ordering::AcqRel);
+        let changed = match &event {
+            Ok(Event::Apply(copy) | Event::InitApply(copy)) => {
+                if let Some(rv) = resource_version(copy) {
+                    follow.seen_up_to.fetch_max(rv, Ordering::AcqRel);
                 }
-                vec![ObjectRef::from_obj_with(&copy, kind.resource.clone())]
+                if follow.needs_reconcile(copy) {
+                    vec![ObjectRef::from_obj_with(copy, kind.resource.clone())]
+                } else {
+                    Vec::new()
+                }
+            }
+            Ok(Event::Delete(copy)) => {
+                if let Some(rv) = resource_version(copy) {
+                    follow.seen_up_to.fetch_max(rv, Ordering::AcqRel);
+                }
+                vec![ObjectRef::from_obj_with(copy, kind.resource.clone())]
             }
             Ok(Event::Init) => {
-                before_relist = store
+                before_relist = follow
+                    .store
                     .state()
                     .iter()
                     .map(|copy| ObjectRef::from_obj_with(copy.as_ref(), kind.resource.clone()))
                     .collect();
                 Vec::new()
             }
-            Ok(Event::InitDone) => {
-                whole.store(true, Ordering::Release);
-                tracing::debug!(%cluster, kind = %kind.resource.kind, copies = store.state().len(), "member cache whole");
-                std::mem::take(&mut before_relist)
-            }
+            Ok(Event::InitDone) => std::mem::take(&mut before_relist),
             Err(e) => {
                 // The watcher relists after its backoff; until then, ask the member.
-                whole.store(false, Ordering::Release);
+                follow.whole.store(false, Ordering::Release);
                 tracing::debug!(%cluster, kind = %kind.resource.kind, error = %e, "member watch broke; relisting");
                 Vec::new()
             }
         };
+        if let Ok(event) = &event {
+            writer.apply_watcher_event(event);
+            if matches!(event, Event::InitDone) {
+                follow.whole.store(true, Ordering::Release);
+                tracing::debug!(%cluster, kind = %kind.resource.kind, copies = follow.store.len(), "member cache whole");
+            }
+        }
         for r in changed {
-            if trigger.unbounded_send(r).is_err() {
+            if follow.trigger.unbounded_send(r).is_err() {
                 return;
             }
         }
     }
+}
+
+/// The key of fedwasm's records: the cluster and the object's `namespace/name`.
+fn record_key(obj: &DynamicObject) -> String {
+    super::controller::key(obj)
+}
+
+/// Whether `copy` is only the echo of fedwasm's own write: the copy fedwasm wrote
+/// (uid), at the version it wrote, with the template it wrote, and with the
+/// replicas and status of that write or of the copy cached before.
+pub(crate) fn echo(
+    copy: &DynamicObject,
+    before: Option<&DynamicObject>,
+    written: Option<&Written>,
+) -> bool {
+    let Some(w) = written else {
+        return false;
+    };
+    let same_copy = w.uid().is_some() && w.uid() == copy.metadata.uid.as_ref();
+    let same_version = version(copy).is_some() && version(copy) == version(&w.copy);
+    let same_template = copy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
+        .is_some_and(|h| *h == w.hash);
+    let nothing_moved = copy.data == w.copy.data || before.is_some_and(|b| b.data == copy.data);
+    same_copy && same_version && same_template && nothing_moved
 }
 
 /// Drops what no decision reads: fedwasm's copies are kept as their identity and
@@ -430,6 +530,26 @@ mod tests {
         assert!(!not_seen_yet(10, "h", Some(&written)), "seen, then deleted");
         assert!(!not_seen_yet(9, "other", Some(&written)));
         assert!(!not_seen_yet(9, "h", None));
+    }
+
+    #[test]
+    fn only_the_echo_of_fedwasms_own_write_is_quiet() {
+        let mut c = copy("h", "u", None, "10");
+        slim(&mut c);
+        let written = Written::of(&c, "h");
+        assert!(echo(&c, None, Some(&written)), "the create's own event");
+        assert!(!echo(&c, None, None), "no record: someone else's doing");
+        assert!(
+            !echo(&copy("h", "u", None, "11"), None, Some(&written)),
+            "changed since"
+        );
+        let mut status = copy("h", "u", Some(1), "12");
+        let written = Written::of(&status, "h");
+        status.data["status"] = json!({"readyReplicas": 3});
+        assert!(
+            !echo(&status, None, Some(&written)),
+            "a member's status moved"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef as StoreRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
@@ -62,6 +63,9 @@ pub(crate) struct Decider<'a> {
     pub placer: &'a Placer,
     pub federation: &'a Client,
     pub kind: &'a Kind,
+    /// The federation plane's Namespaces, kept by a watch; without it (or before it
+    /// has a Namespace), the Namespace is read from the plane.
+    pub namespaces: Option<&'a Store<Namespace>>,
 }
 
 pub(crate) fn annotation<'a>(obj: &'a DynamicObject, name: &str) -> Option<&'a str> {
@@ -83,6 +87,7 @@ pub(crate) async fn place(
         placer: &ctx.shared.placer,
         federation: &ctx.shared.federation,
         kind: &ctx.kind,
+        namespaces: Some(&ctx.shared.namespaces),
     };
     let mut warnings = Vec::new();
     let decided = decider.decide(obj, &snapshot.members, &mut warnings).await;
@@ -189,6 +194,12 @@ impl Decider<'_> {
         };
         if !namespace_propagated(ns) {
             return Ok(None);
+        }
+        if let Some(cached) = self
+            .namespaces
+            .and_then(|store| store.get(&StoreRef::new(ns)))
+        {
+            return Ok(Some(cached.as_ref().clone()));
         }
         let api: Api<Namespace> = Api::all(self.federation.clone());
         api.get_opt(ns)
