@@ -284,10 +284,15 @@ impl Plugin {
     /// Calls the select hook and validates its answer.
     pub fn select(&self, request: &SelectRequest) -> Result<Vec<Selection>, PluginError> {
         self.require(Hook::Select)?;
-        let input = to_wit_select(request);
+        let parts = SelectParts::new(request);
+        let clusters = parts.clusters(request);
+        let input = wit::SelectRequest {
+            object: parts.object(request),
+            clusters: &clusters,
+        };
         let started = Instant::now();
         let result = self
-            .call(Hook::Select, |g, s| g.call_select(s, &input))
+            .call(Hook::Select, move |g, s| g.call_select(s, input))
             .and_then(|out| {
                 let out: Vec<Selection> = out
                     .into_iter()
@@ -310,10 +315,11 @@ impl Plugin {
         request: &DistributeRequest,
     ) -> Result<DistributeResponse, PluginError> {
         self.require(Hook::Distribute)?;
-        let input = to_wit_distribute(request);
+        let parts = DistributeParts::new(request);
+        let input = parts.request(request);
         let started = Instant::now();
         let result = self
-            .call(Hook::Distribute, |g, s| g.call_distribute(s, &input))
+            .call(Hook::Distribute, move |g, s| g.call_distribute(s, input))
             .and_then(|out| {
                 validate::distribution(request, out).map_err(|r| self.invalid(Hook::Distribute, r))
             });
@@ -324,10 +330,17 @@ impl Plugin {
     /// Calls the rank hook and validates that the answer is a permutation.
     pub fn rank(&self, request: &RankRequest) -> Result<Vec<u32>, PluginError> {
         self.require(Hook::Rank)?;
-        let input = to_wit_rank(request);
+        let backends = to_wit_backends(request);
+        let input = wit::RankRequest {
+            client: wit::Location {
+                region: &request.client.region,
+                zone: &request.client.zone,
+            },
+            backends: &backends,
+        };
         let started = Instant::now();
         let result = self
-            .call(Hook::Rank, |g, s| g.call_rank(s, &input))
+            .call(Hook::Rank, move |g, s| g.call_rank(s, input))
             .and_then(|order| {
                 validate::ranking(request.backends.len(), &order)
                     .map_err(|r| self.invalid(Hook::Rank, r))?;
@@ -465,86 +478,122 @@ fn compile(runtime: &Runtime, bytes: &[u8], sha256: &str) -> wasmtime::Result<Co
     }
 }
 
-fn kv(map: &std::collections::BTreeMap<String, String>) -> Vec<wit::KeyValue> {
+fn kv(map: &std::collections::BTreeMap<String, String>) -> Vec<wit::KeyValue<'_>> {
     map.iter()
-        .map(|(k, v)| wit::KeyValue {
-            key: k.clone(),
-            value: v.clone(),
-        })
+        .map(|(k, v)| wit::KeyValue { key: k, value: v })
         .collect()
 }
 
-fn replicas(map: &std::collections::BTreeMap<String, u32>) -> Vec<wit::ClusterReplicas> {
+fn replicas(map: &std::collections::BTreeMap<String, u32>) -> Vec<wit::ClusterReplicasParam<'_>> {
     map.iter()
-        .map(|(c, r)| wit::ClusterReplicas {
-            cluster: c.clone(),
+        .map(|(c, r)| wit::ClusterReplicasParam {
+            cluster: c,
             replicas: *r,
         })
         .collect()
 }
 
-fn to_wit_select(r: &SelectRequest) -> wit::SelectRequest {
-    wit::SelectRequest {
-        object: wit::ObjectRef {
-            kind: r.object.kind.clone(),
-            namespace: r.object.namespace.clone(),
-            name: r.object.name.clone(),
+/// The parts of a select request the WIT record borrows: label lists must live
+/// somewhere while the request that points at them is lowered.
+struct SelectParts<'a> {
+    labels: Vec<wit::KeyValue<'a>>,
+    annotations: Vec<wit::KeyValue<'a>>,
+    cluster_labels: Vec<Vec<wit::KeyValue<'a>>>,
+}
+
+impl<'a> SelectParts<'a> {
+    fn new(r: &'a SelectRequest) -> Self {
+        Self {
             labels: kv(&r.object.labels),
             annotations: kv(&r.object.annotations),
-        },
-        clusters: r
-            .clusters
+            cluster_labels: r.clusters.iter().map(|c| kv(&c.labels)).collect(),
+        }
+    }
+
+    fn clusters(&'a self, r: &'a SelectRequest) -> Vec<wit::ClusterInfo<'a>> {
+        r.clusters
             .iter()
-            .map(|c| wit::ClusterInfo {
-                name: c.name.clone(),
-                region: c.region.clone(),
-                zone: c.zone.clone(),
-                labels: kv(&c.labels),
+            .zip(&self.cluster_labels)
+            .map(|(c, labels)| wit::ClusterInfo {
+                name: &c.name,
+                region: &c.region,
+                zone: &c.zone,
+                labels,
                 ready: c.ready,
             })
-            .collect(),
+            .collect()
+    }
+
+    fn object(&'a self, r: &'a SelectRequest) -> wit::ObjectRef<'a> {
+        wit::ObjectRef {
+            kind: &r.object.kind,
+            namespace: &r.object.namespace,
+            name: &r.object.name,
+            labels: &self.labels,
+            annotations: &self.annotations,
+        }
     }
 }
 
-fn to_wit_distribute(r: &DistributeRequest) -> wit::DistributeRequest {
-    wit::DistributeRequest {
-        object: r.object.clone(),
-        total_replicas: r.total_replicas,
-        clusters: r.clusters.clone(),
-        preferences: r.preferences.as_ref().map(|p| wit::Preferences {
-            rebalance: p.rebalance,
-            clusters: p
-                .clusters
-                .iter()
-                .map(|(name, c)| wit::ClusterPreference {
-                    cluster: name.clone(),
-                    min_replicas: c.min_replicas,
-                    max_replicas: c.max_replicas,
-                    weight: c.weight,
-                })
-                .collect(),
-        }),
-        current: replicas(&r.current),
-        capacity: replicas(&r.capacity),
+/// The lists a distribute request borrows, built once per call: four small vectors
+/// of references, no string copied.
+struct DistributeParts<'a> {
+    clusters: Vec<&'a str>,
+    preferences: Option<(bool, Vec<wit::ClusterPreference<'a>>)>,
+    current: Vec<wit::ClusterReplicasParam<'a>>,
+    capacity: Vec<wit::ClusterReplicasParam<'a>>,
+}
+
+impl<'a> DistributeParts<'a> {
+    fn new(r: &'a DistributeRequest) -> Self {
+        Self {
+            clusters: r.clusters.iter().map(String::as_str).collect(),
+            preferences: r.preferences.as_ref().map(|p| {
+                (
+                    p.rebalance,
+                    p.clusters
+                        .iter()
+                        .map(|(name, c)| wit::ClusterPreference {
+                            cluster: name,
+                            min_replicas: c.min_replicas,
+                            max_replicas: c.max_replicas,
+                            weight: c.weight,
+                        })
+                        .collect(),
+                )
+            }),
+            current: replicas(&r.current),
+            capacity: replicas(&r.capacity),
+        }
+    }
+
+    fn request(&'a self, r: &'a DistributeRequest) -> wit::DistributeRequest<'a> {
+        wit::DistributeRequest {
+            object: &r.object,
+            total_replicas: r.total_replicas,
+            clusters: &self.clusters,
+            preferences: self
+                .preferences
+                .as_ref()
+                .map(|(rebalance, clusters)| wit::Preferences {
+                    rebalance: *rebalance,
+                    clusters,
+                }),
+            current: &self.current,
+            capacity: &self.capacity,
+        }
     }
 }
 
-fn to_wit_rank(r: &RankRequest) -> wit::RankRequest {
-    wit::RankRequest {
-        client: wit::Location {
-            region: r.client.region.clone(),
-            zone: r.client.zone.clone(),
-        },
-        backends: r
-            .backends
-            .iter()
-            .map(|b| wit::Backend {
-                cluster: b.cluster.clone(),
-                region: b.region.clone(),
-                zone: b.zone.clone(),
-                healthy: b.healthy,
-                available: b.available,
-            })
-            .collect(),
-    }
+fn to_wit_backends(r: &RankRequest) -> Vec<wit::Backend<'_>> {
+    r.backends
+        .iter()
+        .map(|b| wit::Backend {
+            cluster: &b.cluster,
+            region: &b.region,
+            zone: &b.zone,
+            healthy: b.healthy,
+            available: b.available,
+        })
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! Checks on plugin outputs. A plugin is untrusted code: an answer that breaks the
 //! contract is a plugin error, handled like a trap, never used.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use fedwasm_sdk::{DistributeRequest, DistributeResponse, SelectRequest, Selection};
 
@@ -25,25 +25,61 @@ pub fn selection(request: &SelectRequest, out: &[Selection]) -> Result<(), Strin
     Ok(())
 }
 
+/// The distinct candidates of a request in name order. A name is found by binary
+/// search, or at once when answers come in name order (the SDK's maps give them so),
+/// and its position is its slot: no hashing, no copy of a name.
+struct Candidates<'a> {
+    sorted: Vec<&'a str>,
+}
+
+impl<'a> Candidates<'a> {
+    fn new(names: &'a [String]) -> Self {
+        let mut sorted: Vec<&str> = names.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        Self { sorted }
+    }
+
+    fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// The slot of `name`, trying `hint` first.
+    fn find(&self, name: &str, hint: usize) -> Option<usize> {
+        if self.sorted.get(hint) == Some(&name) {
+            return Some(hint);
+        }
+        self.sorted.binary_search(&name).ok()
+    }
+}
+
 /// Only candidates, each once; no count above the total or the cluster's maximum;
 /// the sum at most the total. Returns the plan with every candidate present.
 pub fn distribution(
     request: &DistributeRequest,
     out: wit::DistributeResponse,
 ) -> Result<DistributeResponse, String> {
-    let candidates: HashSet<&str> = request.clusters.iter().map(String::as_str).collect();
+    let candidates = Candidates::new(&request.clusters);
     let total = u64::from(request.total_replicas);
-    let mut plan: BTreeMap<String, u32> = request.clusters.iter().map(|c| (c.clone(), 0)).collect();
-    let mut planned = HashSet::with_capacity(out.plan.len());
+    // Only preferences that cap something need a look-up per entry.
+    let capped = request
+        .preferences
+        .as_ref()
+        .filter(|p| p.clusters.values().any(|c| c.max_replicas.is_some()));
+    // Per slot: the plugin's entry (its name string is reused as the map key).
+    let mut planned: Vec<Option<(String, u32)>> = Vec::new();
+    planned.resize_with(candidates.len(), || None);
     let mut sum: u64 = 0;
+    let mut hint = 0;
     for entry in out.plan {
-        if !candidates.contains(entry.cluster.as_str()) {
+        let Some(slot) = candidates.find(&entry.cluster, hint) else {
             return Err(format!(
                 "planned replicas for `{}`, which is not a candidate",
                 entry.cluster
             ));
-        }
-        if !planned.insert(entry.cluster.clone()) {
+        };
+        hint = slot + 1;
+        if planned[slot].is_some() {
             return Err(format!("planned `{}` twice", entry.cluster));
         }
         if u64::from(entry.replicas) > total {
@@ -52,9 +88,7 @@ pub fn distribution(
                 entry.replicas, entry.cluster
             ));
         }
-        let max = request
-            .preferences
-            .as_ref()
+        let max = capped
             .and_then(|p| p.for_cluster(&entry.cluster))
             .and_then(|p| p.max_replicas);
         if let Some(max) = max {
@@ -66,35 +100,46 @@ pub fn distribution(
             }
         }
         sum += u64::from(entry.replicas);
-        plan.insert(entry.cluster, entry.replicas);
+        planned[slot] = Some((entry.cluster, entry.replicas));
     }
     if sum > total {
         return Err(format!(
             "planned {sum} replicas in all, more than the total of {total}"
         ));
     }
-    let mut overflow = BTreeMap::new();
+    let mut reported = vec![false; candidates.len()];
+    let mut overflow = Vec::with_capacity(out.overflow.len());
+    hint = 0;
     for entry in out.overflow {
-        if !candidates.contains(entry.cluster.as_str()) {
+        let Some(slot) = candidates.find(&entry.cluster, hint) else {
             return Err(format!(
                 "reported overflow for `{}`, which is not a candidate",
                 entry.cluster
             ));
-        }
+        };
+        hint = slot + 1;
         if u64::from(entry.replicas) > total {
             return Err(format!(
                 "reported an overflow of {} for `{}`, more than the total of {total}",
                 entry.replicas, entry.cluster
             ));
         }
-        if overflow
-            .insert(entry.cluster.clone(), entry.replicas)
-            .is_some()
-        {
+        if std::mem::replace(&mut reported[slot], true) {
             return Err(format!("reported overflow for `{}` twice", entry.cluster));
         }
+        overflow.push((entry.cluster, entry.replicas));
     }
-    Ok(DistributeResponse { plan, overflow })
+    // Both in name order already, so collecting is a bulk build, not a sort.
+    let plan = candidates
+        .sorted
+        .iter()
+        .zip(planned)
+        .map(|(name, entry)| entry.unwrap_or_else(|| (name.to_string(), 0)))
+        .collect();
+    Ok(DistributeResponse {
+        plan,
+        overflow: overflow.into_iter().collect(),
+    })
 }
 
 /// A permutation of `0..len`.
@@ -139,6 +184,7 @@ pub fn preference_warnings(request: &DistributeRequest) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn req(total: u32, clusters: &[&str]) -> DistributeRequest {
         DistributeRequest::new("ns/x", total, clusters.iter().copied())
@@ -148,7 +194,7 @@ mod tests {
         wit::DistributeResponse {
             plan: plan
                 .iter()
-                .map(|(c, r)| wit::ClusterReplicas {
+                .map(|(c, r)| wit::ClusterReplicasResult {
                     cluster: c.to_string(),
                     replicas: *r,
                 })
@@ -228,10 +274,11 @@ mod tests {
             "[abcx]{1,2}"
         }
 
-        fn entries() -> impl Strategy<Value = Vec<wit::ClusterReplicas>> {
+        fn entries() -> impl Strategy<Value = Vec<wit::ClusterReplicasResult>> {
             prop::collection::vec(
-                (name(), prop_oneof![0u32..20, any::<u32>()])
-                    .prop_map(|(cluster, replicas)| wit::ClusterReplicas { cluster, replicas }),
+                (name(), prop_oneof![0u32..20, any::<u32>()]).prop_map(|(cluster, replicas)| {
+                    wit::ClusterReplicasResult { cluster, replicas }
+                }),
                 0..6,
             )
         }

@@ -145,11 +145,12 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
             }
         }
     }
+    // `then_with`: names are compared only on a tie, not on every comparison.
     candidates.sort_by(|a, b| {
         b.weight
             .cmp(&a.weight)
             .then(a.hash.cmp(&b.hash))
-            .then(a.name.cmp(b.name))
+            .then_with(|| a.name.cmp(b.name))
     });
     // A name listed twice counts once (the sort made duplicates neighbours).
     candidates.dedup_by(|a, b| a.name == b.name);
