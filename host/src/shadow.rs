@@ -7,8 +7,9 @@
 //!
 //! A shadow never delays or fails the real placement: it runs after the decision,
 //! on its own task, within its own budget (at most [`BUDGET`] shadow decisions at
-//! once, each bounded by [`SHADOW_DEADLINE`]); a slow or broken shadow only shows
-//! as `result="error"`. Promoting it is renaming the file to `NAME.wasm`.
+//! once, each bounded by [`SHADOW_DEADLINE`], at most [`WAITING`] waiting for a turn,
+//! each for at most [`WAIT`]); a slow or broken shadow only shows as
+//! `result="error"`. Promoting it is renaming the file to `NAME.wasm`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -26,9 +27,14 @@ use crate::metrics::Metrics;
 
 /// The file stem suffix of a shadow plugin: `NAME.shadow.wasm` shadows `NAME`.
 pub const SHADOW_SUFFIX: &str = ".shadow";
-/// Shadow decisions running at once at most; beyond that a placement is not
-/// shadowed (counted as an error), so a slow shadow cannot pile up work.
+/// Shadow decisions running at once at most; more wait for a turn.
 pub const BUDGET: usize = 4;
+/// Shadow decisions waiting for a turn at most, and how long one waits: beyond
+/// either, a placement is not shadowed (counted as an error), so a slow shadow
+/// cannot pile up work. (A shadow loaded into a federation of many objects has
+/// every one placed again at once: they queue rather than go unshadowed.)
+pub const WAITING: usize = 4096;
+pub const WAIT: Duration = Duration::from_secs(30);
 /// The longest one shadow decision may take, all its plugin calls included.
 pub const SHADOW_DEADLINE: Duration = Duration::from_secs(2);
 /// How many recent differences `GET /shadow` keeps.
@@ -58,6 +64,7 @@ pub struct Difference {
 pub struct Shadows {
     metrics: Arc<Metrics>,
     budget: Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
     recent: Mutex<VecDeque<Difference>>,
     /// Per object (uid): the placement the last event said the shadow would make,
     /// so an object gets one event per distinct difference, not one per reconcile.
@@ -69,6 +76,7 @@ impl Shadows {
         Self {
             metrics,
             budget: Arc::new(Semaphore::new(BUDGET)),
+            waiting: Arc::new(Semaphore::new(WAITING)),
             recent: Mutex::new(VecDeque::new()),
             noted: Mutex::new(HashMap::new()),
         }
@@ -167,11 +175,18 @@ pub(crate) fn compare_in_background(
         }
         let shadows = placer.shadows().clone();
         let plugins: Vec<String> = substitutes.keys().cloned().collect();
-        let outcome = match shadows.budget.clone().try_acquire_owned() {
-            Err(_) => Err(format!(
-                "not shadowed: {BUDGET} shadow decisions already running"
+        let turn = async {
+            let _waiting = shadows.waiting.clone().try_acquire_owned().ok()?;
+            tokio::time::timeout(WAIT, shadows.budget.clone().acquire_owned())
+                .await
+                .ok()?
+                .ok()
+        };
+        let outcome = match turn.await {
+            None => Err(format!(
+                "not shadowed: {WAITING} shadow decisions waiting, or none of the {BUDGET} turns free within {WAIT:?}"
             )),
-            Ok(_permit) => {
+            Some(_permit) => {
                 let shadow_placer = placer.substituting(substitutes);
                 let decider = Decider {
                     placer: &shadow_placer,

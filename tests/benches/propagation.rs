@@ -298,7 +298,13 @@ async fn bench(members_n: usize, objects: usize) {
         )
         .await;
         eprintln!("[bench] {mode}: {objects} objects created in the federation plane");
+        let writes = metrics.member_writes();
         let fedwasm = measure(&members, ns, &format!("fed-{mode}"), objects, rate, &create).await;
+        eprintln!(
+            "[bench] {mode}: {} member writes for {objects} objects x {members_n} members; reconciles: {}",
+            metrics.member_writes() - writes,
+            propagation_results(&metrics)
+        );
         let how = match rate {
             None => format!("burst, {CONCURRENCY} creates in flight"),
             Some(r) => format!("paced, {r} creates/s"),
@@ -352,6 +358,31 @@ async fn bench(members_n: usize, objects: usize) {
 
 /// `fedwasm_shadow_decisions_total{plugin="label-selector"}` by result: same,
 /// differs, error.
+/// `fedwasm_propagations_total` by result, summed over kinds.
+fn propagation_results(metrics: &fedwasm_host::metrics::Metrics) -> String {
+    let mut by: std::collections::BTreeMap<String, f64> = Default::default();
+    for line in metrics.render().lines() {
+        let Some(rest) = line.strip_prefix("fedwasm_propagations_total{") else {
+            continue;
+        };
+        let result = rest
+            .split("result=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?");
+        let n: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *by.entry(result.to_string()).or_default() += n;
+    }
+    by.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn shadow_counts(metrics: &fedwasm_host::metrics::Metrics) -> [u64; 3] {
     let text = metrics.render();
     ["same", "differs", "error"].map(|result| {

@@ -146,6 +146,7 @@ async fn apply_member(
     let written = ctx.mirrors.written(cluster, obj);
     let api = member_api(client, ctx, obj);
     let name = obj.name_any();
+    let _sending = ctx.mirrors.sending(cluster, obj, hash);
     let applied = match seen {
         Seen::Present(found) if !owned(&found) && !adopt => return (Outcome::Conflict, false),
         Seen::Present(found) if owned(&found) => {

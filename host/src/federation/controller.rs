@@ -104,7 +104,10 @@ pub(crate) async fn run(
             .reconcile_all_on(triggers)
             // A copy changed in a member (status, a hand edit, a deletion): its
             // federation object is reconciled.
-            .reconcile_on(copies_changed);
+            .reconcile_on(copies_changed)
+            .with_config(
+                kube::runtime::controller::Config::default().concurrency(RECONCILES_AT_ONCE),
+            );
     if let (true, Some(changes)) = (namespaced, namespace_changes) {
         // A namespaced object goes where its federated Namespace goes. The change
         // comes from the shared Namespace store, once that store has it: the
@@ -244,6 +247,10 @@ pub fn backoff_after(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
 }
+
+/// Objects of one kind reconciled at once: each writes to every member, whose
+/// requests are bounded (32 in flight per member); more would only queue there.
+const RECONCILES_AT_ONCE: u16 = 64;
 
 /// When to look again at an object whose write a member's cache has not shown yet.
 const AWAITING_CACHE: Duration = Duration::from_secs(5);

@@ -50,9 +50,14 @@ pub(crate) struct Mirrors {
     trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
     /// Per (cluster, object): what fedwasm last wrote there.
     written: Arc<WrittenMap>,
+    pending: Arc<PendingMap>,
 }
 
 type WrittenMap = Mutex<HashMap<(String, String), Written>>;
+
+/// Per (cluster, object): the template of a write fedwasm has sent and not yet
+/// had answered. Its watch event may come before the answer.
+type PendingMap = Mutex<HashMap<(String, String), String>>;
 
 struct Cache {
     client: MemberClient,
@@ -84,6 +89,7 @@ impl Mirrors {
             caches: Default::default(),
             trigger,
             written: Default::default(),
+            pending: Default::default(),
         });
         (mirrors, changed)
     }
@@ -134,6 +140,7 @@ impl Mirrors {
             whole: whole.clone(),
             seen_up_to: seen_up_to.clone(),
             written: self.written.clone(),
+            pending: self.pending.clone(),
             trigger: self.trigger.clone(),
         };
         let task = tokio::spawn(watch(follow, client.clone(), writer));
@@ -179,6 +186,20 @@ impl Mirrors {
             .insert((cluster.to_string(), record_key(obj)), written);
     }
 
+    /// Marks a write of template `hash` to `obj` in `cluster` as sent, until the
+    /// returned guard is dropped.
+    pub fn sending(&self, cluster: &str, obj: &DynamicObject, hash: &str) -> Sending<'_> {
+        let record = (cluster.to_string(), record_key(obj));
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.clone(), hash.to_string());
+        Sending {
+            pending: &self.pending,
+            record,
+        }
+    }
+
     /// Forgets what fedwasm wrote to `obj` in `cluster`, or in every cluster.
     pub fn forget(&self, cluster: Option<&str>, obj: &DynamicObject) {
         let k = record_key(obj);
@@ -219,6 +240,7 @@ struct Follow {
     whole: Arc<AtomicBool>,
     seen_up_to: Arc<AtomicU64>,
     written: Arc<WrittenMap>,
+    pending: Arc<PendingMap>,
     trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
 }
 
@@ -234,10 +256,33 @@ impl Follow {
             .unwrap_or_else(|p| p.into_inner())
             .get(&record)
             .cloned();
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&record)
+            .cloned();
         let before = self
             .store
             .get(&ObjectRef::from_obj_with(copy, self.kind.resource.clone()));
-        !echo(copy, before.as_deref(), written.as_ref())
+        !(echo(copy, before.as_deref(), written.as_ref())
+            || echo_of_pending(copy, before.as_deref(), pending.as_deref()))
+    }
+}
+
+/// A write fedwasm is sending: until it is answered, its watch event is known as
+/// fedwasm's own. Dropping this (answered or failed) ends that.
+pub(crate) struct Sending<'a> {
+    pending: &'a PendingMap,
+    record: (String, String),
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.record);
     }
 }
 
@@ -335,6 +380,31 @@ pub(crate) fn echo(
         .is_some_and(|h| *h == w.hash);
     let nothing_moved = copy.data == w.copy.data || before.is_some_and(|b| b.data == copy.data);
     same_copy && same_version && same_template && nothing_moved
+}
+
+/// Whether `copy` is the echo of a write fedwasm has sent and not had answered:
+/// it carries that write's template, and no status moved (a copy just created has
+/// none; an updated one has the status cached before).
+pub(crate) fn echo_of_pending(
+    copy: &DynamicObject,
+    before: Option<&DynamicObject>,
+    pending: Option<&str>,
+) -> bool {
+    let Some(hash) = pending else {
+        return false;
+    };
+    let carries = copy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
+        .is_some_and(|h| h == hash);
+    let status = copy.data.get("status");
+    let unmoved = match before {
+        Some(b) => b.data.get("status") == status,
+        None => status.is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty())),
+    };
+    carries && unmoved
 }
 
 /// Drops what no decision reads: fedwasm's copies are kept as their identity and
@@ -550,6 +620,24 @@ mod tests {
             !echo(&status, None, Some(&written)),
             "a member's status moved"
         );
+    }
+
+    #[test]
+    fn the_echo_of_a_write_in_flight_is_quiet() {
+        let mut created = copy("h", "u", None, "10");
+        created.data = json!({});
+        assert!(echo_of_pending(&created, None, Some("h")));
+        assert!(!echo_of_pending(&created, None, Some("other")));
+        assert!(!echo_of_pending(&created, None, None));
+        let before = copy("old", "u", Some(1), "9");
+        assert!(echo_of_pending(
+            &copy("h", "u", Some(2), "10"),
+            Some(&before),
+            Some("h")
+        ));
+        let mut moved = copy("h", "u", Some(2), "10");
+        moved.data["status"] = json!({"readyReplicas": 1});
+        assert!(!echo_of_pending(&moved, Some(&before), Some("h")));
     }
 
     #[test]

@@ -58,6 +58,9 @@ impl MemberError {
     }
 }
 
+/// How many request deadlines a request may wait for a free slot.
+const QUEUE_DEADLINES: u32 = 6;
+
 /// A member's client: every call through [`MemberClient::call`] is bounded as a
 /// whole, and at most `max_in_flight` run at once.
 #[derive(Clone)]
@@ -92,24 +95,31 @@ impl MemberClient {
         Arc::ptr_eq(&self.permits, &other.permits)
     }
 
-    /// Runs one request under the member's deadline (waiting for a free slot counts).
+    /// Runs one request in one of the member's slots, under the member's deadline.
+    /// Waiting for a free slot is queueing here, not the member's slowness: it has
+    /// its own, longer bound, so a burst queued behind the member's slots does not
+    /// fail as if the member had hung.
     pub async fn call<T, F>(&self, request: F) -> Result<T, MemberError>
     where
         F: Future<Output = Result<T, kube::Error>>,
     {
+        let queue = self.deadline * QUEUE_DEADLINES;
+        let Ok(_permit) = tokio::time::timeout(queue, self.permits.acquire()).await else {
+            return Err(MemberError::Timeout {
+                cluster: self.cluster.to_string(),
+                after: queue,
+            });
+        };
         self.call_within(self.deadline, request).await
     }
 
-    /// As [`Self::call`] with another deadline (probes use a shorter one).
+    /// One request under `deadline`, outside the member's slots: probes, one per
+    /// interval, are never queued behind writes.
     pub async fn call_within<T, F>(&self, deadline: Duration, request: F) -> Result<T, MemberError>
     where
         F: Future<Output = Result<T, kube::Error>>,
     {
-        let bounded = async {
-            let _permit = self.permits.acquire().await;
-            request.await
-        };
-        match tokio::time::timeout(deadline, bounded).await {
+        match tokio::time::timeout(deadline, request).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(source @ kube::Error::Api(_))) => Err(MemberError::Api {
                 cluster: self.cluster.to_string(),
