@@ -14,7 +14,8 @@
 //!
 //! `cargo bench -p fedwasm-host --bench scale` (needs the test apiservers:
 //! `scripts/install-testenv.sh`). Environment: `FEDWASM_SCALE_MEMBERS` (default 30),
-//! `FEDWASM_SCALE_OBJECTS` (default 5000). About 330 MB of memory per member.
+//! `FEDWASM_SCALE_OBJECTS` (default 5000), `FEDWASM_SCALE_LOG` (keep the host's log
+//! there). About 330 MB of memory per member.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -54,7 +55,7 @@ fn object(ns: &str, i: usize, members: usize) -> Value {
                 "type": "Opaque", "stringData": {"index": i.to_string()}}),
         3 => json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(format!("svc-{i}")),
                 "spec": {"clusterIP": "None", "selector": {"app": format!("a{i}")},
-                         "ports": [{"port": 80}]}}),
+                         "ports": [{"port": 80, "protocol": "TCP"}]}}),
         _ => {
             let mut m = meta(format!("deploy-{i}"));
             m["annotations"] = json!({
@@ -295,7 +296,10 @@ async fn main() {
     let work = tempfile::tempdir().unwrap();
     let plugins = work.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    let log = work.path().join("host.log");
+    // The host's log: FEDWASM_SCALE_LOG keeps it (with RUST_LOG for its detail).
+    let log = std::env::var_os("FEDWASM_SCALE_LOG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| work.path().join("host.log"));
     let host = Host::start(&kubeconfig, &plugins, &log);
     let clusters: Api<Cluster> = Api::all(fed.clone());
     until(

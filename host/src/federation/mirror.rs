@@ -298,8 +298,9 @@ async fn watch(
 ) {
     let kind = &follow.kind;
     let api: Api<DynamicObject> = Api::all_with(client.client().clone(), &kind.resource);
-    let config =
-        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let config = watcher::Config::default()
+        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))
+        .timeout(crate::fleet::client::WATCH_SECS);
     let cluster = &follow.cluster;
     let mut before_relist: Vec<ObjectRef<DynamicObject>> = Vec::new();
     let events = watcher::watcher(api, config).default_backoff().modify(slim);

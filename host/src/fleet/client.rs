@@ -58,6 +58,12 @@ impl MemberError {
     }
 }
 
+/// How long a member's watch asks the server to run before it ends it (and the
+/// watch resumes from where it was).
+pub const WATCH_SECS: u32 = 50;
+/// The longest silence on a connection to a member: longer than a watch runs.
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(WATCH_SECS as u64 + 10);
+
 /// How many request deadlines a request may wait for a free slot.
 const QUEUE_DEADLINES: u32 = 6;
 
@@ -166,7 +172,11 @@ pub async fn client_from_secret(
         .await
         .map_err(|e| invalid(kubeconfig::describe(&e)))?;
     config.connect_timeout = Some(deadline.min(Duration::from_secs(2)));
-    config.read_timeout = Some(deadline);
+    // Requests are bounded as a whole by `MemberClient::call`. Reads are bounded
+    // only for the member caches' watches, which stay quiet while nothing changes
+    // (the server ends each after `WATCH_SECS`): a member silent for longer is
+    // hung, and its cache relists.
+    config.read_timeout = Some(deadline.max(WATCH_READ_TIMEOUT));
     config.write_timeout = Some(deadline);
     Client::try_from(config).map_err(|e| Error::kube(&format!("connecting to {cluster}"), e))
 }
