@@ -260,17 +260,13 @@ async fn main() {
     let fed = client(FEDERATION.to_string()).await;
     let mut members = Vec::new();
     for name in &names {
-        let standalone = join::standalone_kubeconfig(&kubeconfig, name).unwrap();
         let request = join::JoinRequest {
             name: name.clone(),
-            region: None,
-            zone: None,
-            labels: Default::default(),
-            capacity: None,
-            ingress_endpoint: None,
-            kubeconfig_policy: Default::default(),
+            ..Default::default()
         };
-        join::join(&fed, &request, &standalone).await.expect("join");
+        join::join_context(&fed, &kubeconfig, &request)
+            .await
+            .expect("join");
         members.push(client(name.clone()).await);
     }
     let manifests = |ns: &'static str| (0..objects).map(move |i| object(ns, i, members_n));

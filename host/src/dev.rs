@@ -224,18 +224,14 @@ pub fn start_local(dir: &Path, specs: &[MemberSpec]) -> Result<LocalFederation> 
     crate::serve::block_on(async {
         let client = fedwasm_host::app::kube_client(Some(&kubeconfig), FEDERATION).await?;
         for m in specs {
-            let standalone = join::standalone_kubeconfig(&kubeconfig, &m.name)
-                .with_context(|| format!("{}'s kubeconfig", m.name))?;
             let request = join::JoinRequest {
                 name: m.name.clone(),
                 region: Some(m.region.clone()),
                 zone: Some(m.zone.clone()),
                 labels: m.labels.clone(),
-                capacity: None,
-                ingress_endpoint: None,
-                kubeconfig_policy: Default::default(),
+                ..Default::default()
             };
-            join::join(&client, &request, &standalone)
+            join::join_context(&client, &kubeconfig, &request)
                 .await
                 .with_context(|| format!("joining {}", m.name))?;
             note!("[dev] joined {} ({})", m.name, m.zone);

@@ -202,17 +202,13 @@ async fn bench(members_n: usize, objects: usize) {
     let fed = client(&kubeconfig, FEDERATION).await;
     let mut members = Vec::new();
     for name in &names {
-        let standalone = join::standalone_kubeconfig(&kubeconfig, name).unwrap();
         let request = join::JoinRequest {
             name: name.clone(),
-            region: None,
-            zone: None,
-            labels: Default::default(),
-            capacity: None,
-            ingress_endpoint: None,
-            kubeconfig_policy: Default::default(),
+            ..Default::default()
         };
-        join::join(&fed, &request, &standalone).await.expect("join");
+        join::join_context(&fed, &kubeconfig, &request)
+            .await
+            .expect("join");
         members.push(client(&kubeconfig, name).await);
     }
     let plugin_dir = tempfile::tempdir().unwrap();

@@ -288,17 +288,17 @@ async fn start(local: &LocalFederation, work: &Path) -> (Env, tokio::task::JoinH
         backends.insert(name.to_string(), Workload::start(zone).await);
     }
     for (name, region, zone, env) in MEMBERS {
-        let standalone = join::standalone_kubeconfig(&kubeconfig, name).expect("member kubeconfig");
         let request = join::JoinRequest {
             name: name.into(),
             region: Some(region.into()),
             zone: Some(zone.into()),
             labels: BTreeMap::from([("env".into(), env.into())]),
-            capacity: None,
             ingress_endpoint: Some(format!("http://127.0.0.1:{}", backends[name].port)),
-            kubeconfig_policy: Default::default(),
+            ..Default::default()
         };
-        join::join(&fed, &request, &standalone).await.expect("join");
+        join::join_context(&fed, &kubeconfig, &request)
+            .await
+            .expect("join");
     }
     let mut members = BTreeMap::new();
     for (name, ..) in MEMBERS {

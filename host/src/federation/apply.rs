@@ -144,30 +144,34 @@ async fn apply_member(
     let hash = hash_of(&body);
     let cluster = client.cluster();
     let written = ctx.mirrors.written(cluster, obj);
-    let api = member_api(client, ctx, obj);
-    let name = obj.name_any();
-    let _sending = ctx.mirrors.sending(cluster, obj, hash);
-    let applied = match seen {
+    // What is there decides: nothing to write, or which write.
+    let apply_over = match seen {
         Seen::Present(found) if !owned(&found) && !adopt => return (Outcome::Conflict, false),
-        Seen::Present(found) if owned(&found) => {
-            if mirror::current(&found, hash, written.as_ref()) {
-                if written.is_none() {
-                    ctx.mirrors
-                        .remember(cluster, obj, Written::of(&found, hash));
-                }
-                return (Outcome::Applied(found), false);
+        Seen::Present(found)
+            if owned(&found) && mirror::current(&found, hash, written.as_ref()) =>
+        {
+            if written.is_none() {
+                ctx.mirrors
+                    .remember(cluster, obj, Written::of(&found, hash));
             }
-            apply_owned(ctx, client, &api, &name, &body, &found).await
+            return (Outcome::Applied(found), false);
         }
-        Seen::Present(found) => apply_owned(ctx, client, &api, &name, &body, &found).await,
+        Seen::Present(found) => Some(found),
         Seen::Absent { seen_up_to } => {
             match written.filter(|w| mirror::not_seen_yet(seen_up_to, hash, Some(w))) {
                 // fedwasm's own write, not in the cache yet: its watch event follows.
                 Some(w) => return (Outcome::Applied(w.copy), true),
-                None => create(ctx, client, &api, &name, &body, obj, adopt).await,
+                None => None,
             }
         }
-        Seen::Unknown => create(ctx, client, &api, &name, &body, obj, adopt).await,
+        Seen::Unknown => None,
+    };
+    let api = member_api(client, ctx, obj);
+    let name = obj.name_any();
+    let _sending = ctx.mirrors.sending(cluster, obj, hash);
+    let applied = match apply_over {
+        Some(found) => apply_owned(ctx, client, &api, &name, &body, &found).await,
+        None => create(ctx, client, &api, &name, &body, obj, adopt).await,
     };
     let outcome = match applied {
         Ok(applied) => {

@@ -117,6 +117,17 @@ fn inline_file(section: &mut Value, field: &str, base: &Path) -> Result<(), Erro
     Ok(())
 }
 
+/// Joins the member whose context is named `request.name` in the kubeconfig file
+/// at `path` (a local federation's, with every cluster in it).
+pub async fn join_context(
+    federation: &Client,
+    path: &Path,
+    request: &JoinRequest,
+) -> Result<(), Error> {
+    let standalone = standalone_kubeconfig(path, &request.name)?;
+    join(federation, request, &standalone).await
+}
+
 /// Stores the member's credentials and creates (or updates) its Cluster.
 pub async fn join(
     federation: &Client,
