@@ -108,27 +108,20 @@ async fn namespace(client: &Client, ns: &str) {
 /// fedwasm's copies in `ns` of `client`, of every kind of the mix.
 async fn count(client: &Client, ns: &str) -> usize {
     let lp = ListParams::default().labels("fedwasm.io/managed-by=fedwasm");
+    let kinds = [
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<Secret>(&()),
+        ApiResource::erase::<Service>(&()),
+        ApiResource::erase::<Deployment>(&()),
+    ];
     let mut n = 0;
-    n += Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .list_metadata(&lp)
-        .await
-        .map(|l| l.items.len())
-        .unwrap_or(0);
-    n += Api::<Secret>::namespaced(client.clone(), ns)
-        .list_metadata(&lp)
-        .await
-        .map(|l| l.items.len())
-        .unwrap_or(0);
-    n += Api::<Service>::namespaced(client.clone(), ns)
-        .list_metadata(&lp)
-        .await
-        .map(|l| l.items.len())
-        .unwrap_or(0);
-    n += Api::<Deployment>::namespaced(client.clone(), ns)
-        .list_metadata(&lp)
-        .await
-        .map(|l| l.items.len())
-        .unwrap_or(0);
+    for kind in &kinds {
+        n += Api::<DynamicObject>::namespaced_with(client.clone(), ns, kind)
+            .list_metadata(&lp)
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0);
+    }
     n
 }
 

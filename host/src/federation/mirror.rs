@@ -373,12 +373,7 @@ pub(crate) fn echo(
     };
     let same_copy = w.uid().is_some() && w.uid() == copy.metadata.uid.as_ref();
     let same_version = version(copy).is_some() && version(copy) == version(&w.copy);
-    let same_template = copy
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
-        .is_some_and(|h| *h == w.hash);
+    let same_template = carries(copy, &w.hash);
     let nothing_moved = copy.data == w.copy.data || before.is_some_and(|b| b.data == copy.data);
     same_copy && same_version && same_template && nothing_moved
 }
@@ -394,18 +389,12 @@ pub(crate) fn echo_of_pending(
     let Some(hash) = pending else {
         return false;
     };
-    let carries = copy
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
-        .is_some_and(|h| h == hash);
     let status = copy.data.get("status");
     let unmoved = match before {
         Some(b) => b.data.get("status") == status,
         None => status.is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty())),
     };
-    carries && unmoved
+    carries(copy, hash) && unmoved
 }
 
 /// Drops what no decision reads: fedwasm's copies are kept as their identity and
@@ -442,6 +431,15 @@ fn slim(copy: &mut DynamicObject) {
         kept.insert("status".into(), status.clone());
     }
     copy.data = Value::Object(kept);
+}
+
+/// Whether `copy` carries the template `hash` (fedwasm's annotation).
+fn carries(copy: &DynamicObject, hash: &str) -> bool {
+    copy.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
+        .is_some_and(|h| h == hash)
 }
 
 /// A copy's `resourceVersion` as the number etcd makes it; `None` when not one.
@@ -507,12 +505,7 @@ pub(crate) fn not_seen_yet(seen_up_to: u64, hash: &str, written: Option<&Written
 /// - A copy someone changed since (its version moved on): drift, written again.
 /// - Without a record (a host that just started), the template hash decides.
 pub(crate) fn current(copy: &DynamicObject, hash: &str, written: Option<&Written>) -> bool {
-    let carries = copy
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
-        .is_some_and(|h| h == hash);
+    let carries = carries(copy, hash);
     let Some(w) = written.filter(|w| w.uid().is_some() && w.uid() == copy.metadata.uid.as_ref())
     else {
         return carries;
