@@ -17,7 +17,7 @@ const CHAOS_VARIANTS: [(&str, &[&str]); 5] = [
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
-    for path in ["../sdk/src", "../sdk/wit"] {
+    for path in ["../sdk/src", "../sdk/wit", "../host/wit", "plugins/legacy"] {
         println!("cargo:rerun-if-changed={}", manifest.join(path).display());
     }
     let mut consts = String::new();
@@ -32,6 +32,16 @@ fn main() {
             "/// The chaos test plugin with features {features:?}.\npub const {name}: &[u8] = {bytes};\n"
         ));
     }
+    // A plugin built for the frozen 0.1.0 contract.
+    let legacy = PluginCrate {
+        dir: manifest.join("plugins/legacy"),
+        package: "legacy".into(),
+        features: Vec::new(),
+    };
+    let bytes = embed(&legacy, "LEGACY_V0_1", "wasm-test-plugins");
+    consts.push_str(&format!(
+        "/// A plugin built for `fedwasm:placement@0.1.0`.\npub const LEGACY_V0_1: &[u8] = {bytes};\n"
+    ));
     // The tutorial plugin, as its README builds it.
     let aggregate = PluginCrate {
         dir: manifest.join("../examples/plugins/aggregate"),

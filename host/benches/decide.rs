@@ -60,6 +60,7 @@ fn select_request(clusters: usize) -> SelectRequest {
             ]),
         },
         clusters,
+        settings: String::new(),
     }
 }
 
@@ -82,6 +83,7 @@ fn distribute_request(selected: Vec<String>) -> DistributeRequest {
             rebalance: false,
             clusters: prefs,
         }),
+        settings: String::new(),
     }
 }
 

@@ -44,6 +44,7 @@ fn request(clusters: usize) -> DistributeRequest {
         }),
         current: names.iter().step_by(3).map(|n| (n.clone(), 5)).collect(),
         capacity: names.iter().step_by(4).map(|n| (n.clone(), 7)).collect(),
+        settings: String::new(),
     }
 }
 

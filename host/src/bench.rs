@@ -29,13 +29,7 @@ pub struct BenchReport {
 /// clamped to `1..=MAX_CALLS`; the report says how many were measured.
 pub fn run(plugin: &Plugin, request: &PlanRequest, calls: u64) -> Result<BenchReport, PluginError> {
     let calls = calls.clamp(1, MAX_CALLS);
-    let once = || -> Result<(), PluginError> {
-        match request {
-            PlanRequest::Select(r) => plugin.select(r).map(drop),
-            PlanRequest::Distribute(r) => plugin.distribute(r).map(drop),
-            PlanRequest::Rank(r) => plugin.rank(r).map(drop),
-        }
-    };
+    let once = || -> Result<(), PluginError> { request.call(plugin) };
     for _ in 0..calls.min(1000) / 10 + 1 {
         once()?;
     }

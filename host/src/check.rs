@@ -11,10 +11,11 @@
 use std::collections::BTreeMap;
 
 use fedwasm_sdk::{
-    Backend, ClusterInfo, ClusterPreference, DistributeRequest, Hook, Location, ObjectRef,
-    Preferences, RankRequest, SelectRequest,
+    Backend, ClusterInfo, ClusterPreference, CustomizeRequest, DistributeRequest, Hook, Location,
+    ObjectRef, Preferences, RankRequest, SelectRequest,
 };
 use serde::Serialize;
+use serde_json::json;
 
 use crate::plan::PlanRequest;
 use crate::runtime::{Plugin, PluginError};
@@ -46,6 +47,7 @@ pub fn cases(hooks: &[Hook]) -> Vec<Case> {
             Hook::Select => select_cases(),
             Hook::Distribute => distribute_cases(),
             Hook::Rank => rank_cases(),
+            Hook::Customize => customize_cases(),
         });
     }
     out
@@ -91,7 +93,11 @@ fn object() -> ObjectRef {
 fn select(name: &'static str, object: ObjectRef, clusters: Vec<ClusterInfo>) -> Case {
     Case::new(
         name,
-        PlanRequest::Select(SelectRequest { object, clusters }),
+        PlanRequest::Select(SelectRequest {
+            object,
+            clusters,
+            settings: String::new(),
+        }),
     )
 }
 
@@ -267,7 +273,14 @@ fn distribute_cases() -> Vec<Case> {
 }
 
 fn rank(name: &'static str, client: Location, backends: Vec<Backend>) -> Case {
-    Case::new(name, PlanRequest::Rank(RankRequest { client, backends }))
+    Case::new(
+        name,
+        PlanRequest::Rank(RankRequest {
+            client,
+            backends,
+            settings: String::new(),
+        }),
+    )
 }
 
 fn backends(n: usize) -> Vec<Backend> {
@@ -355,6 +368,66 @@ fn rank_cases() -> Vec<Case> {
     ]
 }
 
+fn customize(name: &'static str, object: serde_json::Value, cluster: ClusterInfo) -> Case {
+    Case::new(
+        name,
+        PlanRequest::Customize(CustomizeRequest {
+            object: object.to_string(),
+            cluster,
+            settings: String::new(),
+        }),
+    )
+}
+
+fn customize_cases() -> Vec<Case> {
+    let labels = json!({"fedwasm.io/managed-by": "fedwasm"});
+    let deployment = |containers: serde_json::Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "fedwasm-check", "labels": labels},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": containers}}}})
+    };
+    let nginx = json!([{"name": "web", "image": "nginx:1.27"}]);
+    let many: Vec<serde_json::Value> = (0..100)
+        .map(|i| json!({"name": format!("c{i}"), "image": format!("registry.example/app-{i}@sha256:{}", "0".repeat(64))}))
+        .collect();
+    let bare = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "bare", "namespace": "fedwasm-check", "labels": labels}});
+    let unlocated = ClusterInfo {
+        name: "check-000".into(),
+        ready: true,
+        ..Default::default()
+    };
+    vec![
+        customize(
+            "a Deployment",
+            deployment(nginx.clone()),
+            cluster(0, "check-000".into()),
+        ),
+        customize(
+            "no containers",
+            deployment(json!([])),
+            cluster(1, "check-001".into()),
+        ),
+        customize(
+            "100 containers",
+            deployment(json!(many)),
+            cluster(2, "check-002".into()),
+        ),
+        customize(
+            "a ConfigMap with no data",
+            bare,
+            cluster(0, "check-000".into()),
+        ),
+        customize(
+            "cluster with no region or zone",
+            deployment(nginx),
+            unlocated,
+        ),
+    ]
+}
+
 /// One case that went wrong.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
@@ -399,11 +472,7 @@ pub fn run(plugin: &Plugin) -> Report {
         refusals: Vec::new(),
     };
     for case in cases {
-        let result = match &case.request {
-            PlanRequest::Select(r) => plugin.select(r).map(drop),
-            PlanRequest::Distribute(r) => plugin.distribute(r).map(drop),
-            PlanRequest::Rank(r) => plugin.rank(r).map(drop),
-        };
+        let result = case.request.call(plugin);
         let Err(error) = result else { continue };
         tracing::debug!(hook = %case.hook(), case = case.name, %error, "check case failed");
         let finding = Finding {
@@ -518,6 +587,7 @@ mod tests {
                 PlanRequest::Select(r) => (serde_json::to_value(r).unwrap(), "select"),
                 PlanRequest::Distribute(r) => (serde_json::to_value(r).unwrap(), "distribute"),
                 PlanRequest::Rank(r) => (serde_json::to_value(r).unwrap(), "rank"),
+                PlanRequest::Customize(r) => (serde_json::to_value(r).unwrap(), "customize"),
             };
             json["hook"] = hook.into();
             let (parsed, _) = PlanRequest::parse(&json.to_string())

@@ -10,7 +10,7 @@ use prometheus::{
 };
 
 /// One plugin's per-hook call counters and latency histograms, in `Hook::ALL` order.
-pub(crate) struct CallHandles([(IntCounter, Histogram); 3]);
+pub(crate) struct CallHandles([(IntCounter, Histogram); Hook::ALL.len()]);
 
 impl CallHandles {
     pub(crate) fn observe(&self, hook: Hook, took: Duration) {

@@ -1,10 +1,10 @@
 //! One placement request as JSON, the shape shared by `fedwasm plan`, `POST /plan`
 //! and `fedwasm plugin bench`.
 
-use fedwasm_sdk::{DistributeRequest, Hook, RankRequest, SelectRequest};
+use fedwasm_sdk::{CustomizeRequest, DistributeRequest, Hook, RankRequest, SelectRequest};
 use serde_json::{json, Value};
 
-use crate::runtime::{preference_warnings, PluginError, Registry};
+use crate::runtime::{preference_warnings, Plugin, PluginError, Registry};
 
 /// Deserializes one hook's request, naming the path of a bad field
 /// (`preferences.clusters.A.weight: invalid value ...`).
@@ -26,6 +26,7 @@ pub enum PlanRequest {
     Select(SelectRequest),
     Distribute(DistributeRequest),
     Rank(RankRequest),
+    Customize(CustomizeRequest),
 }
 
 impl PlanRequest {
@@ -46,12 +47,12 @@ impl PlanRequest {
             Some(Value::String(s)) => s.parse().map_err(PluginError::BadRequest)?,
             Some(other) => {
                 return Err(PluginError::BadRequest(format!(
-                    "\"hook\" must be one of select, distribute, rank; got {other}"
+                    "\"hook\" must be one of select, distribute, rank, customize; got {other}"
                 )))
             }
             None => {
                 return Err(PluginError::BadRequest(
-                    "missing \"hook\" (select, distribute or rank)".into(),
+                    "missing \"hook\" (select, distribute, rank or customize)".into(),
                 ))
             }
         };
@@ -59,6 +60,13 @@ impl PlanRequest {
             Hook::Select => PlanRequest::Select(typed(value)?),
             Hook::Distribute => PlanRequest::Distribute(typed(value)?),
             Hook::Rank => PlanRequest::Rank(typed(value)?),
+            Hook::Customize => {
+                // The copy may be written as JSON itself rather than as its text.
+                if let Some(object) = value.get_mut("object").filter(|o| o.is_object()) {
+                    *object = Value::String(object.to_string());
+                }
+                PlanRequest::Customize(typed(value)?)
+            }
         };
         Ok((request, plugin))
     }
@@ -69,6 +77,18 @@ impl PlanRequest {
             PlanRequest::Select(_) => Hook::Select,
             PlanRequest::Distribute(_) => Hook::Distribute,
             PlanRequest::Rank(_) => Hook::Rank,
+            PlanRequest::Customize(_) => Hook::Customize,
+        }
+    }
+
+    /// Calls `plugin` with the request, validating the answer as the host does, and
+    /// keeps only whether it succeeded (checks and benchmarks).
+    pub fn call(&self, plugin: &Plugin) -> Result<(), PluginError> {
+        match self {
+            PlanRequest::Select(r) => plugin.select(r).map(drop),
+            PlanRequest::Distribute(r) => plugin.distribute(r).map(drop),
+            PlanRequest::Rank(r) => plugin.rank(r).map(drop),
+            PlanRequest::Customize(r) => plugin.customize(r).map(drop),
         }
     }
 
@@ -77,6 +97,7 @@ impl PlanRequest {
     /// - select: `{"selected": [{"cluster", "score"}]}`
     /// - distribute: `{"plan": {...every candidate...}, "overflow": {...}}`
     /// - rank: `{"order": ["cluster", ...], "indices": [n, ...]}`
+    /// - customize: `{"patch": [...operations...]}`
     pub fn evaluate(
         &self,
         registry: &Registry,
@@ -104,6 +125,12 @@ impl PlanRequest {
                     .map(|&i| r.backends[i as usize].cluster.as_str())
                     .collect();
                 Ok(json!({ "order": names, "indices": order }))
+            }
+            PlanRequest::Customize(r) => {
+                let patch = plugin.customize(r)?;
+                let patch: Value = serde_json::from_str(&patch)
+                    .map_err(|e| PluginError::Internal(format!("a checked patch: {e}")))?;
+                Ok(json!({ "patch": patch }))
             }
         }
     }

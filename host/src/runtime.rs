@@ -9,6 +9,7 @@ mod cache;
 mod error;
 mod plugin;
 mod registry;
+mod v0_1;
 mod validate;
 mod watch;
 

@@ -224,12 +224,35 @@ fn template(hook: Hook, name: &str) -> String {
         assert_eq!(PLUGIN::rank(request).unwrap(), vec![1, 0]);
     }"#,
         ),
+        Hook::Customize => (
+            "CustomizeRequest",
+            r##"    /// Label each member's copy with the member's region. fedwasm labels every
+    /// copy it makes, so `/metadata/labels` exists; `~1` is `/` in a JSON pointer.
+    fn customize(request: CustomizeRequest) -> Result<String, String> {
+        if request.cluster.region.is_empty() {
+            return Ok("[]".into());
+        }
+        Ok(format!(
+            r#"[{{"op": "add", "path": "/metadata/labels/example.com~1region", "value": "{}"}}]"#,
+            request.cluster.region.escape_default()
+        ))
+    }"##,
+            r##"    #[test]
+    fn labels_the_region() {
+        let mut request = CustomizeRequest::default();
+        assert_eq!(PLUGIN::customize(request.clone()).unwrap(), "[]");
+        request.cluster.region = "asia-east1".into();
+        let patch = PLUGIN::customize(request).unwrap();
+        assert!(patch.contains(r#""value": "asia-east1""#), "{patch}");
+    }"##,
+        ),
     };
     let test = test.replace("PLUGIN", &type_name);
     let hook_variant = match hook {
         Hook::Select => "Select",
         Hook::Distribute => "Distribute",
         Hook::Rank => "Rank",
+        Hook::Customize => "Customize",
     };
     format!(
         r#"//! {name}: a fedwasm {hook} plugin.

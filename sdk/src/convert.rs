@@ -28,8 +28,19 @@ pub fn info<P: Plugin>() -> wit::PluginInfo {
                 Hook::Select => wit::Hook::Select,
                 Hook::Distribute => wit::Hook::Distribute,
                 Hook::Rank => wit::Hook::Rank,
+                Hook::Customize => wit::Hook::Customize,
             })
             .collect(),
+    }
+}
+
+fn cluster_info(c: wit::ClusterInfo) -> ClusterInfo {
+    ClusterInfo {
+        name: c.name,
+        region: c.region,
+        zone: c.zone,
+        labels: to_map(c.labels),
+        ready: c.ready,
     }
 }
 
@@ -43,17 +54,8 @@ pub fn select<P: Plugin>(request: wit::SelectRequest) -> Result<Vec<wit::Selecti
             labels: to_map(o.labels),
             annotations: to_map(o.annotations),
         },
-        clusters: request
-            .clusters
-            .into_iter()
-            .map(|c| ClusterInfo {
-                name: c.name,
-                region: c.region,
-                zone: c.zone,
-                labels: to_map(c.labels),
-                ready: c.ready,
-            })
-            .collect(),
+        clusters: request.clusters.into_iter().map(cluster_info).collect(),
+        settings: request.settings,
     };
     Ok(P::select(request)?
         .into_iter()
@@ -90,6 +92,7 @@ pub fn distribute<P: Plugin>(
         }),
         current: replicas_to_map(request.current),
         capacity: replicas_to_map(request.capacity),
+        settings: request.settings,
     };
     let response = P::distribute(request)?;
     Ok(wit::DistributeResponse {
@@ -115,6 +118,15 @@ pub fn rank<P: Plugin>(request: wit::RankRequest) -> Result<Vec<u32>, String> {
                 available: b.available,
             })
             .collect(),
+        settings: request.settings,
     };
     P::rank(request)
+}
+
+pub fn customize<P: Plugin>(request: wit::CustomizeRequest) -> Result<String, String> {
+    P::customize(CustomizeRequest {
+        object: request.object,
+        cluster: cluster_info(request.cluster),
+        settings: request.settings,
+    })
 }

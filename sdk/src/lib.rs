@@ -31,7 +31,7 @@ mod types;
 pub use types::*;
 
 /// The version of the WIT package this SDK implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// The nine clusters of the original Kubernetes Federation walk-through, as
 /// `(name, region, zone)`: `fedwasm dev up --layout seed` starts them, and plugin
@@ -70,6 +70,13 @@ pub trait Plugin {
     fn rank(request: RankRequest) -> Result<Vec<u32>, String> {
         let _ = request;
         Err(unsupported(Hook::Rank))
+    }
+
+    /// Changes to one member's copy, as the JSON text of an RFC 6902 patch (an
+    /// array of operations; `[]` changes nothing).
+    fn customize(request: CustomizeRequest) -> Result<String, String> {
+        let _ = request;
+        Err(unsupported(Hook::Customize))
     }
 }
 
@@ -113,6 +120,12 @@ macro_rules! export_plugin {
                 {
                     $crate::__private::rank::<$plugin>(request)
                 }
+                fn customize(
+                    request: $crate::__private::wit::CustomizeRequest,
+                ) -> ::core::result::Result<$crate::__private::String, $crate::__private::String>
+                {
+                    $crate::__private::customize::<$plugin>(request)
+                }
             }
     $crate::__private::export!(FedwasmGuest with_types_in $crate::__private::bindings);
         };
@@ -122,7 +135,7 @@ macro_rules! export_plugin {
 /// Glue used by [`export_plugin!`]; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::convert::{distribute, info, rank, select};
+    pub use crate::convert::{customize, distribute, info, rank, select};
     pub use std::string::String;
     pub use std::vec::Vec;
 

@@ -17,11 +17,13 @@ pub enum Hook {
     Distribute,
     /// Order ingress backends for one client location.
     Rank,
+    /// Change one member's copy of an object.
+    Customize,
 }
 
 impl Hook {
     /// Every hook, in contract order.
-    pub const ALL: [Hook; 3] = [Hook::Select, Hook::Distribute, Hook::Rank];
+    pub const ALL: [Hook; 4] = [Hook::Select, Hook::Distribute, Hook::Rank, Hook::Customize];
 
     /// The hook's name in the WIT contract and on the command line.
     pub fn as_str(self) -> &'static str {
@@ -29,6 +31,7 @@ impl Hook {
             Hook::Select => "select",
             Hook::Distribute => "distribute",
             Hook::Rank => "rank",
+            Hook::Customize => "customize",
         }
     }
 }
@@ -45,7 +48,9 @@ impl std::str::FromStr for Hook {
         Hook::ALL
             .into_iter()
             .find(|h| h.as_str() == s)
-            .ok_or_else(|| format!("unknown hook `{s}` (expected select, distribute or rank)"))
+            .ok_or_else(|| {
+                format!("unknown hook `{s}` (expected select, distribute, rank or customize)")
+            })
     }
 }
 
@@ -92,6 +97,9 @@ pub struct SelectRequest {
     pub object: ObjectRef,
     /// Every cluster joined to the federation.
     pub clusters: Vec<ClusterInfo>,
+    /// The placement policy's settings for this hook (JSON text), empty when none.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub settings: String,
 }
 
 /// One chosen cluster with its score (higher is preferred).
@@ -169,6 +177,9 @@ pub struct DistributeRequest {
     /// Replicas each cluster can still take; absent means unbounded.
     #[cfg_attr(feature = "serde", serde(default))]
     pub capacity: BTreeMap<String, u32>,
+    /// The placement policy's settings for this hook (JSON text), empty when none.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub settings: String,
 }
 
 impl DistributeRequest {
@@ -235,4 +246,21 @@ pub struct RankRequest {
     pub client: Location,
     /// The candidate backends.
     pub backends: Vec<Backend>,
+    /// The placement policy's settings for this hook (JSON text), empty when none.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub settings: String,
+}
+
+/// Input of the customize hook: one member's copy of an object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "camelCase"))]
+pub struct CustomizeRequest {
+    /// The copy as JSON text: `apiVersion`, `kind`, `metadata`, `spec`, …
+    pub object: String,
+    /// The member cluster that gets the copy.
+    pub cluster: ClusterInfo,
+    /// The placement policy's settings for this hook (JSON text), empty when none.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub settings: String,
 }

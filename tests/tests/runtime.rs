@@ -152,6 +152,51 @@ fn built_ins_serve_every_hook() {
     }
 }
 
+/// A plugin built for the frozen `0.1.0` contract loads and serves every hook it
+/// declares, through the translation to the current contract: its settings are
+/// dropped (0.1.0 has none) and it declares no customize hook.
+#[test]
+fn plugins_built_for_contract_0_1_0_keep_loading() {
+    let registry = registry();
+    let plugin = registry
+        .load("legacy", plugins::LEGACY_V0_1, PluginSource::BuiltIn)
+        .expect("a 0.1.0 plugin loads");
+    assert_eq!(plugin.contract_version(), "0.1.0");
+    assert_eq!(
+        registry.get("weighted-spread").unwrap().contract_version(),
+        fedwasm_sdk::WIT_VERSION
+    );
+    let select = json!({"hook": "select", "settings": "{\"ignored\": true}",
+        "object": {"kind": "ConfigMap", "namespace": "ns", "name": "x", "labels": {"a": "b"}},
+        "clusters": [{"name": "m-a", "ready": true, "labels": {"env": "prod"}},
+                     {"name": "m-b", "ready": true}, {"name": "m-c", "ready": false}]});
+    let (req, _) = PlanRequest::parse(&select.to_string()).unwrap();
+    let out = req.evaluate(&registry, Some("legacy")).unwrap();
+    assert_eq!(
+        out["selected"],
+        json!([{"cluster": "m-a", "score": 1}, {"cluster": "m-c", "score": 1}])
+    );
+    let mut distribute = request(7, &["m-a", "m-c", "m-b"], "ns/web");
+    distribute.current = BTreeMap::from([("m-a".to_string(), 3)]);
+    distribute.capacity = BTreeMap::from([("m-b".to_string(), 100)]);
+    distribute.settings = "{}".into();
+    let out = plan(&registry, "legacy", &distribute).unwrap();
+    assert_eq!(
+        out,
+        BTreeMap::from([("m-a".into(), 0), ("m-b".into(), 0), ("m-c".into(), 7)])
+    );
+    let rank = json!({"hook": "rank", "client": {"region": "r"},
+        "backends": [{"cluster": "one", "healthy": true}, {"cluster": "two", "healthy": true}]});
+    let (req, _) = PlanRequest::parse(&rank.to_string()).unwrap();
+    let out = req.evaluate(&registry, Some("legacy")).unwrap();
+    assert_eq!(out["order"], json!(["two", "one"]));
+    let customize = json!({"hook": "customize", "object": {"kind": "ConfigMap"},
+        "cluster": {"name": "m-a"}});
+    let (req, _) = PlanRequest::parse(&customize.to_string()).unwrap();
+    let e = req.evaluate(&registry, Some("legacy")).unwrap_err();
+    assert!(matches!(e, PluginError::Unsupported { .. }), "{e}");
+}
+
 #[test]
 fn hot_swap_under_concurrent_calls_loses_no_call() {
     let registry = registry();

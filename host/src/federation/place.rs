@@ -176,6 +176,7 @@ impl Decider<'_> {
                 annotations: plugin_annotations(obj),
             },
             clusters: members.iter().map(|m| m.cluster.to_info()).collect(),
+            settings: String::new(),
         };
         let plugin = obj.annotations().get(SELECT_PLUGIN_ANNOTATION).cloned();
         let chosen = self.placer.select(plugin, request).await?;
@@ -272,6 +273,7 @@ impl Decider<'_> {
                 .filter(|m| candidates.contains(&m.name()))
                 .filter_map(|m| Some((m.name(), m.cluster.capacity()?)))
                 .collect(),
+            settings: String::new(),
         };
         // Warn about names that match no selected cluster, not about members away.
         for note in preference_warnings(&request) {

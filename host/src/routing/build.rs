@@ -544,6 +544,7 @@ async fn rank(
                     available: Some(b.capacity),
                 })
                 .collect(),
+            settings: String::new(),
         };
         let key = (base.plugin.clone(), generation, request);
         let cached = cache

@@ -1,18 +1,42 @@
-//! Host bindings generated from the WIT contract, the single source of truth shared
-//! with the SDK.
+//! Host bindings generated from the WIT contract, one module per supported version.
+//!
+//! `v0_2` is generated from the SDK's `wit/` (the single source of truth shared with
+//! plugin authors); `v0_1` from the frozen copy of `0.1.0` in `host/wit/0.1.0/`, so
+//! plugins built before settings and the `customize` hook keep loading. The host
+//! speaks `v0_2` everywhere; [`super::v0_1`] translates for older plugins.
 //!
 //! Borrowing: a request is lowered straight from the host's own strings and maps
 //! (through slices of references) instead of from a deep copy made for each call.
 //! `cluster-replicas` is both an argument and a result, so it comes in two
 //! flavours: `ClusterReplicasParam<'a>` (borrowed) and `ClusterReplicasResult`.
 
-wasmtime::component::bindgen!({
-    path: "../sdk/wit",
-    world: "plugin",
-    ownership: Borrowing {
-        duplicate_if_necessary: true
-    },
-});
+/// `fedwasm:placement@0.2.0`, the version the SDK builds.
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "plugin",
+        ownership: Borrowing {
+            duplicate_if_necessary: true
+        },
+    });
 
-pub use exports::fedwasm::placement::hooks::Guest;
-pub use fedwasm::placement::types as wit;
+    pub use fedwasm::placement::types as wit;
+}
+
+/// `fedwasm:placement@0.1.0`, frozen.
+pub mod v0_1 {
+    wasmtime::component::bindgen!({
+        path: "wit/0.1.0",
+        world: "plugin",
+        ownership: Borrowing {
+            duplicate_if_necessary: true
+        },
+    });
+
+    pub use fedwasm::placement::types as wit;
+}
+
+pub use v0_2::wit;
+
+/// The contract versions the host loads, newest first.
+pub const VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use fedwasm_sdk::{
-    DistributeRequest, DistributeResponse, Hook, RankRequest, SelectRequest, Selection,
+    CustomizeRequest, DistributeRequest, DistributeResponse, Hook, RankRequest, SelectRequest,
+    Selection,
 };
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{ResourceLimiter, Store};
 
-use super::bindings::{wit, PluginPre};
+use super::bindings::{v0_1, v0_2, wit, VERSIONS};
 use super::error::{LoadError, LoadStage, PluginError};
 use super::{cache, validate, Runtime, WARM_INSTANCES};
 use crate::text::{bounded, MAX_MESSAGE};
@@ -69,7 +70,82 @@ impl ResourceLimiter for MemoryCap {
 /// corrupt.
 struct Warm {
     store: Store<HostState>,
-    bindings: super::bindings::Plugin,
+    bindings: Bindings,
+}
+
+/// A component's exports, by the contract version it was built for.
+enum Pre {
+    V0_2(v0_2::PluginPre<HostState>),
+    V0_1(v0_1::PluginPre<HostState>),
+}
+
+/// An instance's exports, by contract version. Calls take the current contract's
+/// types; an older plugin's are translated in [`super::v0_1`].
+enum Bindings {
+    V0_2(v0_2::Plugin),
+    V0_1(v0_1::Plugin),
+}
+
+type Answer<T> = wasmtime::Result<Result<T, String>>;
+
+impl Bindings {
+    fn info(&self, store: &mut Store<HostState>) -> wasmtime::Result<Vec<Hook>> {
+        let v0_2 = match self {
+            Bindings::V0_2(p) => p.fedwasm_placement_hooks().call_info(store)?,
+            Bindings::V0_1(p) => return super::v0_1::info(p, store),
+        };
+        Ok(v0_2
+            .hooks
+            .into_iter()
+            .map(|h| match h {
+                wit::Hook::Select => Hook::Select,
+                wit::Hook::Distribute => Hook::Distribute,
+                wit::Hook::Rank => Hook::Rank,
+                wit::Hook::Customize => Hook::Customize,
+            })
+            .collect())
+    }
+
+    fn select(
+        &self,
+        store: &mut Store<HostState>,
+        r: wit::SelectRequest<'_>,
+    ) -> Answer<Vec<wit::Selection>> {
+        match self {
+            Bindings::V0_2(p) => p.fedwasm_placement_hooks().call_select(store, r),
+            Bindings::V0_1(p) => super::v0_1::select(p, store, r),
+        }
+    }
+
+    fn distribute(
+        &self,
+        store: &mut Store<HostState>,
+        r: wit::DistributeRequest<'_>,
+    ) -> Answer<wit::DistributeResponse> {
+        match self {
+            Bindings::V0_2(p) => p.fedwasm_placement_hooks().call_distribute(store, r),
+            Bindings::V0_1(p) => super::v0_1::distribute(p, store, r),
+        }
+    }
+
+    fn rank(&self, store: &mut Store<HostState>, r: wit::RankRequest<'_>) -> Answer<Vec<u32>> {
+        match self {
+            Bindings::V0_2(p) => p.fedwasm_placement_hooks().call_rank(store, r),
+            Bindings::V0_1(p) => super::v0_1::rank(p, store, r),
+        }
+    }
+
+    fn customize(
+        &self,
+        store: &mut Store<HostState>,
+        r: wit::CustomizeRequest<'_>,
+    ) -> Answer<String> {
+        match self {
+            Bindings::V0_2(p) => p.fedwasm_placement_hooks().call_customize(store, r),
+            // Never declared by a 0.1.0 plugin, so `require` stops the call first.
+            Bindings::V0_1(_) => Ok(Err("fedwasm:placement@0.1.0 has no customize hook".into())),
+        }
+    }
 }
 
 /// Smoke tests a plugin gets when it runs past its deadline: one stalled call on a
@@ -85,7 +161,9 @@ pub struct Plugin {
     source: PluginSource,
     hooks: Vec<Hook>,
     runtime: Arc<Runtime>,
-    pre: PluginPre<HostState>,
+    /// The contract version it was built for, such as `0.2.0`.
+    version: &'static str,
+    pre: Pre,
     warm: Mutex<Vec<Warm>>,
     metrics: CallHandles,
 }
@@ -133,7 +211,11 @@ impl Plugin {
             .map(|(name, _)| name.to_string())
             // The contract's type-only interface is "imported" by every guest; it
             // carries no functions, so it gives the plugin no capability.
-            .filter(|name| *name != format!("fedwasm:placement/types@{}", fedwasm_sdk::WIT_VERSION))
+            .filter(|name| {
+                !VERSIONS
+                    .iter()
+                    .any(|v| *name == format!("fedwasm:placement/types@{v}"))
+            })
             .collect();
         if !imports.is_empty() {
             return Err(fail(
@@ -144,6 +226,15 @@ impl Plugin {
                 ),
             ));
         }
+        let version = contract_version(runtime, &component).ok_or_else(|| {
+            fail(
+                LoadStage::TypeCheck,
+                format!(
+                    "exports do not match fedwasm:placement: no hooks interface of a supported version ({})",
+                    VERSIONS.join(", ")
+                ),
+            )
+        })?;
         let linker = Linker::<HostState>::new(&runtime.engine);
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
             fail(
@@ -151,15 +242,16 @@ impl Plugin {
                 format!("plugins may import nothing: {e:#}"),
             )
         })?;
-        let pre = PluginPre::new(instance_pre).map_err(|e| {
+        let mismatch = |e: wasmtime::Error| {
             fail(
                 LoadStage::TypeCheck,
-                format!(
-                    "exports do not match fedwasm:placement@{}: {e:#}",
-                    fedwasm_sdk::WIT_VERSION
-                ),
+                format!("exports do not match fedwasm:placement@{version}: {e:#}"),
             )
-        })?;
+        };
+        let pre = match version {
+            "0.1.0" => Pre::V0_1(v0_1::PluginPre::new(instance_pre).map_err(mismatch)?),
+            _ => Pre::V0_2(v0_2::PluginPre::new(instance_pre).map_err(mismatch)?),
+        };
         let mut plugin = Plugin {
             name: name.to_string(),
             sha256,
@@ -167,6 +259,7 @@ impl Plugin {
             source,
             hooks: Vec::new(),
             runtime: runtime.clone(),
+            version,
             pre,
             warm: Mutex::new(Vec::new()),
             metrics: runtime.metrics().call_handles(name),
@@ -205,6 +298,10 @@ impl Plugin {
     pub fn generation(&self) -> u64 {
         self.generation
     }
+    /// The contract version the plugin was built for, such as `0.2.0`.
+    pub fn contract_version(&self) -> &'static str {
+        self.version
+    }
     /// Built in or from a file.
     pub fn source(&self) -> &PluginSource {
         &self.source
@@ -242,6 +339,7 @@ impl Plugin {
                                 ..Default::default()
                             })
                             .collect(),
+                        settings: String::new(),
                     })?;
                 }
                 Hook::Distribute => {
@@ -268,6 +366,26 @@ impl Plugin {
                                 available: Some(10),
                             })
                             .collect(),
+                        settings: String::new(),
+                    })?;
+                }
+                Hook::Customize => {
+                    self.customize(&CustomizeRequest {
+                        object: serde_json::json!({
+                            "apiVersion": "v1",
+                            "kind": "ConfigMap",
+                            "metadata": {"name": "test", "namespace": "fedwasm-smoke"},
+                            "data": {"key": "value"},
+                        })
+                        .to_string(),
+                        cluster: fedwasm_sdk::ClusterInfo {
+                            name: clusters[0].to_string(),
+                            region: "smoke".into(),
+                            zone: format!("{}-z", clusters[0]),
+                            ready: true,
+                            ..Default::default()
+                        },
+                        settings: String::new(),
                     })?;
                 }
             }
@@ -277,16 +395,7 @@ impl Plugin {
 
     fn info(&self) -> Result<Vec<Hook>, PluginError> {
         // Not a hook; reported under `select` only if it fails, which is rare.
-        let info = self.call(Hook::Select, |g, s| g.call_info(s).map(Ok))?;
-        let mut hooks: Vec<Hook> = info
-            .hooks
-            .into_iter()
-            .map(|h| match h {
-                wit::Hook::Select => Hook::Select,
-                wit::Hook::Distribute => Hook::Distribute,
-                wit::Hook::Rank => Hook::Rank,
-            })
-            .collect();
+        let mut hooks = self.call(Hook::Select, |b, s| b.info(s).map(Ok))?;
         hooks.sort();
         hooks.dedup();
         Ok(hooks)
@@ -300,10 +409,11 @@ impl Plugin {
         let input = wit::SelectRequest {
             object: parts.object(request),
             clusters: &clusters,
+            settings: &request.settings,
         };
         let started = Instant::now();
         let result = self
-            .call(Hook::Select, move |g, s| g.call_select(s, input))
+            .call(Hook::Select, move |b, s| b.select(s, input))
             .and_then(|out| {
                 let out: Vec<Selection> = out
                     .into_iter()
@@ -330,7 +440,7 @@ impl Plugin {
         let input = parts.request(request);
         let started = Instant::now();
         let result = self
-            .call(Hook::Distribute, move |g, s| g.call_distribute(s, input))
+            .call(Hook::Distribute, move |b, s| b.distribute(s, input))
             .and_then(|out| {
                 validate::distribution(request, out).map_err(|r| self.invalid(Hook::Distribute, r))
             });
@@ -348,16 +458,45 @@ impl Plugin {
                 zone: &request.client.zone,
             },
             backends: &backends,
+            settings: &request.settings,
         };
         let started = Instant::now();
         let result = self
-            .call(Hook::Rank, move |g, s| g.call_rank(s, input))
+            .call(Hook::Rank, move |b, s| b.rank(s, input))
             .and_then(|order| {
                 validate::ranking(request.backends.len(), &order)
                     .map_err(|r| self.invalid(Hook::Rank, r))?;
                 Ok(order)
             });
         self.observe(Hook::Rank, started, &result);
+        result
+    }
+
+    /// Calls the customize hook and checks that the answer is a JSON patch (an
+    /// array of operations); what the patch may change is checked where it is
+    /// applied.
+    pub fn customize(&self, request: &CustomizeRequest) -> Result<String, PluginError> {
+        self.require(Hook::Customize)?;
+        let labels = kv(&request.cluster.labels);
+        let input = wit::CustomizeRequest {
+            object: &request.object,
+            cluster: wit::ClusterInfo {
+                name: &request.cluster.name,
+                region: &request.cluster.region,
+                zone: &request.cluster.zone,
+                labels: &labels,
+                ready: request.cluster.ready,
+            },
+            settings: &request.settings,
+        };
+        let started = Instant::now();
+        let result = self
+            .call(Hook::Customize, move |b, s| b.customize(s, input))
+            .and_then(|patch| {
+                validate::patch_shape(&patch).map_err(|r| self.invalid(Hook::Customize, r))?;
+                Ok(patch)
+            });
+        self.observe(Hook::Customize, started, &result);
         result
     }
 
@@ -410,13 +549,14 @@ impl Plugin {
         );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(self.runtime.deadline_ticks());
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PluginError::Instantiate {
-                plugin: self.name.clone(),
-                message: format!("{e:#}"),
-            })?;
+        let bindings = match &self.pre {
+            Pre::V0_2(pre) => pre.instantiate(&mut store).map(Bindings::V0_2),
+            Pre::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
+        }
+        .map_err(|e| PluginError::Instantiate {
+            plugin: self.name.clone(),
+            message: format!("{e:#}"),
+        })?;
         Ok(Warm { store, bindings })
     }
 
@@ -425,10 +565,7 @@ impl Plugin {
     fn call<T>(
         &self,
         hook: Hook,
-        f: impl FnOnce(
-            &super::bindings::Guest,
-            &mut Store<HostState>,
-        ) -> wasmtime::Result<Result<T, String>>,
+        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> Answer<T>,
     ) -> Result<T, PluginError> {
         let popped = self.warm.lock().map(|mut w| w.pop()).unwrap_or(None);
         let mut warm = match popped {
@@ -436,7 +573,7 @@ impl Plugin {
             None => self.instantiate()?,
         };
         warm.store.set_epoch_deadline(self.runtime.deadline_ticks());
-        let outcome = f(warm.bindings.fedwasm_placement_hooks(), &mut warm.store);
+        let outcome = f(&warm.bindings, &mut warm.store);
         match outcome {
             Ok(answer) => {
                 if let Ok(mut pool) = self.warm.lock() {
@@ -479,6 +616,19 @@ impl Plugin {
             message: bounded(format!("{error}"), MAX_MESSAGE),
         }
     }
+}
+
+/// The newest supported contract version whose `hooks` interface the component
+/// exports.
+fn contract_version(runtime: &Runtime, component: &Component) -> Option<&'static str> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(&runtime.engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    VERSIONS
+        .into_iter()
+        .find(|v| exports.contains(&format!("fedwasm:placement/hooks@{v}")))
 }
 
 /// Compiles through the artifact cache when there is one.
@@ -592,6 +742,7 @@ impl<'a> DistributeParts<'a> {
                 }),
             current: &self.current,
             capacity: &self.capacity,
+            settings: &r.settings,
         }
     }
 }

@@ -27,12 +27,15 @@ pub fn built_in_bytes(name: &str) -> Option<&'static [u8]> {
         .map(|(_, b)| *b)
 }
 
-/// The built-in plugin used for `hook` when no name is given.
+/// The built-in plugin used for `hook` when no name is given. The customize hook
+/// has none (a copy is changed only where a policy names a plugin): for it this is
+/// the empty name, which no plugin has; [`Registry::for_hook`] says so.
 pub fn default_plugin(hook: Hook) -> &'static str {
     match hook {
         Hook::Select => "label-selector",
         Hook::Distribute => "weighted-spread",
         Hook::Rank => "nearest-healthy",
+        Hook::Customize => "",
     }
 }
 
@@ -123,7 +126,13 @@ impl Registry {
 
     /// The plugin named `name`, or the default for `hook`.
     pub fn for_hook(&self, hook: Hook, name: Option<&str>) -> Result<Arc<Plugin>, PluginError> {
-        let plugin = self.get(name.unwrap_or(default_plugin(hook)))?;
+        let name = name.unwrap_or(default_plugin(hook));
+        if name.is_empty() {
+            return Err(PluginError::BadRequest(format!(
+                "the {hook} hook has no default plugin: name one"
+            )));
+        }
+        let plugin = self.get(name)?;
         if plugin.implements(hook) {
             Ok(plugin)
         } else {

@@ -10,6 +10,11 @@
 //! | `fedwasm.io/zones` | comma-separated zones allowed |
 //! | `fedwasm.io/clusters` | comma-separated cluster names allowed |
 //!
+//! A placement policy's `select.settings` may give the same four choices, for every
+//! object it governs: `{"clusterSelector": "env=prod", "regions": ["europe-west1"],
+//! "zones": [...], "clusters": [...]}` (lists may also be comma-separated strings).
+//! The object's own annotation wins over the setting of the same name.
+//!
 //! Clusters that are not ready are still selected (score 50 instead of 100): the
 //! federation keeps objects in members that are away, and they converge when the
 //! member returns. A malformed annotation is an error naming it, so the host leaves
@@ -181,16 +186,80 @@ fn list(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Applies the object's annotations to the candidates, in their input order.
+/// The settings keys, each with the annotation that wins over it.
+const SETTINGS: [(&str, &str); 4] = [
+    ("clusterSelector", SELECTOR_ANNOTATION),
+    ("regions", REGIONS_ANNOTATION),
+    ("zones", ZONES_ANNOTATION),
+    ("clusters", CLUSTERS_ANNOTATION),
+];
+
+/// The policy's settings as annotation values: `annotation -> text`. A list
+/// setting becomes the comma-separated text its annotation takes.
+pub fn settings(text: &str) -> Result<std::collections::BTreeMap<&'static str, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    if text.trim().is_empty() {
+        return Ok(out);
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("settings are not JSON: {e}"))?;
+    let object = match value {
+        serde_json::Value::Null => return Ok(out),
+        serde_json::Value::Object(o) => o,
+        other => return Err(format!("settings must be an object, not {other}")),
+    };
+    for (key, value) in object {
+        let Some((_, annotation)) = SETTINGS.iter().find(|(k, _)| *k == key) else {
+            let known: Vec<&str> = SETTINGS.iter().map(|(k, _)| *k).collect();
+            return Err(format!(
+                "settings: unknown key `{key}` (expected {})",
+                known.join(", ")
+            ));
+        };
+        let text = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Array(items) if key != "clusterSelector" => {
+                let mut names = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        serde_json::Value::String(s) if !s.contains(',') => names.push(s),
+                        other => return Err(format!("settings.{key}: `{other}` is not a name")),
+                    }
+                }
+                names.join(",")
+            }
+            other => {
+                return Err(format!(
+                    "settings.{key}: expected {}, got {other}",
+                    if key == "clusterSelector" {
+                        "a label selector string"
+                    } else {
+                        "a list of names"
+                    }
+                ))
+            }
+        };
+        out.insert(*annotation, text);
+    }
+    Ok(out)
+}
+
+/// Applies the object's annotations (over the policy's settings) to the
+/// candidates, in their input order.
 pub fn select(request: &SelectRequest) -> Result<Vec<Selection>, String> {
+    let settings = settings(&request.settings)?;
     let annotations = &request.object.annotations;
-    let selector = annotations
-        .get(SELECTOR_ANNOTATION)
+    let choice = |annotation: &'static str| {
+        annotations
+            .get(annotation)
+            .or_else(|| settings.get(annotation))
+    };
+    let selector = choice(SELECTOR_ANNOTATION)
         .map(|s| parse_selector(s).map_err(|e| format!("{SELECTOR_ANNOTATION}: {e}")))
         .transpose()?;
-    let regions = annotations.get(REGIONS_ANNOTATION).map(|s| list(s));
-    let zones = annotations.get(ZONES_ANNOTATION).map(|s| list(s));
-    let names = annotations.get(CLUSTERS_ANNOTATION).map(|s| list(s));
+    let regions = choice(REGIONS_ANNOTATION).map(|s| list(s));
+    let zones = choice(ZONES_ANNOTATION).map(|s| list(s));
+    let names = choice(CLUSTERS_ANNOTATION).map(|s| list(s));
     let allowed = |filter: &Option<Vec<&str>>, value: &str| {
         filter.as_ref().is_none_or(|f| f.contains(&value))
     };
@@ -253,6 +322,57 @@ mod tests {
                 ..Default::default()
             },
             clusters: walkthrough(),
+            settings: String::new(),
+        }
+    }
+
+    #[test]
+    fn settings_choose_like_annotations_and_annotations_win() {
+        let mut request = with(&[]);
+        request.settings =
+            r#"{"regions": ["europe-west1", "asia-east1"], "clusterSelector": "env=prod"}"#.into();
+        let got = select(&request).unwrap();
+        assert_eq!(
+            names(&got),
+            [
+                "gce-asia-east1-a",
+                "gce-asia-east1-b",
+                "gce-europe-west1-b",
+                "gce-europe-west1-d"
+            ]
+        );
+        // The object's own annotation wins, key by key: regions from the
+        // annotation, the selector still from the settings.
+        let mut request = with(&[(REGIONS_ANNOTATION, "us-central1")]);
+        request.settings = r#"{"regions": "europe-west1", "clusterSelector": "env=prod"}"#.into();
+        let got = select(&request).unwrap();
+        assert_eq!(names(&got), ["gce-us-central1-a", "gce-us-central1-b"]);
+        // Empty or null settings are none.
+        for none in ["", "null", "{}"] {
+            let mut request = with(&[]);
+            request.settings = none.into();
+            assert_eq!(select(&request).unwrap().len(), 9);
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_clear_errors() {
+        for (settings, want) in [
+            ("{not json", "settings are not JSON"),
+            ("[1]", "settings must be an object"),
+            (r#"{"region": ["x"]}"#, "unknown key `region`"),
+            (r#"{"regions": [1]}"#, "settings.regions: `1` is not a name"),
+            (r#"{"regions": ["a,b"]}"#, "is not a name"),
+            (
+                r#"{"clusterSelector": ["a"]}"#,
+                "expected a label selector string",
+            ),
+            (r#"{"clusterSelector": "env in ("}"#, SELECTOR_ANNOTATION),
+        ] {
+            let mut request = with(&[]);
+            request.settings = settings.into();
+            let e = select(&request).unwrap_err();
+            assert!(e.contains(want), "{settings}: {e}");
         }
     }
 

@@ -197,6 +197,7 @@ mod tests {
         let req = RankRequest {
             client: client("europe-west1", "europe-west1-c"),
             backends: walkthrough(),
+            ..Default::default()
         };
         let got = order(&req);
         assert_eq!(got[0], "gce-europe-west1-c");
@@ -213,6 +214,7 @@ mod tests {
         let req = RankRequest {
             client: client("", "europe-west1-c"),
             backends,
+            ..Default::default()
         };
         let got = order(&req);
         assert_eq!(got[0], "gce-europe-west1-d");
@@ -228,6 +230,7 @@ mod tests {
         let req = RankRequest {
             client: client("us-central1", ""),
             backends,
+            ..Default::default()
         };
         let got = order(&req);
         assert_eq!(
@@ -253,12 +256,14 @@ mod tests {
         let got = order(&RankRequest {
             client: client("asia-east1", ""),
             backends: backends.clone(),
+            ..Default::default()
         });
         assert_eq!(got.last().unwrap(), "onprem");
         // No client location: usable first, then by name.
         let got = order(&RankRequest {
             client: Location::default(),
             backends,
+            ..Default::default()
         });
         assert_eq!(got[0], "gce-asia-east1-a");
     }
