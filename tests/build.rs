@@ -52,5 +52,15 @@ fn main() {
     consts.push_str(&format!(
         "/// The tutorial plugin of `examples/plugins/aggregate`.\npub const AGGREGATE: &[u8] = {bytes};\n"
     ));
+    // The customize example, as a policy's `spec.customize` names it.
+    let region_mirror = PluginCrate {
+        dir: manifest.join("../examples/plugins/region-mirror"),
+        package: "region-mirror".into(),
+        features: Vec::new(),
+    };
+    let bytes = embed(&region_mirror, "REGION_MIRROR", "wasm-test-plugins");
+    consts.push_str(&format!(
+        "/// The example plugin of `examples/plugins/region-mirror`.\npub const REGION_MIRROR: &[u8] = {bytes};\n"
+    ));
     std::fs::write(out.join("test_plugins.rs"), consts).expect("writing into OUT_DIR");
 }

@@ -166,7 +166,7 @@ pub struct RuntimeArgs {
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// The request: {"hook": "select"|"distribute"|"rank", ...}.
+    /// The request: {"hook": "select"|"distribute"|"rank"|"customize", ...}.
     pub file: PathBuf,
     /// A plugin component to use instead of the built-in default for the hook.
     #[arg(long)]

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingress;
 pub mod leader;
 pub mod metrics;
+pub mod overrides;
 pub mod placer;
 pub mod plan;
 pub mod preview;

@@ -4,6 +4,7 @@
 use fedwasm_sdk::{CustomizeRequest, DistributeRequest, Hook, RankRequest, SelectRequest};
 use serde_json::{json, Value};
 
+use crate::overrides::{apply_overrides, Override};
 use crate::runtime::{preference_warnings, Plugin, PluginError, Registry};
 
 /// Deserializes one hook's request, naming the path of a bad field
@@ -18,6 +19,28 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, PluginError>
             PluginError::BadRequest(format!("{path}: {inner}"))
         }
     })
+}
+
+/// The customize hook's patch and the request's object with it applied, as the
+/// host would apply it to a member's copy: a patch that does not apply, or that
+/// changes what overrides may not, is an invalid answer.
+fn customized(plugin: &Plugin, r: &CustomizeRequest) -> Result<(Vec<Value>, Value), PluginError> {
+    let object: Value = serde_json::from_str(&r.object)
+        .map_err(|e| PluginError::BadRequest(format!("object: not JSON: {e}")))?;
+    let patch = plugin.customize(r)?;
+    let applied = apply_overrides(
+        &object,
+        &[Override {
+            source: format!("plugin {}", plugin.name()),
+            ops: &patch,
+        }],
+    )
+    .map_err(|e| PluginError::InvalidOutput {
+        plugin: plugin.name().to_string(),
+        hook: Hook::Customize,
+        reason: e.to_string(),
+    })?;
+    Ok((patch, applied))
 }
 
 /// A request for one hook, tagged by `"hook"`.
@@ -88,7 +111,7 @@ impl PlanRequest {
             PlanRequest::Select(r) => plugin.select(r).map(drop),
             PlanRequest::Distribute(r) => plugin.distribute(r).map(drop),
             PlanRequest::Rank(r) => plugin.rank(r).map(drop),
-            PlanRequest::Customize(r) => plugin.customize(r).map(drop),
+            PlanRequest::Customize(r) => customized(plugin, r).map(drop),
         }
     }
 
@@ -97,7 +120,7 @@ impl PlanRequest {
     /// - select: `{"selected": [{"cluster", "score"}]}`
     /// - distribute: `{"plan": {...every candidate...}, "overflow": {...}}`
     /// - rank: `{"order": ["cluster", ...], "indices": [n, ...]}`
-    /// - customize: `{"patch": [...operations...]}`
+    /// - customize: `{"patch": [...operations...], "object": <the copy patched>}`
     pub fn evaluate(
         &self,
         registry: &Registry,
@@ -127,10 +150,8 @@ impl PlanRequest {
                 Ok(json!({ "order": names, "indices": order }))
             }
             PlanRequest::Customize(r) => {
-                let patch = plugin.customize(r)?;
-                let patch: Value = serde_json::from_str(&patch)
-                    .map_err(|e| PluginError::Internal(format!("a checked patch: {e}")))?;
-                Ok(json!({ "patch": patch }))
+                let (patch, object) = customized(&plugin, r)?;
+                Ok(json!({ "patch": patch, "object": object }))
             }
         }
     }

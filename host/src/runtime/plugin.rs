@@ -473,9 +473,13 @@ impl Plugin {
     }
 
     /// Calls the customize hook and checks that the answer is a JSON patch (an
-    /// array of operations); what the patch may change is checked where it is
-    /// applied.
-    pub fn customize(&self, request: &CustomizeRequest) -> Result<String, PluginError> {
+    /// array of well-formed operations, bounded in size); whether it applies, and
+    /// what it may change, is checked where it is applied
+    /// ([`crate::overrides::apply_overrides`]).
+    pub fn customize(
+        &self,
+        request: &CustomizeRequest,
+    ) -> Result<Vec<serde_json::Value>, PluginError> {
         self.require(Hook::Customize)?;
         let labels = kv(&request.cluster.labels);
         let input = wit::CustomizeRequest {
@@ -493,8 +497,8 @@ impl Plugin {
         let result = self
             .call(Hook::Customize, move |b, s| b.customize(s, input))
             .and_then(|patch| {
-                validate::patch_shape(&patch).map_err(|r| self.invalid(Hook::Customize, r))?;
-                Ok(patch)
+                crate::overrides::parse_patch(&patch, &format!("plugin {}", self.name))
+                    .map_err(|e| self.invalid(Hook::Customize, e.to_string()))
             });
         self.observe(Hook::Customize, started, &result);
         result

@@ -142,41 +142,6 @@ pub fn distribution(
     })
 }
 
-/// Most operations a customize answer may hold, and most bytes.
-pub const MAX_PATCH_OPS: usize = 1000;
-pub const MAX_PATCH_BYTES: usize = 1 << 20;
-
-/// A JSON array of operation objects, each with a string `op` and `path`; whether
-/// it applies, and what it may touch, is checked where it is applied.
-pub fn patch_shape(text: &str) -> Result<(), String> {
-    if text.len() > MAX_PATCH_BYTES {
-        return Err(format!(
-            "answered a patch of {} bytes, more than {MAX_PATCH_BYTES}",
-            text.len()
-        ));
-    }
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| format!("answered a patch that is not JSON: {e}"))?;
-    let Some(ops) = value.as_array() else {
-        return Err("answered a patch that is not an array of operations".into());
-    };
-    if ops.len() > MAX_PATCH_OPS {
-        return Err(format!(
-            "answered {} patch operations, more than {MAX_PATCH_OPS}",
-            ops.len()
-        ));
-    }
-    for (i, op) in ops.iter().enumerate() {
-        let named = |field: &str| op.get(field).and_then(serde_json::Value::as_str).is_some();
-        if !named("op") || !named("path") {
-            return Err(format!(
-                "patch operation {i} is not an object with string `op` and `path`"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// A permutation of `0..len`.
 pub fn ranking(len: usize, order: &[u32]) -> Result<(), String> {
     if order.len() != len {
