@@ -14,6 +14,7 @@ pub mod kinds;
 mod mirror;
 pub mod namespace;
 mod place;
+mod policies;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,7 @@ use crate::runtime::PluginError;
 pub(crate) use controller::key;
 pub use controller::{guard_panics, Context};
 pub(crate) use place::{Decider, Placement};
+pub(crate) use policies::PolicySet;
 
 /// Finalizer on federation objects, so deletions reach the members.
 pub const FINALIZER: &str = "fedwasm.io/propagation";
@@ -67,6 +69,14 @@ pub enum Error {
     Plugin(#[from] PluginError),
     #[error("{PREFERENCES_ANNOTATION} is not valid: {0}")]
     InvalidPreferences(String),
+    /// The placement policy that governs the object has problems: it places
+    /// nothing until they are fixed.
+    #[error("placement policy {policy} is not valid: {}", .problems.join("; "))]
+    InvalidPolicy {
+        policy: String,
+        problems: Vec<String>,
+    },
+
     #[error("the reconcile panicked: {0}")]
     Panic(String),
     #[error(transparent)]
@@ -95,6 +105,7 @@ impl Error {
             Error::MembersUnreachable(_) => "member_unreachable",
             Error::Plugin(_) => "plugin_error",
             Error::InvalidPreferences(_) => "invalid_preferences",
+            Error::InvalidPolicy { .. } => "invalid_policy",
             Error::Panic(_) => "panic",
             Error::Fleet(_) => "config_error",
             Error::ControllerStopped(_) => "controller_stopped",
@@ -123,6 +134,9 @@ pub async fn run(
     loop {
         let setup = async {
             crate::fleet::cluster::install_crd(&federation).await?;
+            crate::policy::install_crds(&federation, FIELD_MANAGER)
+                .await
+                .map_err(|e| crate::fleet::Error::Config(e.to_string()))?;
             crate::fleet::join::ensure_system_namespace(&federation).await
         };
         match setup.await {
@@ -142,7 +156,18 @@ pub async fn run(
         .iter()
         .map(|k| k.namespaced.then(|| writer.subscribe()).flatten())
         .collect();
-    let shared = controller::Shared::new(federation.clone(), placer, fleet, metrics, namespaces);
+    let (policies, _policy_watches) = policies::Policies::start(&federation);
+    let _policy_status = AbortOnDrop(tokio::spawn(
+        policies.clone().write_status(federation.clone()),
+    ));
+    let shared = controller::Shared::new(
+        federation.clone(),
+        placer,
+        fleet,
+        metrics,
+        namespaces,
+        policies,
+    );
     let watch = kube::runtime::watcher::watcher(
         kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(federation),
         kube::runtime::watcher::Config::default(),

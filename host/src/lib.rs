@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod overrides;
 pub mod placer;
 pub mod plan;
+pub mod policy;
 pub mod preview;
 pub mod routing;
 pub mod runtime;

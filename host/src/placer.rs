@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fedwasm_sdk::{
-    DistributeRequest, DistributeResponse, Hook, RankRequest, SelectRequest, Selection,
+    CustomizeRequest, DistributeRequest, DistributeResponse, Hook, RankRequest, SelectRequest,
+    Selection,
 };
 use tokio::sync::watch;
 
@@ -117,6 +118,16 @@ impl Placer {
         request: RankRequest,
     ) -> Result<Vec<u32>, PluginError> {
         self.call(Hook::Rank, plugin, move |p| p.rank(&request))
+            .await
+    }
+
+    /// The patch the customize hook of `plugin` gives one member's copy.
+    pub async fn customize(
+        &self,
+        plugin: Option<String>,
+        request: CustomizeRequest,
+    ) -> Result<Vec<serde_json::Value>, PluginError> {
+        self.call(Hook::Customize, plugin, move |p| p.customize(&request))
             .await
     }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::federation::kinds::Kind;
-use crate::federation::{key, Decider, PLACEMENT_ANNOTATION};
+use crate::federation::{key, Decider, PolicySet, PLACEMENT_ANNOTATION};
 use crate::fleet::Member;
 use crate::placer::Placer;
 
@@ -72,6 +72,12 @@ pub async fn preview(
     kinds: &[Kind],
 ) -> Result<Preview, Error> {
     let mut preview = Preview::default();
+    let policies = PolicySet::list(federation)
+        .await
+        .map_err(|source| Error::List {
+            kind: "placement policies".into(),
+            source,
+        })?;
     for kind in kinds {
         let api: Api<DynamicObject> = Api::all_with(federation.clone(), &kind.resource);
         let objects = api
@@ -86,6 +92,7 @@ pub async fn preview(
             federation,
             kind,
             namespaces: None,
+            policies: Some(&policies),
         };
         let live = objects
             .items

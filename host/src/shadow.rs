@@ -155,11 +155,13 @@ pub(crate) fn compare_in_background(
     let active = placement.per_cluster();
     tokio::spawn(async move {
         let placer = &ctx.shared.placer;
+        let policies = ctx.shared.policies.set();
         let decider = Decider {
             placer,
             federation: &ctx.shared.federation,
             kind: &ctx.kind,
             namespaces: Some(&ctx.shared.namespaces),
+            policies: Some(&policies),
         };
         let substitutes: BTreeMap<_, _> = decider
             .plugins_asked(&obj)

@@ -17,15 +17,24 @@ use super::kinds::StatusShape;
 use super::place::annotation;
 use super::{events, Error, ADOPT_ANNOTATION, FIELD_MANAGER, PLACEMENT_ANNOTATION};
 
+/// The entry of the placement annotation naming the placement policy that governs
+/// the object.
+pub const POLICY_KEY: &str = "@policy";
+
 /// Records the outcome in each member and writes the aggregated status.
 pub(crate) async fn write(
     ctx: &Context,
     obj: &DynamicObject,
     api: &Api<DynamicObject>,
     outcomes: &[MemberOutcome],
+    policy: Option<&str>,
 ) -> Result<(), Error> {
     let name = obj.name_any();
     let mut placement = BTreeMap::new();
+    if let Some(policy) = policy {
+        // No cluster is named so: names are DNS labels.
+        placement.insert(POLICY_KEY.to_string(), json!(policy));
+    }
     for MemberOutcome {
         cluster, outcome, ..
     } in outcomes
@@ -60,6 +69,17 @@ pub(crate) async fn write(
                     "cluster {cluster} already has {} {name} not created by fedwasm; left untouched (set {ADOPT_ANNOTATION}: \"true\" to take it over)",
                     ctx.kind.resource.kind)).await;
                 json!({"state": "Conflict"})
+            }
+            Outcome::OverrideFailed(e) => {
+                events::publish(
+                    ctx,
+                    obj,
+                    EventType::Warning,
+                    "OverrideFailed",
+                    format!("cluster {cluster}: {e}; its copy left as it was"),
+                )
+                .await;
+                json!({"state": "OverrideFailed"})
             }
             Outcome::Rejected(e) => {
                 events::publish(
@@ -120,6 +140,7 @@ async fn write_placement(
         v.as_object()
             .map(|m| {
                 m.iter()
+                    .filter(|(_, e)| e.is_object())
                     .map(|(k, e)| (k.clone(), (e["state"].clone(), e["replicas"].clone())))
                     .collect()
             })

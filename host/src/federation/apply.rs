@@ -21,12 +21,14 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use super::controller::{forget, Context};
-use super::kinds::{hash_of, member_object};
+use super::kinds::{hash_of, member_body, with_template_hash};
 use super::mirror::{self, Seen, Written};
 use super::namespace;
-use super::place::{annotation, Placement};
+use super::place::{annotation, hook_choice, Placement};
 use super::{events, Error, ADOPT_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::fleet::{Member, MemberClient, MemberError, Snapshot};
+use crate::overrides::{apply_overrides, Override};
+use fedwasm_sdk::{CustomizeRequest, Hook};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
@@ -37,6 +39,9 @@ pub(crate) enum Outcome {
     Unreachable(String),
     Conflict,
     Rejected(String),
+    /// The policy's overrides or customize plugin could not shape this member's
+    /// copy: nothing was written, the member keeps what it had.
+    OverrideFailed(String),
 }
 
 /// One member's outcome; `None` when the object is (now) not there.
@@ -80,7 +85,10 @@ pub(crate) async fn apply_all(
                 .replicas
                 .as_ref()
                 .map(|p| p.get(&cluster).copied().unwrap_or(0));
-            let (outcome, awaiting) = apply_member(ctx, obj, member, replicas, adopt).await;
+            let (outcome, awaiting) = match shaped(ctx, obj, member, replicas, placement).await {
+                Ok(body) => apply_member(ctx, obj, member, body, adopt).await,
+                Err(reason) => (Outcome::OverrideFailed(reason), false),
+            };
             (Some(outcome), awaiting)
         } else {
             (remove_member(ctx, obj, member).await, false)
@@ -123,11 +131,75 @@ async fn look(
     }
 }
 
-async fn apply_member(
+/// The member's copy as the governing policy shapes it for this member: the
+/// overrides whose cluster selection takes the member, in order, then the patch of
+/// the policy's customize plugin; then its template hash. All or nothing: the
+/// reason when any of it fails, and then nothing is written.
+async fn shaped(
     ctx: &Context,
     obj: &DynamicObject,
     member: &Member,
     replicas: Option<u32>,
+    placement: &Placement,
+) -> Result<Value, String> {
+    let body = member_body(&ctx.kind, obj, replicas);
+    let Some(policy) = &placement.policy else {
+        return Ok(with_template_hash(body));
+    };
+    let cluster = member.cluster.to_info();
+    let patches: Vec<Override<'_>> = policy
+        .body
+        .overrides
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            o.clusters.matches(
+                &cluster.name,
+                &cluster.region,
+                &cluster.zone,
+                &cluster.labels,
+            )
+        })
+        .map(|(i, o)| Override {
+            source: format!("{} overrides[{i}]", policy.reference),
+            ops: &o.patch,
+        })
+        .collect();
+    let mut body = if patches.is_empty() {
+        body
+    } else {
+        apply_overrides(&body, &patches).map_err(|e| e.to_string())?
+    };
+    if policy.body.customize.is_some() {
+        let (plugin, settings) = hook_choice(Hook::Customize, obj, Some(policy));
+        let request = CustomizeRequest {
+            object: body.to_string(),
+            cluster,
+            settings,
+        };
+        let patch = ctx
+            .shared
+            .placer
+            .customize(Some(plugin.clone()), request)
+            .await
+            .map_err(|e| format!("{} spec.customize: {e}", policy.reference))?;
+        body = apply_overrides(
+            &body,
+            &[Override {
+                source: format!("plugin {plugin}"),
+                ops: &patch,
+            }],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(with_template_hash(body))
+}
+
+async fn apply_member(
+    ctx: &Context,
+    obj: &DynamicObject,
+    member: &Member,
+    body: Value,
     adopt: bool,
 ) -> (Outcome, bool) {
     let Some(client) = &member.client else {
@@ -140,7 +212,6 @@ async fn apply_member(
         Ok(seen) => seen,
         Err(e) => return (failed(e), false),
     };
-    let body = member_object(&ctx.kind, obj, replicas);
     let hash = hash_of(&body);
     let cluster = client.cluster();
     let written = ctx.mirrors.written(cluster, obj);

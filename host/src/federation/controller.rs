@@ -20,6 +20,7 @@ use kube::{Client, ResourceExt};
 
 use super::kinds::Kind;
 use super::mirror::Mirrors;
+use super::policies::Policies;
 use super::{aggregate, apply, events, place, AbortOnDrop, Error, FINALIZER};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     pub recorder: Recorder,
     /// The federation plane's Namespaces, kept by one watch for every controller.
     pub namespaces: Store<Namespace>,
+    /// The placement policies, and which governs what.
+    pub policies: Arc<Policies>,
 }
 
 impl Shared {
@@ -45,6 +48,7 @@ impl Shared {
         fleet: Arc<Fleet>,
         metrics: Arc<Metrics>,
         namespaces: Store<Namespace>,
+        policies: Arc<Policies>,
     ) -> Self {
         let recorder = Recorder::new(
             federation.clone(),
@@ -60,6 +64,7 @@ impl Shared {
             metrics,
             recorder,
             namespaces,
+            policies,
         }
     }
 }
@@ -98,6 +103,8 @@ pub(crate) async fn run(
         failures: Default::default(),
         mirrors,
     });
+    // The first decisions must already see the policies.
+    ctx.shared.policies.ready().await;
     tracing::info!(kind = %name, "propagation controller started");
     let mut controller =
         Controller::new_with(api, watcher::Config::default(), kind.resource.clone())
@@ -108,6 +115,12 @@ pub(crate) async fn run(
             .with_config(
                 kube::runtime::controller::Config::default().concurrency(RECONCILES_AT_ONCE),
             );
+    // A policy changed: the objects it governed and those it now governs.
+    let policy_changes = ctx
+        .shared
+        .policies
+        .changes_for(kind.clone(), controller.store());
+    controller = controller.reconcile_on(policy_changes);
     if let (true, Some(changes)) = (namespaced, namespace_changes) {
         // A namespaced object goes where its federated Namespace goes. The change
         // comes from the shared Namespace store, once that store has it: the
@@ -280,6 +293,7 @@ impl Context {
 
     fn forget(&self, obj: &DynamicObject) {
         self.mirrors.forget(None, obj);
+        self.shared.policies.record(&self.kind, key(obj), None);
     }
 
     /// Counts a write request to a member.
@@ -301,7 +315,8 @@ async fn apply_object(
     let snapshot = ctx.shared.fleet.snapshot();
     let placement = place::place(ctx, obj, &snapshot).await?;
     let outcomes = apply::apply_all(ctx, obj, &snapshot, &placement).await;
-    aggregate::write(ctx, obj, api, &outcomes).await?;
+    let policy = placement.policy.as_ref().map(|p| p.reference.as_str());
+    aggregate::write(ctx, obj, api, &outcomes, policy).await?;
     let unreachable: Vec<String> = outcomes
         .iter()
         .filter_map(|o| match &o.outcome {

@@ -7,7 +7,7 @@ use kube::core::DynamicObject;
 use kube::runtime::events::{Event, EventType};
 use kube::Resource;
 
-use super::controller::Context;
+use super::controller::{Context, Shared};
 use super::Error;
 
 /// The longest event note: the API refuses notes over 1 KiB (1024 bytes).
@@ -19,6 +19,10 @@ pub(crate) async fn report(ctx: &Context, obj: &DynamicObject, error: &Error) {
         Error::Plugin(e) => ("PluginError", format!("{e}; members left as they were")),
         Error::InvalidPreferences(_) => (
             "InvalidPreferences",
+            format!("{error}; members left as they were"),
+        ),
+        Error::InvalidPolicy { .. } => (
+            "InvalidPolicy",
             format!("{error}; members left as they were"),
         ),
         Error::MembersUnreachable(_) if obj.meta().deletion_timestamp.is_some() => {
@@ -61,6 +65,17 @@ pub(crate) async fn publish(
     note: String,
 ) {
     let reference = obj.object_ref(&ctx.kind.resource);
+    publish_about(&ctx.shared, reference, type_, reason, note).await;
+}
+
+/// An event about any object of the federation plane (a placement policy, say).
+pub(crate) async fn publish_about(
+    shared: &Shared,
+    reference: ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -69,9 +84,9 @@ pub(crate) async fn publish(
         secondary: None,
     };
     let result = if reference.namespace.is_some() {
-        ctx.shared.recorder.publish(&event, &reference).await
+        shared.recorder.publish(&event, &reference).await
     } else {
-        publish_cluster_scoped(ctx, &event, reference).await
+        publish_cluster_scoped(shared, &event, reference).await
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, reason, "cannot record an event");
@@ -82,7 +97,7 @@ pub(crate) async fn publish(
 /// `kube-system`: the only namespace every Kubernetes version accepts for them
 /// (1.20 refuses `default`, where the generic recorder puts them).
 async fn publish_cluster_scoped(
-    ctx: &Context,
+    shared: &Shared,
     event: &Event,
     regarding: ObjectReference,
 ) -> Result<(), kube::Error> {
@@ -115,6 +130,6 @@ async fn publish_cluster_scoped(
         ),
         ..Default::default()
     };
-    let api: Api<K8sEvent> = Api::namespaced(ctx.shared.federation.clone(), "kube-system");
+    let api: Api<K8sEvent> = Api::namespaced(shared.federation.clone(), "kube-system");
     api.create(&PostParams::default(), &body).await.map(drop)
 }

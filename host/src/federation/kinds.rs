@@ -209,6 +209,12 @@ const DROPPED_ANNOTATIONS: [&str; 3] = [
 /// The object to server-side apply in a member: the federation object without its
 /// server-set metadata and status, labelled as ours, with the member's replicas.
 pub fn member_object(kind: &Kind, obj: &DynamicObject, replicas: Option<u32>) -> Value {
+    with_template_hash(member_body(kind, obj, replicas))
+}
+
+/// The member copy's body before its template hash: where per-cluster overrides
+/// are applied, so the hash covers them.
+pub(crate) fn member_body(kind: &Kind, obj: &DynamicObject, replicas: Option<u32>) -> Value {
     let mut body: Map<String, Value> = match &obj.data {
         Value::Object(m) => m.clone(),
         _ => Map::new(),
@@ -259,6 +265,14 @@ pub fn member_object(kind: &Kind, obj: &DynamicObject, replicas: Option<u32>) ->
             spec.insert("replicas".into(), n.into());
         }
     }
+    Value::Object(body)
+}
+
+/// `body` with its template hash annotation: a hash of everything else in it.
+pub(crate) fn with_template_hash(body: Value) -> Value {
+    let Value::Object(mut body) = body else {
+        return body;
+    };
     let hash = template_hash(&body);
     if let Some(Value::Object(metadata)) = body.get_mut("metadata") {
         let annotations = metadata

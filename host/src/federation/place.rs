@@ -8,7 +8,7 @@ use std::sync::Arc;
 use fedwasm_sdk::{DistributeRequest, Hook, ObjectRef, Preferences, SelectRequest};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
-use kube::core::DynamicObject;
+use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef as StoreRef, Store};
 use kube::{Client, ResourceExt};
@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::controller::{key, Context};
 use super::kinds::{namespace_propagated, Kind};
+use super::policies::{choice, Applied, PolicySet};
 use super::{events, Error, DISTRIBUTE_PLUGIN_ANNOTATION, PLACEMENT_ANNOTATION};
 use super::{PREFERENCES_ANNOTATION, SELECT_PLUGIN_ANNOTATION};
 use crate::fleet::{Member, Snapshot};
@@ -29,6 +30,9 @@ pub(crate) struct Placement {
     pub selected: Vec<String>,
     /// Replica kinds: replicas per selected member (absent = 0).
     pub replicas: Option<BTreeMap<String, u32>>,
+    /// The placement policy that governs the object, if one does: its overrides
+    /// and customize hook shape each member's copy.
+    pub policy: Option<Applied>,
 }
 
 impl Placement {
@@ -66,6 +70,8 @@ pub(crate) struct Decider<'a> {
     /// The federation plane's Namespaces, kept by a watch; without it (or before it
     /// has a Namespace), the Namespace is read from the plane.
     pub namespaces: Option<&'a Store<Namespace>>,
+    /// The placement policies; none: the objects' annotations alone decide.
+    pub policies: Option<&'a PolicySet>,
 }
 
 pub(crate) fn annotation<'a>(obj: &'a DynamicObject, name: &str) -> Option<&'a str> {
@@ -83,16 +89,43 @@ pub(crate) async fn place(
     obj: &DynamicObject,
     snapshot: &Snapshot,
 ) -> Result<Placement, Error> {
+    let policies = ctx.shared.policies.set();
     let decider = Decider {
         placer: &ctx.shared.placer,
         federation: &ctx.shared.federation,
         kind: &ctx.kind,
         namespaces: Some(&ctx.shared.namespaces),
+        policies: Some(&policies),
     };
     let mut warnings = Vec::new();
-    let decided = decider.decide(obj, &snapshot.members, &mut warnings).await;
+    let applied = decider.policy(obj);
+    ctx.shared
+        .policies
+        .record(&ctx.kind, key(obj), applied.as_ref());
+    let decided = decider
+        .decide_governed(obj, &snapshot.members, &mut warnings, applied.clone())
+        .await;
     for Warning { reason, note } in warnings {
         events::publish(ctx, obj, EventType::Warning, reason, note).await;
+    }
+    if let (Err(e @ (Error::InvalidPolicy { .. } | Error::Plugin(_))), Some(policy)) =
+        (&decided, &applied)
+    {
+        // The policy's author should know too: its settings or its spec are
+        // the likely cause.
+        let note = format!(
+            "{} {}: {e}; its members left as they were",
+            ctx.kind.resource.kind,
+            key(obj)
+        );
+        events::publish_about(
+            &ctx.shared,
+            policy.object_reference(),
+            EventType::Warning,
+            "PlacementFailed",
+            note,
+        )
+        .await;
     }
     let placement = decided?;
     crate::shadow::compare_in_background(ctx, obj, snapshot, &placement);
@@ -121,44 +154,79 @@ impl Decider<'_> {
         members: &[Member],
         warnings: &mut Vec<Warning>,
     ) -> Result<Placement, Error> {
-        let mut selected = self.select(&self.kind.resource.kind, obj, members).await?;
+        let applied = self.policy(obj);
+        self.decide_governed(obj, members, warnings, applied).await
+    }
+
+    /// The placement policy that governs `obj`, if any.
+    pub fn policy(&self, obj: &DynamicObject) -> Option<Applied> {
+        self.policies.and_then(|p| p.resolve(self.kind, obj))
+    }
+
+    /// [`Decider::decide`] under the policy `applied` (already resolved).
+    pub async fn decide_governed(
+        &self,
+        obj: &DynamicObject,
+        members: &[Member],
+        warnings: &mut Vec<Warning>,
+        applied: Option<Applied>,
+    ) -> Result<Placement, Error> {
+        if let Some(policy) = &applied {
+            usable(policy)?;
+            if !policy.ties.is_empty() {
+                warnings.push(Warning {
+                    reason: "PolicyConflict",
+                    note: format!(
+                        "{} governs it, chosen by name over {} (same scope and priority)",
+                        policy.reference,
+                        policy.ties.join(", ")
+                    ),
+                });
+            }
+        }
+        let mut selected = self
+            .select(&self.kind.resource.kind, obj, members, applied.as_ref())
+            .await?;
         if let Some(allowed) = self.namespace_selection(obj, members).await? {
             selected.retain(|c| allowed.contains(c));
         }
         let replicas = if self.kind.replicas {
-            Some(self.distribute(obj, &selected, members, warnings).await?)
+            Some(
+                self.distribute(obj, &selected, members, warnings, applied.as_ref())
+                    .await?,
+            )
         } else {
             None
         };
-        Ok(Placement { selected, replicas })
+        Ok(Placement {
+            selected,
+            replicas,
+            policy: applied,
+        })
     }
 
     /// The plugins a decision for `obj` asks, by name (the hooks' defaults
     /// included): those a shadow or a preview may stand in for.
     pub async fn plugins_asked(&self, obj: &DynamicObject) -> Vec<String> {
-        let mut names = vec![annotation(obj, SELECT_PLUGIN_ANNOTATION)
-            .unwrap_or(default_plugin(Hook::Select))
-            .to_string()];
+        let applied = self.policy(obj);
+        let mut names = vec![hook_choice(Hook::Select, obj, applied.as_ref()).0];
         if let Ok(Some(namespace)) = self.federated_namespace(obj).await {
-            names.push(
-                namespace
-                    .annotations()
-                    .get(SELECT_PLUGIN_ANNOTATION)
-                    .map(String::as_str)
-                    .unwrap_or(default_plugin(Hook::Select))
-                    .to_string(),
-            );
+            let governing = self.namespace_policy(&namespace);
+            names.push(hook_choice(Hook::Select, &namespace, governing.as_ref()).0);
         }
         if self.kind.replicas {
-            names.push(
-                annotation(obj, DISTRIBUTE_PLUGIN_ANNOTATION)
-                    .unwrap_or(default_plugin(Hook::Distribute))
-                    .to_string(),
-            );
+            names.push(hook_choice(Hook::Distribute, obj, applied.as_ref()).0);
         }
         names.sort();
         names.dedup();
         names
+    }
+
+    /// The placement policy that governs a federated Namespace, if any.
+    fn namespace_policy(&self, namespace: &Namespace) -> Option<Applied> {
+        let resource = ApiResource::erase::<Namespace>(&());
+        self.policies
+            .and_then(|p| p.resolve_as(&resource, false, namespace))
     }
 
     async fn select(
@@ -166,7 +234,9 @@ impl Decider<'_> {
         kind: &str,
         obj: &(impl ResourceExt + ?Sized),
         members: &[Member],
+        applied: Option<&Applied>,
     ) -> Result<Vec<String>, Error> {
+        let (plugin, settings) = hook_choice(Hook::Select, obj, applied);
         let request = SelectRequest {
             object: ObjectRef {
                 kind: kind.to_string(),
@@ -176,10 +246,9 @@ impl Decider<'_> {
                 annotations: plugin_annotations(obj),
             },
             clusters: members.iter().map(|m| m.cluster.to_info()).collect(),
-            settings: String::new(),
+            settings,
         };
-        let plugin = obj.annotations().get(SELECT_PLUGIN_ANNOTATION).cloned();
-        let chosen = self.placer.select(plugin, request).await?;
+        let chosen = self.placer.select(Some(plugin), request).await?;
         Ok(chosen.into_iter().map(|s| s.cluster).collect())
     }
 
@@ -222,7 +291,11 @@ impl Decider<'_> {
         if namespace.metadata.deletion_timestamp.is_some() {
             return Ok(Some(Vec::new()));
         }
-        self.select("Namespace", &namespace, members)
+        let governing = self.namespace_policy(&namespace);
+        if let Some(policy) = &governing {
+            usable(policy)?;
+        }
+        self.select("Namespace", &namespace, members, governing.as_ref())
             .await
             .map(Some)
     }
@@ -234,6 +307,7 @@ impl Decider<'_> {
         selected: &[String],
         members: &[Member],
         warnings: &mut Vec<Warning>,
+        applied: Option<&Applied>,
     ) -> Result<BTreeMap<String, u32>, Error> {
         let total = obj
             .data
@@ -241,9 +315,12 @@ impl Decider<'_> {
             .and_then(Value::as_u64)
             .unwrap_or(1)
             .min(u64::from(u32::MAX)) as u32;
-        let preferences = annotation(obj, PREFERENCES_ANNOTATION)
-            .map(parse_preferences)
-            .transpose()?;
+        // The object's own preferences win over its policy's.
+        let preferences = match annotation(obj, PREFERENCES_ANNOTATION) {
+            Some(text) => Some(parse_preferences(text)?),
+            None => applied.and_then(|p| p.preferences.clone()),
+        };
+        let (plugin, settings) = hook_choice(Hook::Distribute, obj, applied);
         // Replicas go to the selected members that are Ready; one that is away
         // keeps the object (it converges when back) but its replicas run elsewhere
         // meanwhile, as with the original federation. With no member ready, spread
@@ -273,7 +350,7 @@ impl Decider<'_> {
                 .filter(|m| candidates.contains(&m.name()))
                 .filter_map(|m| Some((m.name(), m.cluster.capacity()?)))
                 .collect(),
-            settings: String::new(),
+            settings,
         };
         // Warn about names that match no selected cluster, not about members away.
         for note in preference_warnings(&request) {
@@ -283,8 +360,7 @@ impl Decider<'_> {
             });
         }
         request.clusters = candidates;
-        let plugin = annotation(obj, DISTRIBUTE_PLUGIN_ANNOTATION).map(str::to_string);
-        let out = self.placer.distribute(plugin, request).await?;
+        let out = self.placer.distribute(Some(plugin), request).await?;
         if !out.overflow.is_empty() {
             warnings.push(Warning {
                 reason: "Overflow",
@@ -292,6 +368,66 @@ impl Decider<'_> {
             });
         }
         Ok(out.plan)
+    }
+}
+
+/// A policy with problems places nothing: the members stay as they were.
+fn usable(policy: &Applied) -> Result<(), Error> {
+    if policy.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidPolicy {
+            policy: policy.reference.clone(),
+            problems: policy.problems.clone(),
+        })
+    }
+}
+
+/// The plugin (by name) and settings for one hook of `obj`: its annotation, else
+/// its policy's choice, else the hook's default.
+pub(crate) fn hook_choice(
+    hook: Hook,
+    obj: &(impl ResourceExt + ?Sized),
+    applied: Option<&Applied>,
+) -> (String, String) {
+    let key = match hook {
+        Hook::Select => Some(SELECT_PLUGIN_ANNOTATION),
+        Hook::Distribute => Some(DISTRIBUTE_PLUGIN_ANNOTATION),
+        Hook::Rank => Some(crate::routing::RANK_PLUGIN_ANNOTATION),
+        // Only a policy names a customize plugin (with the settings it needs).
+        Hook::Customize => None,
+    };
+    let annotation = key
+        .and_then(|k| obj.annotations().get(k))
+        .map(String::as_str);
+    let chosen = applied.and_then(|p| match hook {
+        Hook::Select => p
+            .body
+            .select
+            .as_ref()
+            .map(|r| (r.plugin.as_deref(), r.settings_json())),
+        Hook::Distribute => p
+            .body
+            .distribute
+            .as_ref()
+            .map(|r| (r.plugin.as_deref(), r.settings_json())),
+        Hook::Rank => p
+            .body
+            .rank
+            .as_ref()
+            .map(|r| (r.plugin.as_deref(), r.settings_json())),
+        Hook::Customize => p
+            .body
+            .customize
+            .as_ref()
+            .map(|r| (r.plugin.as_deref(), r.settings_json())),
+    });
+    match chosen {
+        Some((plugin, settings)) => choice(hook, annotation, plugin, settings),
+        None => (
+            annotation.unwrap_or(default_plugin(hook)).to_string(),
+            String::new(),
+        ),
     }
 }
 
