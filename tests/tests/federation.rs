@@ -1426,6 +1426,31 @@ async fn a_hot_swapped_customize_plugin_changes_copies(env: Env) {
         "each copy on its region's mirror",
     )
     .await;
+    // A policy's rank section chooses the plugin that orders a Service's
+    // backends for the global ingress and DNS.
+    drop_plugin(&env, "reverse-rank.wasm", plugins::CHAOS);
+    apply(
+        &env,
+        json!({"apiVersion": "fedwasm.io/v1alpha1", "kind": "PlacementPolicy",
+            "metadata": {"name": "ranking", "namespace": ns},
+            "spec": {"resourceSelectors": [{"kind": "Service"}],
+                "rank": {"plugin": "reverse-rank"}}}),
+    )
+    .await;
+    apply(
+        &env,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop", "namespace": ns},
+            "spec": {"selector": {"app": "shop"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+    )
+    .await;
+    eventually(
+        "the Service's route ranked by the policy's plugin",
+        || async {
+            let table = env.router.table();
+            (table.service_route(ns, "shop")?.plugin == "reverse-rank").then_some(())
+        },
+    )
+    .await;
 }
 
 async fn others_objects_are_never_taken_over(env: Env) {

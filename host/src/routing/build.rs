@@ -19,14 +19,15 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 
-use super::RANK_PLUGIN_ANNOTATION;
 use super::{
     Backend, Health, Locality, Route, RouteKey, RouteKind, Router, RouterConfig, Rule, ServicePort,
 };
-use crate::federation::PLACEMENT_ANNOTATION;
+use crate::federation::{hook_choice, PolicySet, PLACEMENT_ANNOTATION};
 use crate::fleet::{Fleet, Snapshot};
 use crate::placer::Placer;
-use crate::runtime::default_plugin;
+use crate::policy::{ClusterPlacementPolicy, PlacementPolicy};
+use fedwasm_sdk::Hook;
+use kube::core::ApiResource;
 
 /// The federated objects routes are made of.
 #[derive(Clone)]
@@ -35,6 +36,9 @@ pub(crate) struct Sources {
     pub services: Store<Service>,
     pub deployments: Store<Deployment>,
     pub replica_sets: Store<ReplicaSet>,
+    /// The placement policies, whose `rank` section may choose the plugin.
+    pub cluster_policies: Store<ClusterPlacementPolicy>,
+    pub policies: Store<PlacementPolicy>,
 }
 
 /// Rankings already computed: (plugin, plugin generation, request) → order.
@@ -64,6 +68,8 @@ impl Router {
             services: reflect(&router, Api::all(federation.clone())),
             deployments: reflect(&router, Api::all(federation.clone())),
             replica_sets: reflect(&router, Api::all(federation.clone())),
+            cluster_policies: reflect(&router, Api::all(federation.clone())),
+            policies: reflect(&router, Api::all(federation.clone())),
         };
         let recorder = Recorder::new(
             federation.clone(),
@@ -186,6 +192,15 @@ async fn report_problems(
     *reported = now;
 }
 
+/// The rank plugin and settings for a federated Ingress or Service.
+fn rank_choice<K>(policies: &PolicySet, obj: &K) -> (String, String)
+where
+    K: Resource<DynamicType = ()> + ResourceExt,
+{
+    let governing = policies.resolve_as(&ApiResource::erase::<K>(&()), true, obj);
+    hook_choice(Hook::Rank, obj, governing.as_ref())
+}
+
 /// A route before ranking.
 pub(crate) struct Base {
     pub key: RouteKey,
@@ -195,6 +210,8 @@ pub(crate) struct Base {
     pub ports: Vec<ServicePort>,
     pub backends: Vec<Backend>,
     pub plugin: String,
+    /// The governing placement policy's rank settings (JSON), or empty.
+    pub settings: String,
 }
 
 /// Per member: what fedwasm's placement annotation says of one object there.
@@ -354,16 +371,18 @@ pub(crate) fn routes_from(
     config: &RouterConfig,
 ) -> Vec<Base> {
     let mut out = Vec::new();
-    let rank_plugin = |annotations: &BTreeMap<String, String>| -> String {
-        annotations
-            .get(RANK_PLUGIN_ANNOTATION)
-            .cloned()
-            .unwrap_or_else(|| default_plugin(fedwasm_sdk::Hook::Rank).to_string())
+    // The object's annotation, else its placement policy's rank section, else
+    // the default; with the policy's settings where its plugin is the one used.
+    let policies = PolicySet {
+        cluster: sources.cluster_policies.state(),
+        namespaced: sources.policies.state(),
     };
+
     for ingress in sources.ingresses.state() {
         let ns = ingress.namespace().unwrap_or_default();
         let placed = placement(ingress.as_ref());
         let problems = ingress_problems(sources, &ingress);
+        let (plugin, settings) = rank_choice(&policies, ingress.as_ref());
         for (service, rules) in ingress_rules(&ingress) {
             let ready = ready_behind(sources, &ns, &service);
             let backends = placed
@@ -416,7 +435,8 @@ pub(crate) fn routes_from(
                 rules,
                 ports: Vec::new(),
                 backends,
-                plugin: rank_plugin(ingress.annotations()),
+                plugin: plugin.clone(),
+                settings: settings.clone(),
             });
         }
     }
@@ -424,6 +444,7 @@ pub(crate) fn routes_from(
         let ns = service.namespace().unwrap_or_default();
         let name = service.name_any();
         let placed = placement(service.as_ref());
+        let (plugin, settings) = rank_choice(&policies, service.as_ref());
         if placed.is_empty() {
             continue;
         }
@@ -470,7 +491,8 @@ pub(crate) fn routes_from(
             rules: Vec::new(),
             ports: service_ports(&service),
             backends,
-            plugin: rank_plugin(service.annotations()),
+            plugin,
+            settings,
         });
     }
     out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -544,7 +566,7 @@ async fn rank(
                     available: Some(b.capacity),
                 })
                 .collect(),
-            settings: String::new(),
+            settings: base.settings.clone(),
         };
         let key = (base.plugin.clone(), generation, request);
         let cached = cache
