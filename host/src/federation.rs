@@ -30,7 +30,7 @@ use crate::placer::Placer;
 use crate::runtime::PluginError;
 pub(crate) use controller::key;
 pub use controller::{guard_panics, Context};
-pub(crate) use place::{hook_choice, Decider, Placement};
+pub(crate) use place::{hook_choice, shaped, Decider, Placement};
 pub(crate) use policies::PolicySet;
 
 /// Finalizer on federation objects, so deletions reach the members.

@@ -48,6 +48,11 @@ impl Placer {
         }
     }
 
+    /// This placer serving the registry's own plugins, with no substitutes.
+    pub fn serving(&self) -> Self {
+        self.substituting(BTreeMap::new())
+    }
+
     /// What the shadow plugins said, shared by every clone of this placer.
     pub fn shadows(&self) -> &Arc<Shadows> {
         &self.shadows

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::federation::kinds::Kind;
-use crate::federation::{key, Decider, PolicySet, PLACEMENT_ANNOTATION};
+use crate::federation::{key, shaped, Decider, Placement, PolicySet, PLACEMENT_ANNOTATION};
 use crate::fleet::Member;
 use crate::placer::Placer;
 
@@ -45,6 +45,11 @@ pub struct Change {
     pub kind: String,
     pub before: BTreeMap<String, u32>,
     pub after: BTreeMap<String, u32>,
+    /// Per member: the fields (JSON pointers) of its copy the candidate would
+    /// change through the governing policy's customize hook; or why it could not
+    /// shape the copy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub copies: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -115,15 +120,18 @@ pub async fn preview(
                     kind,
                     error: e.to_string(),
                 }),
-                Ok(after) => {
+                Ok(placement) => {
                     let before = applied(&obj, decider.kind.replicas);
-                    let after = after.per_cluster();
-                    if before != after {
+                    let after = placement.per_cluster();
+                    let copies =
+                        copy_changes(placer, decider.kind, &obj, members, &placement).await;
+                    if before != after || !copies.is_empty() {
                         preview.changes.push(Change {
                             object,
                             kind,
                             before,
                             after,
+                            copies,
                         });
                     }
                 }
@@ -131,6 +139,89 @@ pub async fn preview(
         }
     }
     Ok(preview)
+}
+
+/// Per member the candidate places the object in: what its copy would look like
+/// differently, shaped by the governing policy (overrides and the customize hook)
+/// with the serving plugins and with the candidate.
+async fn copy_changes(
+    candidate: &Placer,
+    kind: &Kind,
+    obj: &DynamicObject,
+    members: &[Member],
+    placement: &Placement,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let Some(policy) = placement.policy.as_ref() else {
+        return out;
+    };
+    if policy.body.customize.is_none() {
+        // Declarative overrides do not depend on plugins.
+        return out;
+    }
+    let serving = candidate.serving();
+    for member in members
+        .iter()
+        .filter(|m| placement.selected.contains(&m.name()))
+    {
+        let cluster = member.name();
+        let replicas = placement
+            .replicas
+            .as_ref()
+            .map(|p| p.get(&cluster).copied().unwrap_or(0));
+        let info = member.cluster.to_info();
+        let now = shaped(&serving, kind, obj, info.clone(), replicas, Some(policy)).await;
+        let then = shaped(candidate, kind, obj, info, replicas, Some(policy)).await;
+        let changed = match (now, then) {
+            (Ok(now), Ok(then)) => differing(&now, &then, String::new()),
+            (Err(_), Ok(_)) => {
+                vec!["(the serving plugins cannot shape it; the candidate can)".into()]
+            }
+            (_, Err(e)) => vec![format!("(the candidate cannot shape it: {e})")],
+        };
+        if !changed.is_empty() {
+            out.insert(cluster, changed);
+        }
+    }
+    out
+}
+
+/// The JSON pointers at which `a` and `b` differ (at most 20), the template hash
+/// left out: it only says that something else differs.
+fn differing(a: &Value, b: &Value, at: String) -> Vec<String> {
+    const MOST: usize = 20;
+    let mut out = Vec::new();
+    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                if k == crate::federation::TEMPLATE_HASH_ANNOTATION {
+                    continue;
+                }
+                let path = format!("{at}/{}", escape(k));
+                match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => out.extend(differing(p, q, path)),
+                    _ => out.push(path),
+                }
+                if out.len() >= MOST {
+                    break;
+                }
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                out.extend(differing(p, q, format!("{at}/{i}")));
+                if out.len() >= MOST {
+                    break;
+                }
+            }
+        }
+        _ if a != b => out.push(if at.is_empty() { "/".into() } else { at }),
+        _ => {}
+    }
+    out.truncate(MOST);
+    out
 }
 
 /// Where the object is now: the members fedwasm applied it to, with the replicas
@@ -220,6 +311,9 @@ impl Preview {
                     }
                 }
             }
+            for (cluster, fields) in &change.copies {
+                let _ = writeln!(out, "    {cluster:<24} copy changes {}", fields.join(", "));
+            }
         }
         let moved = self.moved(replica_kinds);
         if !moved.is_empty() {
@@ -291,6 +385,27 @@ mod tests {
     }
 
     #[test]
+    fn copies_differ_where_a_field_does() {
+        let a = serde_json::json!({"metadata": {"name": "web", "annotations": {
+                crate::federation::TEMPLATE_HASH_ANNOTATION: "1", "a/b": "x"}},
+            "spec": {"containers": [{"image": "nginx"}, {"image": "redis"}]}});
+        let mut b = a.clone();
+        b["metadata"]["annotations"][crate::federation::TEMPLATE_HASH_ANNOTATION] = "2".into();
+        assert!(differing(&a, &b, String::new()).is_empty());
+        b["spec"]["containers"][1]["image"] = "mirror/redis".into();
+        b["metadata"]["annotations"]["a/b"] = "y".into();
+        b["metadata"]["labels"] = serde_json::json!({"k": "v"});
+        assert_eq!(
+            differing(&a, &b, String::new()),
+            [
+                "/metadata/annotations/a~1b",
+                "/metadata/labels",
+                "/spec/containers/1/image"
+            ]
+        );
+    }
+
+    #[test]
     fn moves_are_totalled_per_cluster() {
         let preview = Preview {
             changes: vec![
@@ -299,12 +414,17 @@ mod tests {
                     kind: "Deployment".into(),
                     before: BTreeMap::from([("m1".into(), 2), ("m2".into(), 2)]),
                     after: BTreeMap::from([("m1".into(), 4), ("m2".into(), 0)]),
+                    copies: BTreeMap::new(),
                 },
                 Change {
                     object: "shop/cfg".into(),
                     kind: "ConfigMap".into(),
                     before: BTreeMap::from([("m1".into(), 1)]),
                     after: BTreeMap::from([("m2".into(), 1)]),
+                    copies: BTreeMap::from([(
+                        "m2".into(),
+                        vec!["/spec/template/spec/containers/0/image".into()],
+                    )]),
                 },
             ],
             errors: vec![],
@@ -322,6 +442,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("gains   m2"), "{text}");
+        assert!(
+            text.contains("copy changes /spec/template/spec/containers/0/image"),
+            "{text}"
+        );
         assert!(
             text.contains("2 object(s) would change, 0 would fail"),
             "{text}"

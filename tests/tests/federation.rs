@@ -105,7 +105,13 @@ impl std::io::Write for HostLog {
 struct Workload {
     zone: &'static str,
     port: u16,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The running server: its stop signal and its task.
+    running: std::sync::Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<()>,
+        )>,
+    >,
 }
 
 impl Workload {
@@ -115,7 +121,7 @@ impl Workload {
         let w = Self {
             zone,
             port,
-            task: Default::default(),
+            running: Default::default(),
         };
         w.serve(listener);
         w
@@ -136,12 +142,18 @@ impl Workload {
             });
         // Every connection is served in a task of this JoinSet, owned by the accept
         // task: stopping the workload closes its open keep-alive connections too, as
-        // a stopped process would, not only its listener.
+        // a stopped process would, not only its listener; `stop` returns once they
+        // and the listener are gone.
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
                 };
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
                 connections.spawn(async move {
@@ -151,18 +163,23 @@ impl Workload {
                 });
                 while connections.try_join_next().is_some() {}
             }
+            drop(listener);
+            connections.shutdown().await;
         });
-        *self.task.lock().unwrap() = Some(task);
+        *self.running.lock().unwrap() = Some((stop, task));
     }
 
-    fn stop(&self) {
-        if let Some(t) = self.task.lock().unwrap().take() {
-            t.abort();
+    /// Stops serving: returns once the listener and every connection are closed.
+    async fn stop(&self) {
+        let running = self.running.lock().unwrap().take();
+        if let Some((stop, task)) = running {
+            let _ = stop.send(());
+            let _ = task.await;
         }
     }
 
     async fn restart(&self) {
-        self.stop();
+        self.stop().await;
         let listener = loop {
             match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
                 Ok(l) => break l,
@@ -175,7 +192,9 @@ impl Workload {
 
 impl Drop for Workload {
     fn drop(&mut self) {
-        self.stop();
+        if let Some((_, task)) = self.running.lock().unwrap().take() {
+            task.abort();
+        }
     }
 }
 
@@ -1446,9 +1465,46 @@ async fn a_hot_swapped_customize_plugin_changes_copies(env: Env) {
     eventually(
         "the Service's route ranked by the policy's plugin",
         || async {
+            // Ranked by it: named, loaded and answering (no error on the route).
             let table = env.router.table();
-            (table.service_route(ns, "shop")?.plugin == "reverse-rank").then_some(())
+            let route = table.service_route(ns, "shop")?;
+            (route.plugin == "reverse-rank" && route.error.is_none()).then_some(())
         },
+    )
+    .await;
+    // A preview of another customize plugin in place of region-mirror lists, per
+    // member, what it would change in each copy; nothing is written.
+    let (status, preview) = admin_json(
+        &env,
+        "POST",
+        "/preview",
+        json!({"plugin": "reverse-rank", "as": "region-mirror"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{preview}");
+    let shop = preview["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["object"] == json!(format!("{ns}/shop")))
+        .unwrap_or_else(|| panic!("{preview}"))
+        .clone();
+    let label = "/metadata/labels/chaos.example~1cluster";
+    let image = "/spec/template/spec/containers/0/image";
+    assert_eq!(shop["copies"]["m1"], json!([label, image]), "{shop}");
+    assert_eq!(shop["copies"]["m2"], json!([label]), "{shop}");
+    assert_eq!(shop["copies"]["m3"], json!([label, image]), "{shop}");
+    assert_eq!(shop["before"], shop["after"], "no replica moves: {shop}");
+    copies_become(
+        &env,
+        ns,
+        "shop",
+        &[
+            ("m1", 1, "mirror.eu.example/nginx:1.25"),
+            ("m2", 1, "nginx:1.25"),
+            ("m3", 1, "mirror.asia.example/nginx:1.25"),
+        ],
+        "nothing written by the preview",
     )
     .await;
 }
@@ -2216,7 +2272,7 @@ async fn the_global_ingress_sends_clients_to_the_closest_cluster(env: Env) {
     );
 
     // The Asian backend goes away: not one GET fails, the next closest serves.
-    env.backends["m3"].stop();
+    env.backends["m3"].stop().await;
     for _ in 0..20 {
         let (status, served, body) = get_from(&env, "127.1.0.1", "/").await;
         assert_eq!(

@@ -21,14 +21,12 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 
 use super::controller::{forget, Context};
-use super::kinds::{hash_of, member_body, with_template_hash};
+use super::kinds::hash_of;
 use super::mirror::{self, Seen, Written};
 use super::namespace;
-use super::place::{annotation, hook_choice, Placement};
+use super::place::{annotation, shaped, Placement};
 use super::{events, Error, ADOPT_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::fleet::{Member, MemberClient, MemberError, Snapshot};
-use crate::overrides::{apply_overrides, Override};
-use fedwasm_sdk::{CustomizeRequest, Hook};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
@@ -85,7 +83,17 @@ pub(crate) async fn apply_all(
                 .replicas
                 .as_ref()
                 .map(|p| p.get(&cluster).copied().unwrap_or(0));
-            let (outcome, awaiting) = match shaped(ctx, obj, member, replicas, placement).await {
+            let cluster = member.cluster.to_info();
+            let policy = placement.policy.as_ref();
+            let shaped = shaped(
+                &ctx.shared.placer,
+                &ctx.kind,
+                obj,
+                cluster,
+                replicas,
+                policy,
+            );
+            let (outcome, awaiting) = match shaped.await {
                 Ok(body) => apply_member(ctx, obj, member, body, adopt).await,
                 Err(reason) => (Outcome::OverrideFailed(reason), false),
             };
@@ -129,70 +137,6 @@ async fn look(
         }
         seen => Ok(seen),
     }
-}
-
-/// The member's copy as the governing policy shapes it for this member: the
-/// overrides whose cluster selection takes the member, in order, then the patch of
-/// the policy's customize plugin; then its template hash. All or nothing: the
-/// reason when any of it fails, and then nothing is written.
-async fn shaped(
-    ctx: &Context,
-    obj: &DynamicObject,
-    member: &Member,
-    replicas: Option<u32>,
-    placement: &Placement,
-) -> Result<Value, String> {
-    let body = member_body(&ctx.kind, obj, replicas);
-    let Some(policy) = &placement.policy else {
-        return Ok(with_template_hash(body));
-    };
-    let cluster = member.cluster.to_info();
-    let patches: Vec<Override<'_>> = policy
-        .body
-        .overrides
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| {
-            o.clusters.matches(
-                &cluster.name,
-                &cluster.region,
-                &cluster.zone,
-                &cluster.labels,
-            )
-        })
-        .map(|(i, o)| Override {
-            source: format!("{} overrides[{i}]", policy.reference),
-            ops: &o.patch,
-        })
-        .collect();
-    let mut body = if patches.is_empty() {
-        body
-    } else {
-        apply_overrides(&body, &patches).map_err(|e| e.to_string())?
-    };
-    if policy.body.customize.is_some() {
-        let (plugin, settings) = hook_choice(Hook::Customize, obj, Some(policy));
-        let request = CustomizeRequest {
-            object: body.to_string(),
-            cluster,
-            settings,
-        };
-        let patch = ctx
-            .shared
-            .placer
-            .customize(Some(plugin.clone()), request)
-            .await
-            .map_err(|e| format!("{} spec.customize: {e}", policy.reference))?;
-        body = apply_overrides(
-            &body,
-            &[Override {
-                source: format!("plugin {plugin}"),
-                ops: &patch,
-            }],
-        )
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(with_template_hash(body))
 }
 
 async fn apply_member(

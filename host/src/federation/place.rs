@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fedwasm_sdk::{DistributeRequest, Hook, ObjectRef, Preferences, SelectRequest};
+use fedwasm_sdk::{
+    ClusterInfo, CustomizeRequest, DistributeRequest, Hook, ObjectRef, Preferences, SelectRequest,
+};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::{ApiResource, DynamicObject};
@@ -15,11 +17,12 @@ use kube::{Client, ResourceExt};
 use serde_json::Value;
 
 use super::controller::{key, Context};
-use super::kinds::{namespace_propagated, Kind};
+use super::kinds::{member_body, namespace_propagated, with_template_hash, Kind};
 use super::policies::{choice, Applied, PolicySet};
 use super::{events, Error, DISTRIBUTE_PLUGIN_ANNOTATION, PLACEMENT_ANNOTATION};
 use super::{PREFERENCES_ANNOTATION, SELECT_PLUGIN_ANNOTATION};
 use crate::fleet::{Member, Snapshot};
+use crate::overrides::{apply_overrides, Override};
 use crate::placer::Placer;
 use crate::runtime::{default_plugin, preference_warnings};
 
@@ -369,6 +372,68 @@ impl Decider<'_> {
         }
         Ok(out.plan)
     }
+}
+
+/// The member's copy as the governing policy shapes it for this member: the
+/// overrides whose cluster selection takes the member, in order, then the patch of
+/// the policy's customize plugin; then its template hash. All or nothing: the
+/// reason when any of it fails, and then nothing is written.
+pub(crate) async fn shaped(
+    placer: &Placer,
+    kind: &Kind,
+    obj: &DynamicObject,
+    cluster: ClusterInfo,
+    replicas: Option<u32>,
+    policy: Option<&Applied>,
+) -> Result<Value, String> {
+    let body = member_body(kind, obj, replicas);
+    let Some(policy) = policy else {
+        return Ok(with_template_hash(body));
+    };
+    let patches: Vec<Override<'_>> = policy
+        .body
+        .overrides
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            o.clusters.matches(
+                &cluster.name,
+                &cluster.region,
+                &cluster.zone,
+                &cluster.labels,
+            )
+        })
+        .map(|(i, o)| Override {
+            source: format!("{} overrides[{i}]", policy.reference),
+            ops: &o.patch,
+        })
+        .collect();
+    let mut body = if patches.is_empty() {
+        body
+    } else {
+        apply_overrides(&body, &patches).map_err(|e| e.to_string())?
+    };
+    if policy.body.customize.is_some() {
+        let (plugin, settings) = hook_choice(Hook::Customize, obj, Some(policy));
+        let request = CustomizeRequest {
+            object: body.to_string(),
+            cluster,
+            settings,
+        };
+        let patch = placer
+            .customize(Some(plugin.clone()), request)
+            .await
+            .map_err(|e| format!("{} spec.customize: {e}", policy.reference))?;
+        body = apply_overrides(
+            &body,
+            &[Override {
+                source: format!("plugin {plugin}"),
+                ops: &patch,
+            }],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(with_template_hash(body))
 }
 
 /// A policy with problems places nothing: the members stay as they were.

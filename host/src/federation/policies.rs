@@ -87,26 +87,9 @@ impl PolicySet {
     /// Lists both kinds from the federation plane (a preview, which keeps no
     /// watch). A plane without the CRDs has no policies.
     pub async fn list(federation: &Client) -> Result<Self, kube::Error> {
-        let absent = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
-        let cluster = match Api::<ClusterPlacementPolicy>::all(federation.clone())
-            .list(&Default::default())
-            .await
-        {
-            Ok(list) => list.items.into_iter().map(Arc::new).collect(),
-            Err(e) if absent(&e) => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        let namespaced = match Api::<PlacementPolicy>::all(federation.clone())
-            .list(&Default::default())
-            .await
-        {
-            Ok(list) => list.items.into_iter().map(Arc::new).collect(),
-            Err(e) if absent(&e) => Vec::new(),
-            Err(e) => return Err(e),
-        };
         Ok(Self {
-            cluster,
-            namespaced,
+            cluster: list_all(federation).await?,
+            namespaced: list_all(federation).await?,
         })
     }
 
@@ -196,6 +179,21 @@ impl PolicySet {
             problems,
             preferences,
         })
+    }
+}
+
+/// Every object of one policy kind; none where the plane has no such CRD.
+async fn list_all<K>(federation: &Client) -> Result<Vec<Arc<K>>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    match Api::<K>::all(federation.clone())
+        .list(&Default::default())
+        .await
+    {
+        Ok(list) => Ok(list.items.into_iter().map(Arc::new).collect()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
 }
 

@@ -1,4 +1,4 @@
-//! A distribute and rank plugin that misbehaves when asked to, to test the host's
+//! A distribute, rank and customize plugin that misbehaves when asked to, to test the host's
 //! sandbox.
 //!
 //! Without features it misbehaves only for objects named `*/loop`, `*/hog`,
@@ -8,7 +8,8 @@
 //! With an `always-*` feature it misbehaves on every request.
 
 use fedwasm_sdk::{
-    export_plugin, DistributeRequest, DistributeResponse, Hook, Plugin, RankRequest,
+    export_plugin, CustomizeRequest, DistributeRequest, DistributeResponse, Hook, Plugin,
+    RankRequest,
 };
 
 pub struct Chaos;
@@ -30,7 +31,19 @@ fn behaviour(object: &str) -> &str {
 }
 
 impl Plugin for Chaos {
-    const HOOKS: &'static [Hook] = &[Hook::Distribute, Hook::Rank];
+    const HOOKS: &'static [Hook] = &[Hook::Distribute, Hook::Rank, Hook::Customize];
+
+    /// Labels each copy with its member's name (fedwasm labels every copy, so
+    /// `/metadata/labels` exists): an answer no other plugin gives.
+    fn customize(request: CustomizeRequest) -> Result<String, String> {
+        match behaviour("") {
+            "" => Ok(format!(
+                r#"[{{"op": "add", "path": "/metadata/labels/chaos.example~1cluster", "value": "{}"}}]"#,
+                request.cluster.name.escape_default()
+            )),
+            _ => Self::distribute(DistributeRequest::new("ns/x", 1, ["a"])).map(|_| "[]".into()),
+        }
+    }
 
     fn rank(request: RankRequest) -> Result<Vec<u32>, String> {
         let n = request.backends.len() as u32;
