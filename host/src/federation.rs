@@ -121,7 +121,7 @@ pub struct FederationConfig {
     pub extra_kinds: Vec<kinds::Kind>,
 }
 
-/// Installs the Cluster CRD (retrying until the federation plane answers), then runs
+/// Installs fedwasm's CRDs (retrying until the federation plane answers), then runs
 /// one propagation controller per kind. Returns only when a controller stopped (it
 /// should not): the caller should treat that as fatal, so a supervisor restarts it.
 pub async fn run(
@@ -133,10 +133,7 @@ pub async fn run(
 ) -> Error {
     loop {
         let setup = async {
-            crate::fleet::cluster::install_crd(&federation).await?;
-            crate::policy::install_crds(&federation, FIELD_MANAGER)
-                .await
-                .map_err(|e| crate::fleet::Error::Config(e.to_string()))?;
+            crate::fleet::cluster::install_crds(&federation).await?;
             crate::fleet::join::ensure_system_namespace(&federation).await
         };
         match setup.await {

@@ -113,8 +113,16 @@ impl Cluster {
     }
 }
 
-/// Installs (or updates) the Cluster CRD and waits until the API serves it.
-pub async fn install_crd(client: &Client) -> Result<(), Error> {
+/// Installs (or updates) fedwasm's CRDs, the Cluster and both placement policies,
+/// and waits until the API serves them.
+pub async fn install_crds(client: &Client) -> Result<(), Error> {
+    install_cluster_crd(client).await?;
+    crate::policy::install_crds(client, FIELD_MANAGER)
+        .await
+        .map_err(|e| Error::Config(e.to_string()))
+}
+
+async fn install_cluster_crd(client: &Client) -> Result<(), Error> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = Cluster::crd();
     let name = crd.name_any();

@@ -135,7 +135,7 @@ pub async fn join(
     kubeconfig: &str,
 ) -> Result<(), Error> {
     ensure_system_namespace(federation).await?;
-    super::cluster::install_crd(federation).await?;
+    super::cluster::install_crds(federation).await?;
     // Fail now, not in the probe loop, if the credentials are unusable or would
     // make the host run a command or read its own files.
     kubeconfig::parse_member(kubeconfig, request.kubeconfig_policy).map_err(|source| {
