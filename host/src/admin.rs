@@ -693,4 +693,94 @@ mod tests {
         // The listener is gone: nobody is served any more.
         assert!(TcpStream::connect(addr).await.is_err());
     }
+
+    /// Any body to `/plan` and `/preview`, well-formed or not: an answer every
+    /// time, never a 500; a refusal is a 4xx with `{"error": "..."}` naming what
+    /// is wrong.
+    #[test]
+    fn any_plan_or_preview_body_gets_a_clear_answer() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (addr, _stop, _task, _) = rt.block_on(start(AdminConfig::default()));
+        let client = reqwest::Client::new();
+        let json_like = prop_oneof![
+            ".{0,64}".boxed(),
+            Just(
+                r#"{"hook": "distribute", "totalReplicas": 5, "clusters": ["a", "b"]}"#.to_string()
+            )
+            .boxed(),
+            (
+                prop_oneof![
+                    Just("select"),
+                    Just("distribute"),
+                    Just("rank"),
+                    Just("customize"),
+                    Just("nope")
+                ],
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("totalReplicas"),
+                        Just("clusters"),
+                        Just("object"),
+                        Just("backends"),
+                        Just("plugin"),
+                        Just("settings"),
+                        Just("cluster")
+                    ],
+                    prop_oneof![
+                        any::<i64>().prop_map(serde_json::Value::from),
+                        ".{0,8}".prop_map(serde_json::Value::from),
+                        Just(serde_json::json!(["a", "b"])),
+                        Just(serde_json::json!({"kind": "ConfigMap"})),
+                        Just(serde_json::Value::Null),
+                    ],
+                    0..5,
+                ),
+            )
+                .prop_map(|(hook, fields)| {
+                    let mut v = serde_json::json!({"hook": hook});
+                    for (k, f) in fields {
+                        v[k] = f;
+                    }
+                    v.to_string()
+                })
+                .boxed(),
+        ];
+        let mut runner = TestRunner::new(Config {
+            cases: 128,
+            ..Config::default()
+        });
+        runner
+            .run(
+                &(json_like, prop_oneof![Just("/plan"), Just("/preview")]),
+                |(body, path)| {
+                    let (status, answer) = rt.block_on(async {
+                        let r = client
+                            .post(format!("http://{addr}{path}"))
+                            .body(body.clone())
+                            .send()
+                            .await
+                            .unwrap();
+                        let status = r.status().as_u16();
+                        (status, r.json::<serde_json::Value>().await.ok())
+                    });
+                    prop_assert!(status != 500 && status < 600, "{path} {body}: {status}");
+                    if status != 200 {
+                        prop_assert!((400..500).contains(&status), "{path} {body}: {status}");
+                        let message = answer.as_ref().and_then(|a| a["error"].as_str());
+                        prop_assert!(
+                            message.is_some_and(|m| !m.is_empty()),
+                            "{path} {body}: {status} {answer:?}"
+                        );
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
 }

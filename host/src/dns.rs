@@ -628,4 +628,70 @@ mod tests {
             .expect("the server stops")
             .unwrap();
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn runtime() -> tokio::runtime::Runtime {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        }
+
+        const CODES: [ResponseCode; 5] = [
+            ResponseCode::NoError,
+            ResponseCode::NXDomain,
+            ResponseCode::Refused,
+            ResponseCode::FormErr,
+            ResponseCode::NotImp,
+        ];
+
+        proptest! {
+            /// Any bytes on the DNS port: no panic; an answer, if any, is a DNS
+            /// message for the same query id with a clear code.
+            #[test]
+            fn any_packet_is_answered_clearly_or_dropped(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+                let h = handler();
+                let src = SocketAddr::new("127.1.0.1".parse().unwrap(), 5353);
+                if let Some(out) = runtime().block_on(respond(&h, &bytes, src)) {
+                    let m = Message::from_vec(&out);
+                    prop_assert!(m.is_ok(), "an answer that does not parse: {out:?}");
+                    let m = m.unwrap();
+                    prop_assert!(CODES.contains(&m.metadata.response_code), "{:?}", m.metadata.response_code);
+                    if bytes.len() >= 2 {
+                        prop_assert_eq!(m.metadata.id, u16::from_be_bytes([bytes[0], bytes[1]]));
+                    }
+                }
+            }
+
+            /// Well-formed queries for any name and type, in and out of the zones:
+            /// an answer with a clear code every time.
+            #[test]
+            fn any_query_is_answered_clearly(
+                label in "[a-zA-Z0-9][a-zA-Z0-9_-]{0,19}",
+                under in prop_oneof![
+                    Just(".shop.svc.clusterset.local."),
+                    Just(".svc.clusterset.local."),
+                    Just(".clusterset.local."),
+                    Just(".example.org."),
+                    Just("."),
+                ],
+                qtype in prop_oneof![
+                    Just(RecordType::A), Just(RecordType::AAAA), Just(RecordType::SRV),
+                    Just(RecordType::TXT), Just(RecordType::SOA), Just(RecordType::NS),
+                    Just(RecordType::CNAME), Just(RecordType::AXFR), Just(RecordType::ANY),
+                    Just(RecordType::MX), Just(RecordType::PTR),
+                ],
+            ) {
+                let h = handler();
+                let name = format!("{label}{under}");
+                let q = query(&name, qtype);
+                let r = runtime().block_on(ask(&h, &q, "127.9.0.1"));
+                prop_assert_eq!(r.metadata.id, 7);
+                prop_assert!(CODES.contains(&r.metadata.response_code), "{name} {qtype}: {:?}", r.metadata.response_code);
+            }
+        }
+    }
 }

@@ -408,4 +408,67 @@ mod tests {
         };
         assert_eq!(names(&mars), ["a", "b"]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn host() -> impl Strategy<Value = Option<String>> {
+            prop::option::of(prop_oneof![
+                Just("shop.example.com".to_string()),
+                Just("*.example.com".to_string()),
+                Just("EXAMPLE.com".to_string()),
+                "[a-z*.]{0,12}",
+            ])
+        }
+
+        fn path() -> impl Strategy<Value = Option<String>> {
+            prop::option::of(prop_oneof![
+                Just("/".to_string()),
+                Just("/api".to_string()),
+                Just("/api/".to_string()),
+                "/[a-z/]{0,8}",
+                ".{0,8}",
+            ])
+        }
+
+        fn rule() -> impl Strategy<Value = Rule> {
+            (host(), path(), any::<bool>()).prop_map(|(host, path, exact)| Rule {
+                host,
+                path,
+                exact,
+            })
+        }
+
+        proptest! {
+            /// Whatever the Ingress rules and whatever a client sends as host and
+            /// path: no panic; the route chosen has a rule that matches, and no
+            /// route has a rule that matches better.
+            #[test]
+            fn the_best_matching_rule_wins_or_nothing_matches(
+                rules in prop::collection::vec(prop::collection::vec(rule(), 0..4), 0..5),
+                host in prop_oneof![Just("shop.example.com:8080".to_string()), Just("a.example.com".to_string()), ".{0,20}"],
+                path in prop_oneof![Just("/api/v1".to_string()), Just("/".to_string()), ".{0,20}"],
+            ) {
+                let table = Table {
+                    routes: rules
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, r)| route(&format!("r{i}"), r))
+                        .collect(),
+                    locality: Arc::new(Locality::default()),
+                };
+                let asked = host.split(':').next().unwrap_or_default().to_ascii_lowercase();
+                let best = |r: &Route| r.rules.iter().filter_map(|rule| rule_score(rule, &asked, &path)).max();
+                match table.ingress_route(&host, &path) {
+                    None => prop_assert!(table.routes.iter().all(|r| best(r).is_none())),
+                    Some(chosen) => {
+                        let score = best(chosen);
+                        prop_assert!(score.is_some());
+                        prop_assert!(table.routes.iter().all(|r| best(r) <= score));
+                    }
+                }
+            }
+        }
+    }
 }
