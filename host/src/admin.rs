@@ -164,13 +164,21 @@ pub fn router(state: AdminState, config: &AdminConfig) -> Router {
         plans: Arc::new(Semaphore::new(config.max_plans.max(1))),
     };
     let plans = guard.plans.clone();
+    // A preview decides every federated object: one at a time, so a flood of them
+    // cannot crowd the controller's plugin calls off the blocking pool.
+    let previews = Arc::new(Semaphore::new(1));
     Router::new()
         .route("/plugins", get(plugins))
         .route(
             "/plan",
             post(move |state: State<AdminState>, body: String| plan(state, plans.clone(), body)),
         )
-        .route("/preview", post(preview))
+        .route(
+            "/preview",
+            post(move |state: State<AdminState>, body: String| {
+                one_preview(state, previews.clone(), body)
+            }),
+        )
         .route("/shadow", get(shadow))
         .route("/leader", get(leader))
         .route("/healthz", get(healthz))
@@ -309,6 +317,18 @@ async fn routes(State(state): State<AdminState>) -> Response {
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({"error": message.to_string()}))).into_response()
+}
+
+/// [`preview`], one at a time: 429 at once while another runs.
+async fn one_preview(state: State<AdminState>, previews: Arc<Semaphore>, body: String) -> Response {
+    let Ok(_permit) = previews.try_acquire_owned() else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"error": "a preview is already running; retry when it ends"})),
+        )
+            .into_response();
+    };
+    preview(state, body).await
 }
 
 /// What the plugin `plugin` in the plugin directory would change in place of `as`,
