@@ -803,4 +803,18 @@ mod tests {
             )
             .unwrap();
     }
+
+    #[tokio::test]
+    async fn a_second_preview_while_one_runs_is_refused_at_once() {
+        let (state, _) = state();
+        let previews = Arc::new(Semaphore::new(1));
+        let running = previews.clone().try_acquire_owned().unwrap();
+        let body = r#"{"plugin": "weighted-spread"}"#.to_string();
+        let refused = one_preview(State(state.clone()), previews.clone(), body.clone()).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        drop(running);
+        // Its turn: this host has no federation attached, which it is told.
+        let answered = one_preview(State(state), previews, body).await;
+        assert_eq!(answered.status(), StatusCode::NOT_FOUND);
+    }
 }
