@@ -1397,6 +1397,47 @@ async fn placement_policies_govern_many_objects_and_override_copies(env: Env) {
     )
     .await;
     copies_become(&env, ns, "web", &[("m1", 6, image)], "web all in Europe").await;
+    // A twin of the same scope and priority: the name decides, the object gets a
+    // PolicyConflict event and the winner's status names the twin.
+    let mut twin = web_policy(json!({"regions": ["us-central1"]}), containers0);
+    twin["metadata"]["name"] = "e2e-web-twin".into();
+    apply(&env, twin).await;
+    eventually("a PolicyConflict event naming the twin", || async {
+        events(&env, ns, "PolicyConflict")
+            .await
+            .iter()
+            .any(|e| {
+                e.note
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("e2e-web-twin")
+            })
+            .then_some(())
+    })
+    .await;
+    eventually("the winner's status lists the tie", || async {
+        let out = kubectl(
+            &env,
+            &[
+                "get",
+                "cpp",
+                "e2e-web",
+                "-o",
+                "jsonpath={.status.conflicts}",
+            ],
+        )
+        .await;
+        String::from_utf8_lossy(&out.stdout)
+            .contains("e2e-web-twin")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        deployment_copies(&env, ns, "web").await,
+        BTreeMap::from([("m1".to_string(), (6, image.to_string()))]),
+        "the winner still places web"
+    );
+    kubectl(&env, &["delete", "cpp", "e2e-web-twin"]).await;
 }
 
 /// The `region-mirror` example plugin, named by a policy before it exists: no copy

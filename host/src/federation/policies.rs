@@ -283,8 +283,9 @@ impl Policies {
         }
     }
 
-    /// The objects of `kind` in `store` whose governing policy (or its spec) is
-    /// not the one their last decision used: what a policy change re-places.
+    /// The objects of `kind` in `store` whose governing policy (or its spec, or the
+    /// policies it ties with) is not the one their last decision used: what a
+    /// policy change re-places.
     fn stale(&self, kind: &Kind, objects: &[Arc<DynamicObject>]) -> Vec<ObjectRef<DynamicObject>> {
         let governed = self
             .governed
@@ -301,7 +302,9 @@ impl Policies {
                     governed.get(&(kind.resource.kind.clone(), super::controller::key(obj)));
                 match (now, before) {
                     (None, None) => false,
-                    (Some(a), Some(g)) => a.reference != g.reference || a.version != g.version,
+                    (Some(a), Some(g)) => {
+                        a.reference != g.reference || a.version != g.version || a.ties != g.ties
+                    }
                     _ => true,
                 }
             })
