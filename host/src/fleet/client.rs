@@ -75,6 +75,9 @@ pub struct MemberClient {
     client: Client,
     deadline: Duration,
     permits: Arc<Semaphore>,
+    /// When the member last answered a request of this client (an API error is an
+    /// answer too): a member busy answering the controllers is not away.
+    answered: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl MemberClient {
@@ -84,7 +87,17 @@ impl MemberClient {
             client,
             deadline,
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            answered: Arc::default(),
         }
+    }
+
+    /// When the member last answered a request made through this client.
+    pub fn last_answer(&self) -> Option<std::time::Instant> {
+        *self.answered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn answered_now(&self) {
+        *self.answered.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
     }
 
     /// The raw client, for building `Api`s; run requests through [`Self::call`].
@@ -126,11 +139,17 @@ impl MemberClient {
         F: Future<Output = Result<T, kube::Error>>,
     {
         match tokio::time::timeout(deadline, request).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(source @ kube::Error::Api(_))) => Err(MemberError::Api {
-                cluster: self.cluster.to_string(),
-                source,
-            }),
+            Ok(Ok(v)) => {
+                self.answered_now();
+                Ok(v)
+            }
+            Ok(Err(source @ kube::Error::Api(_))) => {
+                self.answered_now();
+                Err(MemberError::Api {
+                    cluster: self.cluster.to_string(),
+                    source,
+                })
+            }
             Ok(Err(source)) => Err(MemberError::Transport {
                 cluster: self.cluster.to_string(),
                 source,

@@ -216,8 +216,11 @@ async fn probe_once(state: &Arc<State>, name: &str) {
         .and_then(|t| t.parse::<Timestamp>().ok())
         .map(|t| Timestamp::now().duration_since(t).as_secs() >= 30)
         .unwrap_or(true);
-    let differs =
-        phase_changed || status.message != next.message || status.capacity != next.capacity;
+    // Placement reads the phase and the capacity; a new error text for a member
+    // already away is news for `kubectl get clusters`, not a reason to place every
+    // object again.
+    let placement_changed = phase_changed || status.capacity != next.capacity;
+    let differs = placement_changed || status.message != next.message;
     if !(differs || (phase == Phase::Ready && stale)) {
         return;
     }
@@ -226,7 +229,7 @@ async fn probe_once(state: &Arc<State>, name: &str) {
         if let Some(entry) = state.lock().get_mut(name) {
             entry.cluster.status = Some(next);
         }
-        state.publish(differs);
+        state.publish(placement_changed);
         return;
     }
     let api: Api<Cluster> = Api::all(state.federation.clone());
@@ -241,7 +244,7 @@ async fn probe_once(state: &Arc<State>, name: &str) {
     if let Some(entry) = state.lock().get_mut(name) {
         entry.cluster.status = Some(next);
     }
-    state.publish(differs);
+    state.publish(placement_changed);
 }
 
 /// Probes one member: (phase, message, measured capacity).
@@ -271,19 +274,26 @@ async fn probe(state: &Arc<State>, cluster: &Cluster) -> (Phase, Option<String>,
         if failure.is_none() {
             entry.last_ok = Some(now);
         }
+        // A probe that failed while the member kept answering the controllers'
+        // requests is the member's load, not its absence.
         entry
             .last_ok
+            .max(client.last_answer())
             .is_some_and(|t| now.duration_since(t) < state.config.offline_grace)
     };
     let is_ready = cluster.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Ready");
+    let known = cluster.status.as_ref().and_then(|s| s.capacity);
     match failure {
-        None => (Phase::Ready, None, measure_capacity(&client, timeout).await),
-        // A short blip: keep Ready (and the replicas where they are).
-        Some(_) if within_grace && is_ready => (
+        // A node list that did not come back in time says nothing new about the
+        // capacity: keep what was measured (a member under load would otherwise
+        // flip between a capacity and none, and every object be placed again).
+        None => (
             Phase::Ready,
             None,
-            cluster.status.as_ref().and_then(|s| s.capacity),
+            measure_capacity(&client, timeout).await.unwrap_or(known),
         ),
+        // A short blip: keep Ready (and the replicas where they are).
+        Some(_) if within_grace && is_ready => (Phase::Ready, None, known),
         Some(message) => (Phase::Offline, Some(message), None),
     }
 }
@@ -292,17 +302,34 @@ async fn probe(state: &Arc<State>, cluster: &Cluster) -> (Phase, Option<String>,
 async fn connect(state: &Arc<State>, cluster: &Cluster) -> Result<MemberClient, super::Error> {
     let name = cluster.name_any();
     let secrets: Api<Secret> = Api::namespaced(state.federation.clone(), SYSTEM_NAMESPACE);
-    let secret = tokio::time::timeout(
+    let read = tokio::time::timeout(
         state.config.request_timeout,
         secrets.get(&cluster.spec.secret_ref),
     )
-    .await
-    .map_err(|_| {
-        super::Error::Config(format!(
-            "reading the credentials of {name}: the federation plane did not answer in time"
-        ))
-    })?
-    .map_err(|e| super::Error::kube(&format!("reading the credentials of {name}"), e))?;
+    .await;
+    let secret = match read {
+        Ok(Ok(secret)) => secret,
+        Ok(Err(e)) if !matches!(e, kube::Error::Service(_) | kube::Error::HyperError(_)) => {
+            return Err(super::Error::kube(
+                &format!("reading the credentials of {name}"),
+                e,
+            ));
+        }
+        // The federation plane busy or away says nothing about the member or its
+        // credentials: probe it with the client it has. (An answer, such as 404 or
+        // 403, is news about the credentials and is not passed over.)
+        unanswered => {
+            if let Some(client) = state.lock().get(&name).and_then(|e| e.client.clone()) {
+                return Ok(client);
+            }
+            return Err(match unanswered {
+                Ok(Err(e)) => super::Error::kube(&format!("reading the credentials of {name}"), e),
+                _ => super::Error::Config(format!(
+                    "reading the credentials of {name}: the federation plane did not answer in time"
+                )),
+            });
+        }
+    };
     let version = secret.resource_version().unwrap_or_default();
     if let Some(entry) = state.lock().get(&name) {
         if let (Some(client), true) = (&entry.client, entry.secret_version == version) {
@@ -347,8 +374,9 @@ async fn connect(state: &Arc<State>, cluster: &Cluster) -> Result<MemberClient, 
     Ok(client)
 }
 
-/// Pods the member's nodes can run (sum of allocatable `pods`), if it has nodes.
-async fn measure_capacity(client: &MemberClient, timeout: Duration) -> Option<u32> {
+/// Pods the member's nodes can run (sum of allocatable `pods`), if it has nodes;
+/// `None` when the nodes could not be listed.
+async fn measure_capacity(client: &MemberClient, timeout: Duration) -> Option<Option<u32>> {
     let nodes: Api<Node> = Api::all(client.client().clone());
     let list = client
         .call_within(timeout, nodes.list(&ListParams::default()))
@@ -360,5 +388,5 @@ async fn measure_capacity(client: &MemberClient, timeout: Duration) -> Option<u3
         .filter_map(|n| n.status.as_ref()?.allocatable.as_ref()?.get("pods"))
         .filter_map(|q| q.0.parse::<u64>().ok())
         .fold(0u64, u64::saturating_add);
-    (total > 0).then(|| total.min(u64::from(u32::MAX)) as u32)
+    Some((total > 0).then(|| total.min(u64::from(u32::MAX)) as u32))
 }
