@@ -218,8 +218,19 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
             Finalizer::Cleanup(obj) => apply::cleanup(&obj, &ctx).await,
         }
     })
-    .await
-    .map_err(|e| match e {
+    .await;
+    // The finalizer is added with a patch that tests the list it read; a store a
+    // step behind fedwasm's own previous add fails that test (422). Not a failure
+    // of the object: look again once the store has caught up, quietly the first
+    // few times (a 422 that persists is reported as a failure).
+    if let Err(kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status))) = &result {
+        let wait = ctx.backoff(&obj, true);
+        if status.code == 422 && wait <= STORE_CATCH_UP {
+            tracing::debug!(object = %key(&obj), "finalizer list moved under us; looking again");
+            return Ok(Action::requeue(wait));
+        }
+    }
+    let result = result.map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         kube::runtime::finalizer::Error::AddFinalizer(e)
@@ -264,6 +275,10 @@ pub fn backoff_after(failures: u32) -> Duration {
 /// Objects of one kind reconciled at once: each writes to every member, whose
 /// requests are bounded (32 in flight per member); more would only queue there.
 const RECONCILES_AT_ONCE: u16 = 64;
+
+/// The longest quiet wait for a store a step behind fedwasm's own finalizer add
+/// (the backoff's first three steps: 1 s, 2 s, 4 s).
+const STORE_CATCH_UP: Duration = Duration::from_secs(4);
 
 /// When to look again at an object whose write a member's cache has not shown yet.
 const AWAITING_CACHE: Duration = Duration::from_secs(5);
