@@ -1268,10 +1268,16 @@ async fn placement_policies_govern_many_objects_and_override_copies(env: Env) {
         "web in Europe and Asia, the Asian copy on the mirror",
     )
     .await;
-    assert_eq!(
-        governing_policy(&env, ns, "web").await.as_deref(),
-        Some("ClusterPlacementPolicy/e2e-web")
-    );
+    // The annotation is written after the members: wait for it too.
+    eventually(
+        "web's placement annotation names ClusterPlacementPolicy/e2e-web",
+        || async {
+            (governing_policy(&env, ns, "web").await.as_deref()
+                == Some("ClusterPlacementPolicy/e2e-web"))
+            .then_some(())
+        },
+    )
+    .await;
     // The object's own annotation wins over the policy's setting of the same key.
     let pinned = json!({"fedwasm.io/regions": "us-central1"});
     apply(
@@ -1310,10 +1316,16 @@ async fn placement_policies_govern_many_objects_and_override_copies(env: Env) {
         "mine placed by the namespaced policy (no override there)",
     )
     .await;
-    assert_eq!(
-        governing_policy(&env, ns, "mine").await.as_deref(),
-        Some("PlacementPolicy/e2e-policy/local")
-    );
+    // The annotation is written after the members: wait for it too.
+    eventually(
+        "mine's placement annotation names PlacementPolicy/e2e-policy/local",
+        || async {
+            (governing_policy(&env, ns, "mine").await.as_deref()
+                == Some("PlacementPolicy/e2e-policy/local"))
+            .then_some(())
+        },
+    )
+    .await;
     // `kubectl get` shows how many objects each policy governs.
     eventually("the policy's status counts web and pinned", || async {
         let out = kubectl(&env, &["get", "clusterplacementpolicies", "e2e-web"]).await;
