@@ -155,7 +155,7 @@ async fn copy_changes(
     let Some(policy) = placement.policy.as_ref() else {
         return out;
     };
-    if policy.body.customize.is_none() {
+    if policy.body().customize.is_none() {
         // Declarative overrides do not depend on plugins.
         return out;
     }

@@ -391,7 +391,7 @@ pub(crate) async fn shaped(
         return Ok(with_template_hash(body));
     };
     let patches: Vec<Override<'_>> = policy
-        .body
+        .body()
         .overrides
         .iter()
         .enumerate()
@@ -413,7 +413,7 @@ pub(crate) async fn shaped(
     } else {
         apply_overrides(&body, &patches).map_err(|e| e.to_string())?
     };
-    if policy.body.customize.is_some() {
+    if policy.body().customize.is_some() {
         let (plugin, settings) = hook_choice(Hook::Customize, obj, Some(policy));
         let request = CustomizeRequest {
             object: body.to_string(),
@@ -467,22 +467,22 @@ pub(crate) fn hook_choice(
         .map(String::as_str);
     let chosen = applied.and_then(|p| match hook {
         Hook::Select => p
-            .body
+            .body()
             .select
             .as_ref()
             .map(|r| (r.plugin.as_deref(), r.settings_json())),
         Hook::Distribute => p
-            .body
+            .body()
             .distribute
             .as_ref()
             .map(|r| (r.plugin.as_deref(), r.settings_json())),
         Hook::Rank => p
-            .body
+            .body()
             .rank
             .as_ref()
             .map(|r| (r.plugin.as_deref(), r.settings_json())),
         Hook::Customize => p
-            .body
+            .body()
             .customize
             .as_ref()
             .map(|r| (r.plugin.as_deref(), r.settings_json())),

@@ -37,7 +37,8 @@ pub(crate) struct Applied {
     pub namespace: Option<String>,
     /// The policy's `resourceVersion`: a change of spec is a new one.
     pub version: String,
-    pub body: Arc<PolicyBody>,
+    /// The policy itself (shared with the store, not copied).
+    pub policy: Governor,
     /// Other policies of the same scope and priority it beat only by name.
     pub ties: Vec<String>,
     /// What is wrong with the policy; a policy with problems places nothing.
@@ -63,7 +64,50 @@ pub(crate) fn choice(
     }
 }
 
+/// The policy object that governs, of either kind.
+#[derive(Clone, Debug)]
+pub(crate) enum Governor {
+    Cluster(Arc<ClusterPlacementPolicy>),
+    Namespaced(Arc<PlacementPolicy>),
+}
+
+/// The same policy at the same version.
+impl PartialEq for Governor {
+    fn eq(&self, other: &Self) -> bool {
+        let id = |g: &Governor| match g {
+            Governor::Cluster(p) => (Scope::Cluster, p.meta().uid.clone(), g.version()),
+            Governor::Namespaced(p) => (Scope::Namespaced, p.meta().uid.clone(), g.version()),
+        };
+        id(self) == id(other)
+    }
+}
+
+impl Governor {
+    fn version(&self) -> String {
+        match self {
+            Governor::Cluster(p) => p.resource_version(),
+            Governor::Namespaced(p) => p.resource_version(),
+        }
+        .unwrap_or_default()
+    }
+
+    fn validate(&self) -> Vec<String> {
+        match self {
+            Governor::Cluster(p) => p.validate(),
+            Governor::Namespaced(p) => p.validate(),
+        }
+    }
+}
+
 impl Applied {
+    /// The governing policy's spec.
+    pub fn body(&self) -> &PolicyBody {
+        match &self.policy {
+            Governor::Cluster(p) => &p.spec.body,
+            Governor::Namespaced(p) => &p.spec.body,
+        }
+    }
+
     /// The policy as an event's subject.
     pub fn object_reference(&self) -> ObjectReference {
         ObjectReference {
@@ -123,29 +167,22 @@ impl PolicySet {
         );
         let choice = choose(candidates)?;
         let winner = choice.winner;
-        let version = match winner.scope {
+        let policy = match winner.scope {
             Scope::Cluster => cluster
                 .iter()
                 .find(|p| p.name_any() == winner.name)
-                .and_then(|p| p.resource_version()),
+                .cloned()
+                .map(Governor::Cluster),
             Scope::Namespaced => namespaced
                 .iter()
                 .find(|p| {
                     p.name_any() == winner.name && p.namespace().as_deref() == winner.namespace
                 })
-                .and_then(|p| p.resource_version()),
-        }
-        .unwrap_or_default();
-        let mut problems = match winner.scope {
-            Scope::Cluster => winner.body.validate(),
-            Scope::Namespaced => namespaced
-                .iter()
-                .find(|p| {
-                    p.name_any() == winner.name && p.namespace().as_deref() == winner.namespace
-                })
-                .map(|p| p.validate())
-                .unwrap_or_default(),
-        };
+                .cloned()
+                .map(Governor::Namespaced),
+        }?;
+        let version = policy.version();
+        let mut problems = policy.validate();
         if winner
             .body
             .customize
@@ -174,7 +211,7 @@ impl PolicySet {
             name: winner.name.to_string(),
             namespace: winner.namespace.map(str::to_string),
             version,
-            body: Arc::new(winner.body.clone()),
+            policy,
             ties: choice.ties.iter().map(|t| t.to_string()).collect(),
             problems,
             preferences,
