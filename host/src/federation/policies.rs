@@ -32,11 +32,6 @@ use crate::runtime::default_plugin;
 pub(crate) struct Applied {
     /// `ClusterPlacementPolicy/<name>` or `PlacementPolicy/<namespace>/<name>`.
     pub reference: String,
-    pub scope: Scope,
-    pub name: String,
-    pub namespace: Option<String>,
-    /// The policy's `resourceVersion`: a change of spec is a new one.
-    pub version: String,
     /// The policy itself (shared with the store, not copied).
     pub policy: Governor,
     /// Other policies of the same scope and priority it beat only by name.
@@ -108,14 +103,16 @@ impl Applied {
         }
     }
 
+    /// The policy's `resourceVersion`: a change of spec is a new one.
+    pub fn version(&self) -> String {
+        self.policy.version()
+    }
+
     /// The policy as an event's subject.
     pub fn object_reference(&self) -> ObjectReference {
-        ObjectReference {
-            api_version: Some(ClusterPlacementPolicy::api_version(&()).into_owned()),
-            kind: Some(self.scope.kind().to_string()),
-            name: Some(self.name.clone()),
-            namespace: self.namespace.clone(),
-            ..Default::default()
+        match &self.policy {
+            Governor::Cluster(p) => p.object_ref(&()),
+            Governor::Namespaced(p) => p.object_ref(&()),
         }
     }
 }
@@ -181,7 +178,6 @@ impl PolicySet {
                 .cloned()
                 .map(Governor::Namespaced),
         }?;
-        let version = policy.version();
         let mut problems = policy.validate();
         if winner
             .body
@@ -207,10 +203,6 @@ impl PolicySet {
             });
         Some(Applied {
             reference: winner.policy_ref(),
-            scope: winner.scope,
-            name: winner.name.to_string(),
-            namespace: winner.namespace.map(str::to_string),
-            version,
             policy,
             ties: choice.ties.iter().map(|t| t.to_string()).collect(),
             problems,
@@ -307,7 +299,7 @@ impl Policies {
         let key = (kind.resource.kind.clone(), key);
         let now = applied.map(|a| Governing {
             reference: a.reference.clone(),
-            version: a.version.clone(),
+            version: a.version(),
             ties: a.ties.clone(),
         });
         let mut governed = self.governed.lock().unwrap_or_else(|p| p.into_inner());
@@ -340,7 +332,7 @@ impl Policies {
                 match (now, before) {
                     (None, None) => false,
                     (Some(a), Some(g)) => {
-                        a.reference != g.reference || a.version != g.version || a.ties != g.ties
+                        a.reference != g.reference || a.version() != g.version || a.ties != g.ties
                     }
                     _ => true,
                 }
