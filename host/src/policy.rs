@@ -364,6 +364,26 @@ impl DistributeRef {
     }
 }
 
+impl PolicyBody {
+    /// The section for `hook`, if the policy has one: the plugin it names (if
+    /// any) and its settings as JSON text.
+    pub fn hook(&self, hook: fedwasm_sdk::Hook) -> Option<(Option<&str>, String)> {
+        use fedwasm_sdk::Hook;
+        fn plugin(r: &PluginRef) -> (Option<&str>, String) {
+            (r.plugin.as_deref(), r.settings_json())
+        }
+        match hook {
+            Hook::Select => self.select.as_ref().map(plugin),
+            Hook::Rank => self.rank.as_ref().map(plugin),
+            Hook::Customize => self.customize.as_ref().map(plugin),
+            Hook::Distribute => self
+                .distribute
+                .as_ref()
+                .map(|r| (r.plugin.as_deref(), r.settings_json())),
+        }
+    }
+}
+
 fn settings_text(settings: Option<&Value>) -> String {
     match settings {
         None | Some(Value::Null) => String::new(),

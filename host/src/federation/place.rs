@@ -465,28 +465,7 @@ pub(crate) fn hook_choice(
     let annotation = key
         .and_then(|k| obj.annotations().get(k))
         .map(String::as_str);
-    let chosen = applied.and_then(|p| match hook {
-        Hook::Select => p
-            .body()
-            .select
-            .as_ref()
-            .map(|r| (r.plugin.as_deref(), r.settings_json())),
-        Hook::Distribute => p
-            .body()
-            .distribute
-            .as_ref()
-            .map(|r| (r.plugin.as_deref(), r.settings_json())),
-        Hook::Rank => p
-            .body()
-            .rank
-            .as_ref()
-            .map(|r| (r.plugin.as_deref(), r.settings_json())),
-        Hook::Customize => p
-            .body()
-            .customize
-            .as_ref()
-            .map(|r| (r.plugin.as_deref(), r.settings_json())),
-    });
+    let chosen = applied.and_then(|p| p.body().hook(hook));
     match chosen {
         Some((plugin, settings)) => choice(hook, annotation, plugin, settings),
         None => (
