@@ -1124,6 +1124,47 @@ fn create_config_maps(kubeconfig: &Path, prefix: &str, n: usize) {
     kubectl(kubeconfig, &["apply", "-f", "-"], Some(&list.to_string()));
 }
 
+/// `name managed-by` of each ConfigMap `prefix-*` in namespace `ha` of `member`.
+fn config_map_owners(kubeconfig: &Path, member: &str, prefix: &str) -> Vec<String> {
+    let listing = kubectl(
+        kubeconfig,
+        &[
+            "--context",
+            member,
+            "get",
+            "configmaps",
+            "-n",
+            "ha",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.metadata.labels.fedwasm\\.io/managed-by}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    listing
+        .lines()
+        .filter(|l| l.starts_with(&format!("{prefix}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `Conflict` events in the federation plane: a member object fedwasm met and
+/// did not take over (none when two hosts, or one restarted, never fought).
+fn conflict_events(kubeconfig: &Path) -> String {
+    kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "reason=Conflict",
+            "-o",
+            "name",
+        ],
+        None,
+    )
+}
+
 fn member_config_maps(kubeconfig: &Path, prefix: &str) -> usize {
     member_config_maps_in(kubeconfig, "m1", prefix)
 }
@@ -1266,33 +1307,10 @@ fn leader_election_fences_a_frozen_leader_and_a_standby_finishes_a_killed_leader
     }
     eprintln!("{cut} of 200 ConfigMaps had reached m1 when the leader was killed");
     // Nothing duplicated or foreign: every copy is fedwasm's, none twice.
-    let labels = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["--context", "m1", "get", "configmaps", "-n", "ha", "-o"])
-        .arg("jsonpath={range .items[*]}{.metadata.name} {.metadata.labels.fedwasm\\.io/managed-by}{\"\\n\"}{end}")
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&labels.stdout);
-    let copies: Vec<&str> = listing
-        .lines()
-        .filter(|l| l.starts_with("third-"))
-        .collect();
+    let copies = config_map_owners(&kubeconfig, "m1", "third");
     assert_eq!(copies.len(), 200);
-    assert!(copies.iter().all(|l| l.ends_with(" fedwasm")), "{listing}");
-    let conflicts = kubectl(
-        &kubeconfig,
-        &[
-            "get",
-            "events",
-            "-A",
-            "--field-selector",
-            "reason=Conflict",
-            "-o",
-            "name",
-        ],
-        None,
-    );
+    assert!(copies.iter().all(|l| l.ends_with(" fedwasm")), "{copies:?}");
+    let conflicts = conflict_events(&kubeconfig);
     assert_eq!(conflicts.trim(), "", "two hosts fought over an object");
 
     // A graceful stop releases the lease.
@@ -1376,43 +1394,14 @@ fn a_host_killed_while_propagating_500_objects_converges_after_a_restart() {
     }
     eprintln!("{cut:?} of 500 ConfigMaps were in m1, m2 when the host was killed");
     for member in ["m1", "m2"] {
-        let listing = kubectl(
-            &kubeconfig,
-            &[
-                "--context",
-                member,
-                "get",
-                "configmaps",
-                "-n",
-                "ha",
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.name} {.metadata.labels.fedwasm\\.io/managed-by}{\"\\n\"}{end}",
-            ],
-            None,
-        );
-        let copies: Vec<&str> = listing
-            .lines()
-            .filter(|l| l.starts_with("burst-"))
-            .collect();
-        assert_eq!(copies.len(), 500, "{member}: {listing}");
+        let copies = config_map_owners(&kubeconfig, member, "burst");
+        assert_eq!(copies.len(), 500, "{member}: {copies:?}");
         assert!(
             copies.iter().all(|l| l.ends_with(" fedwasm")),
-            "{member}: a copy not made by fedwasm: {listing}"
+            "{member}: a copy not made by fedwasm: {copies:?}"
         );
     }
-    let conflicts = kubectl(
-        &kubeconfig,
-        &[
-            "get",
-            "events",
-            "-A",
-            "--field-selector",
-            "reason=Conflict",
-            "-o",
-            "name",
-        ],
-        None,
-    );
+    let conflicts = conflict_events(&kubeconfig);
     assert_eq!(
         conflicts.trim(),
         "",
