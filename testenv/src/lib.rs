@@ -37,6 +37,9 @@ pub const FEDERATION: &str = "federation";
 /// version plus the revision of our build recipe.
 pub const KUBE_VERSION: &str = "1.20.5+really1.20.2-r1";
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// More time for each apiserver started at once: on a small machine, thirty of
+/// them starting together share its cores (the scale bench starts 31).
+const READY_PER_APISERVER: Duration = Duration::from_secs(5);
 /// How long a process may take to exit after SIGTERM before it gets SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a process to be gone after SIGKILL.
@@ -996,7 +999,8 @@ impl LocalFederation {
     fn wait_ready(&self, name: &str) -> Result<(), Error> {
         let endpoint = self.endpoint(name)?;
         let token = self.state().token.clone();
-        let until = Instant::now() + READY_TIMEOUT;
+        let bound = READY_TIMEOUT + READY_PER_APISERVER * self.names().len() as u32;
+        let until = Instant::now() + bound;
         let mut http = None;
         loop {
             self.check_alive(name)?;
@@ -1028,11 +1032,7 @@ impl LocalFederation {
                 }
             }
             if Instant::now() >= until {
-                return Err(Error::NotReady(
-                    name.into(),
-                    READY_TIMEOUT,
-                    self.log_file(name)?.1,
-                ));
+                return Err(Error::NotReady(name.into(), bound, self.log_file(name)?.1));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
