@@ -113,7 +113,7 @@ pub struct PolicyBody {
     /// The customize hook: per-member changes computed by a plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customize: Option<PluginRef>,
-    /// Fixed per-member changes, applied in order after the customize hook.
+    /// Fixed per-member changes, applied in order before the customize hook.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<Override>,
 }
