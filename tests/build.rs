@@ -32,16 +32,21 @@ fn main() {
             "/// The chaos test plugin with features {features:?}.\npub const {name}: &[u8] = {bytes};\n"
         ));
     }
-    // A plugin built for the frozen 0.1.0 contract.
-    let legacy = PluginCrate {
-        dir: manifest.join("plugins/legacy"),
-        package: "legacy".into(),
-        features: Vec::new(),
-    };
-    let bytes = embed(&legacy, "LEGACY_V0_1", "wasm-test-plugins");
-    consts.push_str(&format!(
-        "/// A plugin built for `fedwasm:placement@0.1.0`.\npub const LEGACY_V0_1: &[u8] = {bytes};\n"
-    ));
+    // The same plugin built for each frozen contract.
+    for (name, version, features) in [
+        ("LEGACY_V0_1", "0.1.0", Vec::new()),
+        ("LEGACY_V0_2", "0.2.0", vec!["v0_2".to_string()]),
+    ] {
+        let legacy = PluginCrate {
+            dir: manifest.join("plugins/legacy"),
+            package: "legacy".into(),
+            features,
+        };
+        let bytes = embed(&legacy, name, "wasm-test-plugins");
+        consts.push_str(&format!(
+            "/// A plugin built for `fedwasm:placement@{version}`.\npub const {name}: &[u8] = {bytes};\n"
+        ));
+    }
     // The tutorial plugin, as its README builds it.
     let aggregate = PluginCrate {
         dir: manifest.join("../examples/plugins/aggregate"),

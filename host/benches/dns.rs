@@ -53,6 +53,7 @@ fn location(region: &str, zone: &str) -> Location {
     Location {
         region: region.into(),
         zone: zone.into(),
+        position: None,
     }
 }
 

@@ -287,6 +287,7 @@ fn backends(n: usize) -> Vec<Backend> {
     clusters(n)
         .into_iter()
         .map(|c| Backend {
+            position: fedwasm_sdk::regions::position(&c.region),
             cluster: c.name,
             region: c.region,
             zone: c.zone,
@@ -300,6 +301,7 @@ fn rank_cases() -> Vec<Case> {
     let client = || Location {
         region: "europe-west1".into(),
         zone: "europe-west1-b".into(),
+        position: fedwasm_sdk::regions::position("europe-west1"),
     };
     let with = |f: fn(Backend) -> Backend| backends(3).into_iter().map(f).collect();
     let mixed: Vec<Backend> = backends(100)
@@ -353,8 +355,28 @@ fn rank_cases() -> Vec<Case> {
             Location {
                 region: "mars-north1".into(),
                 zone: "mars-north1-a".into(),
+                position: None,
             },
             backends(3),
+        ),
+        rank(
+            "on-premises regions placed by the locality file",
+            Location {
+                region: "berlin-dc".into(),
+                zone: String::new(),
+                position: Some(fedwasm_sdk::Coordinates {
+                    latitude: 52.52,
+                    longitude: 13.4,
+                }),
+            },
+            with(|b| Backend {
+                region: format!("{}-dc", b.cluster),
+                position: Some(fedwasm_sdk::Coordinates {
+                    latitude: -90.0,
+                    longitude: 180.0,
+                }),
+                ..b
+            }),
         ),
         rank(
             "backends with no region or zone",
@@ -362,6 +384,7 @@ fn rank_cases() -> Vec<Case> {
             with(|b| Backend {
                 region: String::new(),
                 zone: String::new(),
+                position: None,
                 ..b
             }),
         ),

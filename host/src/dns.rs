@@ -438,9 +438,11 @@ mod tests {
             addresses: vec![ip.into()],
             ..Backend::serving(cluster, region, &format!("{region}-a"))
         };
+        // As the locality table places it: rankings are keyed by position too.
         let asia = Location {
             region: "asia-east1".into(),
             zone: "asia-east1-a".into(),
+            position: fedwasm_sdk::regions::position("asia-east1"),
         };
         let table = Arc::new(Table {
             routes: vec![Route {

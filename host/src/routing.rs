@@ -395,6 +395,7 @@ mod tests {
         let asia = Location {
             region: "asia-east1".into(),
             zone: String::new(),
+            position: None,
         };
         r.rankings = vec![
             (asia.clone(), vec![1, 0]),
@@ -405,6 +406,7 @@ mod tests {
         let mars = Location {
             region: "mars-1".into(),
             zone: String::new(),
+            position: None,
         };
         assert_eq!(names(&mars), ["a", "b"]);
     }

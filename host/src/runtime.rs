@@ -9,7 +9,9 @@ mod cache;
 mod error;
 mod plugin;
 mod registry;
+mod older;
 mod v0_1;
+mod v0_2;
 mod validate;
 mod watch;
 

@@ -26,12 +26,13 @@
 mod convert;
 #[cfg(any(target_arch = "wasm32", test))]
 mod mem;
+pub mod regions;
 mod types;
 
 pub use types::*;
 
 /// The version of the WIT package this SDK implements.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";
 
 /// The nine clusters of the original Kubernetes Federation walk-through, as
 /// `(name, region, zone)`: `fedwasm dev up --layout seed` starts them, and plugin

@@ -142,7 +142,9 @@ pub struct Preferences {
     /// Whether running replicas may move to follow the weights.
     #[cfg_attr(feature = "serde", serde(default))]
     pub rebalance: bool,
-    /// Per cluster name, or `*` for every cluster not named.
+    /// Per cluster name, or `*` for every cluster not named. In a plugin, only
+    /// candidates and `*` appear: the host does not send entries for clusters it
+    /// did not select.
     #[cfg_attr(feature = "serde", serde(default))]
     pub clusters: BTreeMap<String, ClusterPreference>,
 }
@@ -210,6 +212,33 @@ pub struct DistributeResponse {
     pub overflow: BTreeMap<String, u32>,
 }
 
+/// A point on the globe, in degrees. Compared and hashed by its bits, so it can
+/// key a cache.
+#[derive(Clone, Copy, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct Coordinates {
+    /// Degrees north, -90 to 90.
+    pub latitude: f64,
+    /// Degrees east, -180 to 180.
+    pub longitude: f64,
+}
+
+impl PartialEq for Coordinates {
+    fn eq(&self, other: &Self) -> bool {
+        self.latitude.to_bits() == other.latitude.to_bits()
+            && self.longitude.to_bits() == other.longitude.to_bits()
+    }
+}
+
+impl Eq for Coordinates {}
+
+impl std::hash::Hash for Coordinates {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.latitude.to_bits().hash(state);
+        self.longitude.to_bits().hash(state);
+    }
+}
+
 /// Where a client is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
@@ -219,6 +248,8 @@ pub struct Location {
     pub region: String,
     /// Zone, for example `europe-west1-b`.
     pub zone: String,
+    /// Where the region is (the host's region table); `None` when unknown.
+    pub position: Option<Coordinates>,
 }
 
 /// One cluster able to serve an ingress.
@@ -232,6 +263,9 @@ pub struct Backend {
     pub region: String,
     /// The cluster's zone.
     pub zone: String,
+    /// Where the cluster's region is (the host's region table); `None` when
+    /// unknown.
+    pub position: Option<Coordinates>,
     /// Whether the cluster and its backend are healthy.
     pub healthy: bool,
     /// What the backend can still take; `None` is unknown (usable), `Some(0)` full.

@@ -152,49 +152,76 @@ fn built_ins_serve_every_hook() {
     }
 }
 
-/// A plugin built for the frozen `0.1.0` contract loads and serves every hook it
-/// declares, through the translation to the current contract: its settings are
-/// dropped (0.1.0 has none) and it declares no customize hook.
+/// Plugins built for the frozen `0.1.0` and `0.2.0` contracts load and serve every
+/// hook they declare, through the translation to the current contract: the
+/// distribute lists aligned with the candidates are named again (and the answer by
+/// name aligned), rank positions are dropped, settings reach a `0.2.0` plugin and
+/// are dropped for `0.1.0` (which has none), and only `0.2.0` has customize.
 #[test]
-fn plugins_built_for_contract_0_1_0_keep_loading() {
+fn plugins_built_for_older_contracts_keep_loading() {
     let registry = registry();
-    let plugin = registry
-        .load("legacy", plugins::LEGACY_V0_1, PluginSource::BuiltIn)
-        .expect("a 0.1.0 plugin loads");
-    assert_eq!(plugin.contract_version(), "0.1.0");
     assert_eq!(
         registry.get("weighted-spread").unwrap().contract_version(),
         fedwasm_sdk::WIT_VERSION
     );
-    let select = json!({"hook": "select", "settings": "{\"ignored\": true}",
-        "object": {"kind": "ConfigMap", "namespace": "ns", "name": "x", "labels": {"a": "b"}},
-        "clusters": [{"name": "m-a", "ready": true, "labels": {"env": "prod"}},
-                     {"name": "m-b", "ready": true}, {"name": "m-c", "ready": false}]});
-    let (req, _) = PlanRequest::parse(&select.to_string()).unwrap();
-    let out = req.evaluate(&registry, Some("legacy")).unwrap();
-    assert_eq!(
-        out["selected"],
-        json!([{"cluster": "m-a", "score": 1}, {"cluster": "m-c", "score": 1}])
-    );
-    let mut distribute = request(7, &["m-a", "m-c", "m-b"], "ns/web");
-    distribute.current = BTreeMap::from([("m-a".to_string(), 3)]);
-    distribute.capacity = BTreeMap::from([("m-b".to_string(), 100)]);
-    distribute.settings = "{}".into();
-    let out = plan(&registry, "legacy", &distribute).unwrap();
-    assert_eq!(
-        out,
-        BTreeMap::from([("m-a".into(), 0), ("m-b".into(), 0), ("m-c".into(), 7)])
-    );
-    let rank = json!({"hook": "rank", "client": {"region": "r"},
-        "backends": [{"cluster": "one", "healthy": true}, {"cluster": "two", "healthy": true}]});
-    let (req, _) = PlanRequest::parse(&rank.to_string()).unwrap();
-    let out = req.evaluate(&registry, Some("legacy")).unwrap();
-    assert_eq!(out["order"], json!(["two", "one"]));
-    let customize = json!({"hook": "customize", "object": {"kind": "ConfigMap"},
-        "cluster": {"name": "m-a"}});
-    let (req, _) = PlanRequest::parse(&customize.to_string()).unwrap();
-    let e = req.evaluate(&registry, Some("legacy")).unwrap_err();
-    assert!(matches!(e, PluginError::Unsupported { .. }), "{e}");
+    for (bytes, version) in [
+        (plugins::LEGACY_V0_1, "0.1.0"),
+        (plugins::LEGACY_V0_2, "0.2.0"),
+    ] {
+        let name = format!("legacy-{version}");
+        let plugin = registry
+            .load(&name, bytes, PluginSource::BuiltIn)
+            .unwrap_or_else(|e| panic!("a {version} plugin loads: {e}"));
+        assert_eq!(plugin.contract_version(), version);
+        let settings = "{\"ignored\": true}";
+        let select = json!({"hook": "select", "settings": settings,
+            "object": {"kind": "ConfigMap", "namespace": "ns", "name": "x", "labels": {"a": "b"}},
+            "clusters": [{"name": "m-a", "ready": true, "labels": {"env": "prod"}},
+                         {"name": "m-b", "ready": true}, {"name": "m-c", "ready": false}]});
+        let (req, _) = PlanRequest::parse(&select.to_string()).unwrap();
+        let out = req.evaluate(&registry, Some(&name)).unwrap();
+        let score = if version == "0.1.0" {
+            1
+        } else {
+            settings.len()
+        };
+        assert_eq!(
+            out["selected"],
+            json!([{"cluster": "m-a", "score": score}, {"cluster": "m-c", "score": score}]),
+            "{version}"
+        );
+        // It keeps what runs (named in `current`, so the aligned counts were
+        // named again) and puts the rest on the last candidate by name.
+        let mut distribute = request(7, &["m-a", "m-c", "m-b"], "ns/web");
+        distribute.current = BTreeMap::from([("m-a".to_string(), 3), ("m-b".to_string(), 2)]);
+        distribute.capacity = BTreeMap::from([("m-b".to_string(), 100)]);
+        distribute.settings = "{}".into();
+        let out = plan(&registry, &name, &distribute).unwrap();
+        assert_eq!(
+            out,
+            BTreeMap::from([("m-a".into(), 3), ("m-b".into(), 2), ("m-c".into(), 2)]),
+            "{version}"
+        );
+        let rank = json!({"hook": "rank", "client": {"region": "r", "position": {"latitude": 1.0, "longitude": 2.0}},
+            "backends": [{"cluster": "one", "healthy": true}, {"cluster": "two", "healthy": true}]});
+        let (req, _) = PlanRequest::parse(&rank.to_string()).unwrap();
+        let out = req.evaluate(&registry, Some(&name)).unwrap();
+        assert_eq!(out["order"], json!(["two", "one"]), "{version}");
+        let customize = json!({"hook": "customize",
+            "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}},
+            "cluster": {"name": "m-a"}});
+        let (req, _) = PlanRequest::parse(&customize.to_string()).unwrap();
+        if version == "0.1.0" {
+            let e = req.evaluate(&registry, Some(&name)).unwrap_err();
+            assert!(matches!(e, PluginError::Unsupported { .. }), "{e}");
+        } else {
+            let out = req.evaluate(&registry, Some(&name)).unwrap();
+            assert_eq!(
+                out["object"]["metadata"]["annotations"]["legacy.example/cluster"], "m-a",
+                "{out}"
+            );
+        }
+    }
 }
 
 #[test]

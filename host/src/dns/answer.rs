@@ -571,6 +571,7 @@ mod tests {
         Location {
             region: region.into(),
             zone: zone.into(),
+            position: None,
         }
     }
 

@@ -562,6 +562,7 @@ async fn rank(
                     cluster: b.cluster.clone(),
                     region: b.region.clone(),
                     zone: b.zone.clone(),
+                    position: locality.position(&b.region, &b.zone),
                     healthy: b.healthy,
                     available: Some(b.capacity),
                 })

@@ -3,11 +3,17 @@
 //! `X-Forwarded-For` header is believed only when the connection comes from a
 //! trusted proxy (then the right-most address that is not itself a trusted proxy is
 //! the client), as a reverse proxy chain appends to it.
+//!
+//! The table also says where regions are (`regions: {name: {lat, lon}}`), over the
+//! SDK's built-in table of GCE, AWS and Azure regions: the rank hook gets the
+//! position of the client's region and of every backend's, so "closest" is a
+//! distance for on-premises regions too.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use fedwasm_sdk::Location;
+use fedwasm_sdk::{Coordinates, Location};
 use serde::Deserialize;
 
 /// Why a locality table is not usable.
@@ -113,6 +119,17 @@ pub struct Locality {
     /// Proxies whose `X-Forwarded-For` is believed.
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
+    /// Where regions are, over the built-in table.
+    #[serde(default)]
+    pub regions: BTreeMap<String, RegionPosition>,
+}
+
+/// Where a region is, in degrees.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionPosition {
+    pub lat: f64,
+    pub lon: f64,
 }
 
 impl Locality {
@@ -148,6 +165,20 @@ impl Locality {
         for (i, c) in table.clients.iter().enumerate() {
             if c.region.trim().is_empty() {
                 return Err(format!("clients[{i}] ({:?}): `region` is empty", c.cidr));
+            }
+        }
+        for (name, p) in &table.regions {
+            if !(-90.0..=90.0).contains(&p.lat) {
+                return Err(format!(
+                    "regions.{name}.lat: {} is not a latitude (-90 to 90)",
+                    p.lat
+                ));
+            }
+            if !(-180.0..=180.0).contains(&p.lon) {
+                return Err(format!(
+                    "regions.{name}.lon: {} is not a longitude (-180 to 180)",
+                    p.lon
+                ));
             }
         }
         Ok(table)
@@ -189,24 +220,35 @@ impl Locality {
             .iter()
             .filter(|c| c.cidr.contains(ip))
             .max_by_key(|c| c.cidr.prefix())
-            .map(|c| Location {
-                region: c.region.clone(),
-                zone: c.zone.clone(),
-            })
+            .map(|c| self.location(c))
             .unwrap_or_default()
+    }
+
+    fn location(&self, c: &ClientNetwork) -> Location {
+        Location {
+            region: c.region.clone(),
+            zone: c.zone.clone(),
+            position: self.position(&c.region, &c.zone),
+        }
+    }
+
+    /// Where a region is (named, or implied by a zone such as `europe-west1-b`):
+    /// this table's `regions` first, then the built-in one.
+    pub fn position(&self, region: &str, zone: &str) -> Option<Coordinates> {
+        let region = fedwasm_sdk::regions::region_of(region, zone);
+        match self.regions.get(region) {
+            Some(p) => Some(Coordinates {
+                latitude: p.lat,
+                longitude: p.lon,
+            }),
+            None => fedwasm_sdk::regions::position(region),
+        }
     }
 
     /// Every location the table names, and the unknown one: the places rankings
     /// are computed for ahead of any request.
     pub fn locations(&self) -> Vec<Location> {
-        let mut out: Vec<Location> = self
-            .clients
-            .iter()
-            .map(|c| Location {
-                region: c.region.clone(),
-                zone: c.zone.clone(),
-            })
-            .collect();
+        let mut out: Vec<Location> = self.clients.iter().map(|c| self.location(c)).collect();
         out.push(Location::default());
         out.sort_by(|a, b| (&a.region, &a.zone).cmp(&(&b.region, &b.zone)));
         out.dedup();
@@ -239,6 +281,39 @@ mod tests {
         assert_eq!(t.locate(ip("2001:db8::1")).region, "europe-west1");
         assert_eq!(t.locate(ip("192.0.2.1")), Location::default());
         assert_eq!(t.locations().len(), 5, "{:?}", t.locations());
+    }
+
+    #[test]
+    fn regions_are_placed_by_the_table_then_the_built_in_one() {
+        let t = Locality::parse(
+            r#"{"clients": [{"cidr": "127.3.0.0/16", "region": "berlin-dc"},
+                            {"cidr": "127.2.0.0/16", "region": "us-central1"}],
+                "regions": {"berlin-dc": {"lat": 52.52, "lon": 13.4},
+                            "us-central1": {"lat": 1.0, "lon": 2.0}}}"#,
+        )
+        .unwrap();
+        let berlin = t.locate(ip("127.3.0.1")).position.unwrap();
+        assert_eq!((berlin.latitude, berlin.longitude), (52.52, 13.4));
+        // The file wins over the built-in table; zones imply their region.
+        let moved = t.locate(ip("127.2.0.1")).position.unwrap();
+        assert_eq!((moved.latitude, moved.longitude), (1.0, 2.0));
+        assert_eq!(
+            t.position("", "asia-east1-b"),
+            fedwasm_sdk::regions::position("asia-east1")
+        );
+        assert_eq!(t.position("basement", ""), None);
+        assert!(t
+            .locations()
+            .iter()
+            .all(|l| l.region.is_empty() || l.position.is_some()));
+        let e = Locality::parse(r#"{"regions": {"x": {"lat": 91, "lon": 0}}}"#).unwrap_err();
+        assert!(e.contains("regions.x.lat"), "{e}");
+        let e =
+            Locality::parse(r#"{"regions": {"x": {"lat": 0, "lon": 0, "alt": 1}}}"#).unwrap_err();
+        assert!(
+            e.contains("regions.x") && e.contains("unknown field"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,19 +1,33 @@
 //! Host bindings generated from the WIT contract, one module per supported version.
 //!
-//! `v0_2` is generated from the SDK's `wit/` (the single source of truth shared with
-//! plugin authors); `v0_1` from the frozen copy of `0.1.0` in `host/wit/0.1.0/`, so
-//! plugins built before settings and the `customize` hook keep loading. The host
-//! speaks `v0_2` everywhere; [`super::v0_1`] translates for older plugins.
+//! `v0_3` is generated from the SDK's `wit/` (the single source of truth shared with
+//! plugin authors); `v0_2` and `v0_1` from the frozen copies in `host/wit/`, so
+//! plugins built for earlier contracts keep loading. The host speaks `v0_3`
+//! everywhere; [`super::v0_2`] and [`super::v0_1`] translate for older plugins.
 //!
 //! Borrowing: a request is lowered straight from the host's own strings and maps
 //! (through slices of references) instead of from a deep copy made for each call.
-//! `cluster-replicas` is both an argument and a result, so it comes in two
-//! flavours: `ClusterReplicasParam<'a>` (borrowed) and `ClusterReplicasResult`.
+//! In the older contracts `cluster-replicas` is both an argument and a result, so it
+//! comes in two flavours: `ClusterReplicasParam<'a>` (borrowed) and
+//! `ClusterReplicasResult`.
 
-/// `fedwasm:placement@0.2.0`, the version the SDK builds.
-pub mod v0_2 {
+/// `fedwasm:placement@0.3.0`, the version the SDK builds.
+pub mod v0_3 {
     wasmtime::component::bindgen!({
         path: "../sdk/wit",
+        world: "plugin",
+        ownership: Borrowing {
+            duplicate_if_necessary: true
+        },
+    });
+
+    pub use fedwasm::placement::types as wit;
+}
+
+/// `fedwasm:placement@0.2.0`, frozen.
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "wit/0.2.0",
         world: "plugin",
         ownership: Borrowing {
             duplicate_if_necessary: true
@@ -36,7 +50,7 @@ pub mod v0_1 {
     pub use fedwasm::placement::types as wit;
 }
 
-pub use v0_2::wit;
+pub use v0_3::wit;
 
 /// The contract versions the host loads, newest first.
-pub const VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
+pub const VERSIONS: [&str; 3] = ["0.3.0", "0.2.0", "0.1.0"];

@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{ResourceLimiter, Store};
 
-use super::bindings::{v0_1, v0_2, wit, VERSIONS};
+use super::bindings::{v0_1, v0_2, v0_3, wit, VERSIONS};
 use super::error::{LoadError, LoadStage, PluginError};
+use super::validate::Distribution;
 use super::{cache, validate, Runtime, WARM_INSTANCES};
 use crate::text::{bounded, MAX_MESSAGE};
 
@@ -75,13 +76,15 @@ struct Warm {
 
 /// A component's exports, by the contract version it was built for.
 enum Pre {
+    V0_3(v0_3::PluginPre<HostState>),
     V0_2(v0_2::PluginPre<HostState>),
     V0_1(v0_1::PluginPre<HostState>),
 }
 
 /// An instance's exports, by contract version. Calls take the current contract's
-/// types; an older plugin's are translated in [`super::v0_1`].
+/// types; an older plugin's are translated in [`super::v0_2`] and [`super::v0_1`].
 enum Bindings {
+    V0_3(v0_3::Plugin),
     V0_2(v0_2::Plugin),
     V0_1(v0_1::Plugin),
 }
@@ -90,11 +93,12 @@ type Answer<T> = wasmtime::Result<Result<T, String>>;
 
 impl Bindings {
     fn info(&self, store: &mut Store<HostState>) -> wasmtime::Result<Vec<Hook>> {
-        let v0_2 = match self {
-            Bindings::V0_2(p) => p.fedwasm_placement_hooks().call_info(store)?,
+        let current = match self {
+            Bindings::V0_3(p) => p.fedwasm_placement_hooks().call_info(store)?,
+            Bindings::V0_2(p) => return super::v0_2::info(p, store),
             Bindings::V0_1(p) => return super::v0_1::info(p, store),
         };
-        Ok(v0_2
+        Ok(current
             .hooks
             .into_iter()
             .map(|h| match h {
@@ -112,7 +116,8 @@ impl Bindings {
         r: wit::SelectRequest<'_>,
     ) -> Answer<Vec<wit::Selection>> {
         match self {
-            Bindings::V0_2(p) => p.fedwasm_placement_hooks().call_select(store, r),
+            Bindings::V0_3(p) => p.fedwasm_placement_hooks().call_select(store, r),
+            Bindings::V0_2(p) => super::v0_2::select(p, store, r),
             Bindings::V0_1(p) => super::v0_1::select(p, store, r),
         }
     }
@@ -121,16 +126,25 @@ impl Bindings {
         &self,
         store: &mut Store<HostState>,
         r: wit::DistributeRequest<'_>,
-    ) -> Answer<wit::DistributeResponse> {
+    ) -> Answer<Distribution> {
         match self {
-            Bindings::V0_2(p) => p.fedwasm_placement_hooks().call_distribute(store, r),
+            Bindings::V0_3(p) => {
+                Ok(p.fedwasm_placement_hooks()
+                    .call_distribute(store, r)?
+                    .map(|out| Distribution::Aligned {
+                        plan: out.plan,
+                        overflow: out.overflow,
+                    }))
+            }
+            Bindings::V0_2(p) => super::v0_2::distribute(p, store, r),
             Bindings::V0_1(p) => super::v0_1::distribute(p, store, r),
         }
     }
 
     fn rank(&self, store: &mut Store<HostState>, r: wit::RankRequest<'_>) -> Answer<Vec<u32>> {
         match self {
-            Bindings::V0_2(p) => p.fedwasm_placement_hooks().call_rank(store, r),
+            Bindings::V0_3(p) => p.fedwasm_placement_hooks().call_rank(store, r),
+            Bindings::V0_2(p) => super::v0_2::rank(p, store, r),
             Bindings::V0_1(p) => super::v0_1::rank(p, store, r),
         }
     }
@@ -141,7 +155,8 @@ impl Bindings {
         r: wit::CustomizeRequest<'_>,
     ) -> Answer<String> {
         match self {
-            Bindings::V0_2(p) => p.fedwasm_placement_hooks().call_customize(store, r),
+            Bindings::V0_3(p) => p.fedwasm_placement_hooks().call_customize(store, r),
+            Bindings::V0_2(p) => super::v0_2::customize(p, store, r),
             // Never declared by a 0.1.0 plugin, so `require` stops the call first.
             Bindings::V0_1(_) => Ok(Err("fedwasm:placement@0.1.0 has no customize hook".into())),
         }
@@ -250,7 +265,8 @@ impl Plugin {
         };
         let pre = match version {
             "0.1.0" => Pre::V0_1(v0_1::PluginPre::new(instance_pre).map_err(mismatch)?),
-            _ => Pre::V0_2(v0_2::PluginPre::new(instance_pre).map_err(mismatch)?),
+            "0.2.0" => Pre::V0_2(v0_2::PluginPre::new(instance_pre).map_err(mismatch)?),
+            _ => Pre::V0_3(v0_3::PluginPre::new(instance_pre).map_err(mismatch)?),
         };
         let mut plugin = Plugin {
             name: name.to_string(),
@@ -355,6 +371,10 @@ impl Plugin {
                         client: fedwasm_sdk::Location {
                             region: "smoke".into(),
                             zone: "smoke-a-z".into(),
+                            position: Some(fedwasm_sdk::Coordinates {
+                                latitude: 0.0,
+                                longitude: 0.0,
+                            }),
                         },
                         backends: clusters
                             .iter()
@@ -362,6 +382,7 @@ impl Plugin {
                                 cluster: c.to_string(),
                                 region: "smoke".into(),
                                 zone: format!("{c}-z"),
+                                position: None,
                                 healthy: true,
                                 available: Some(10),
                             })
@@ -463,6 +484,7 @@ impl Plugin {
             client: wit::Location {
                 region: &request.client.region,
                 zone: &request.client.zone,
+                position: request.client.position.map(coordinates),
             },
             backends: &backends,
             settings: &request.settings,
@@ -561,6 +583,7 @@ impl Plugin {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(self.runtime.deadline_ticks());
         let bindings = match &self.pre {
+            Pre::V0_3(pre) => pre.instantiate(&mut store).map(Bindings::V0_3),
             Pre::V0_2(pre) => pre.instantiate(&mut store).map(Bindings::V0_2),
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
         }
@@ -656,15 +679,6 @@ fn kv(map: &std::collections::BTreeMap<String, String>) -> Vec<wit::KeyValue<'_>
         .collect()
 }
 
-fn replicas(map: &std::collections::BTreeMap<String, u32>) -> Vec<wit::ClusterReplicasParam<'_>> {
-    map.iter()
-        .map(|(c, r)| wit::ClusterReplicasParam {
-            cluster: c,
-            replicas: *r,
-        })
-        .collect()
-}
-
 /// The parts of a select request the WIT record borrows: label lists must live
 /// somewhere while the request that points at them is lowered.
 struct SelectParts<'a> {
@@ -707,13 +721,19 @@ impl<'a> SelectParts<'a> {
     }
 }
 
-/// The lists a distribute request borrows, built once per call: four small vectors
-/// of references, no string copied.
+/// The lists a distribute request borrows, built once per call, each aligned with
+/// the candidates: one name list of references (no string copied) and plain
+/// numbers.
 struct DistributeParts<'a> {
     clusters: Vec<&'a str>,
-    preferences: Option<(bool, Vec<wit::ClusterPreference<'a>>)>,
-    current: Vec<wit::ClusterReplicasParam<'a>>,
-    capacity: Vec<wit::ClusterReplicasParam<'a>>,
+    /// Rebalance, the `*` entry, each candidate's own entry.
+    preferences: Option<(
+        bool,
+        Option<wit::ClusterPreference>,
+        Vec<Option<wit::ClusterPreference>>,
+    )>,
+    current: Vec<u32>,
+    capacity: Vec<Option<u32>>,
 }
 
 impl<'a> DistributeParts<'a> {
@@ -721,21 +741,30 @@ impl<'a> DistributeParts<'a> {
         Self {
             clusters: r.clusters.iter().map(String::as_str).collect(),
             preferences: r.preferences.as_ref().map(|p| {
+                let entry = |c: &fedwasm_sdk::ClusterPreference| wit::ClusterPreference {
+                    min_replicas: c.min_replicas,
+                    max_replicas: c.max_replicas,
+                    weight: c.weight,
+                };
                 (
                     p.rebalance,
-                    p.clusters
+                    p.clusters.get("*").map(entry),
+                    r.clusters
                         .iter()
-                        .map(|(name, c)| wit::ClusterPreference {
-                            cluster: name,
-                            min_replicas: c.min_replicas,
-                            max_replicas: c.max_replicas,
-                            weight: c.weight,
-                        })
+                        .map(|name| p.clusters.get(name).map(entry))
                         .collect(),
                 )
             }),
-            current: replicas(&r.current),
-            capacity: replicas(&r.capacity),
+            current: r
+                .clusters
+                .iter()
+                .map(|c| r.current.get(c).copied().unwrap_or(0))
+                .collect(),
+            capacity: r
+                .clusters
+                .iter()
+                .map(|c| r.capacity.get(c).copied())
+                .collect(),
         }
     }
 
@@ -747,8 +776,9 @@ impl<'a> DistributeParts<'a> {
             preferences: self
                 .preferences
                 .as_ref()
-                .map(|(rebalance, clusters)| wit::Preferences {
+                .map(|(rebalance, wildcard, clusters)| wit::Preferences {
                     rebalance: *rebalance,
+                    wildcard: *wildcard,
                     clusters,
                 }),
             current: &self.current,
@@ -765,8 +795,16 @@ fn to_wit_backends(r: &RankRequest) -> Vec<wit::Backend<'_>> {
             cluster: &b.cluster,
             region: &b.region,
             zone: &b.zone,
+            position: b.position.map(coordinates),
             healthy: b.healthy,
             available: b.available,
         })
         .collect()
+}
+
+fn coordinates(p: fedwasm_sdk::Coordinates) -> wit::Coordinates {
+    wit::Coordinates {
+        latitude: p.latitude,
+        longitude: p.longitude,
+    }
 }

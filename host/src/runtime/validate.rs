@@ -5,8 +5,6 @@ use std::collections::HashSet;
 
 use fedwasm_sdk::{DistributeRequest, DistributeResponse, SelectRequest, Selection};
 
-use super::bindings::wit;
-
 /// Only candidates, each at most once.
 pub fn selection(request: &SelectRequest, out: &[Selection]) -> Result<(), String> {
     let candidates: HashSet<&str> = request.clusters.iter().map(|c| c.name.as_str()).collect();
@@ -53,81 +51,167 @@ impl<'a> Candidates<'a> {
     }
 }
 
-/// Only candidates, each once; no count above the total or the cluster's maximum;
-/// the sum at most the total. Returns the plan with every candidate present.
+/// A distribute answer in the shape of the plugin's contract.
+#[derive(Debug)]
+pub enum Distribution {
+    /// `0.3.0` on: one count per candidate, in the request's order; `overflow` is
+    /// empty when nothing overflowed.
+    Aligned { plan: Vec<u32>, overflow: Vec<u32> },
+    /// Before `0.3.0`: counts by cluster name; candidates left out get zero.
+    Named {
+        plan: Vec<(String, u32)>,
+        overflow: Vec<(String, u32)>,
+    },
+}
+
+/// No count above the total or the cluster's maximum; the sum at most the total;
+/// by name, only candidates and each once, aligned, one entry per candidate.
+/// Returns the plan with every candidate present and the overflows above zero.
 pub fn distribution(
     request: &DistributeRequest,
-    out: wit::DistributeResponse,
+    out: Distribution,
 ) -> Result<DistributeResponse, String> {
-    let candidates = Candidates::new(&request.clusters);
-    let total = u64::from(request.total_replicas);
-    // Only preferences that cap something need a look-up per entry.
-    let capped = request
+    match out {
+        Distribution::Aligned { plan, overflow } => aligned(request, plan, overflow),
+        Distribution::Named { plan, overflow } => named(request, plan, overflow),
+    }
+}
+
+/// The preferences, when one of them caps something: only then does an entry need
+/// a look-up.
+fn capped(request: &DistributeRequest) -> Option<&fedwasm_sdk::Preferences> {
+    request
         .preferences
         .as_ref()
-        .filter(|p| p.clusters.values().any(|c| c.max_replicas.is_some()));
+        .filter(|p| p.clusters.values().any(|c| c.max_replicas.is_some()))
+}
+
+fn within(
+    request: &DistributeRequest,
+    capped: Option<&fedwasm_sdk::Preferences>,
+    cluster: &str,
+    replicas: u32,
+) -> Result<(), String> {
+    let total = request.total_replicas;
+    if replicas > total {
+        return Err(format!(
+            "planned {replicas} replicas for `{cluster}`, more than the total of {total}"
+        ));
+    }
+    let max = capped
+        .and_then(|p| p.for_cluster(cluster))
+        .and_then(|p| p.max_replicas);
+    match max {
+        Some(max) if replicas > max => Err(format!(
+            "planned {replicas} replicas for `{cluster}`, above its maxReplicas of {max}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn at_most_total(request: &DistributeRequest, sum: u64) -> Result<(), String> {
+    let total = request.total_replicas;
+    if sum > u64::from(total) {
+        return Err(format!(
+            "planned {sum} replicas in all, more than the total of {total}"
+        ));
+    }
+    Ok(())
+}
+
+fn overflow_within(request: &DistributeRequest, cluster: &str, n: u32) -> Result<(), String> {
+    let total = request.total_replicas;
+    if n > total {
+        return Err(format!(
+            "reported an overflow of {n} for `{cluster}`, more than the total of {total}"
+        ));
+    }
+    Ok(())
+}
+
+fn aligned(
+    request: &DistributeRequest,
+    plan: Vec<u32>,
+    overflow: Vec<u32>,
+) -> Result<DistributeResponse, String> {
+    let n = request.clusters.len();
+    if plan.len() != n {
+        return Err(format!(
+            "answered {} plan entries for {n} candidates",
+            plan.len()
+        ));
+    }
+    if !overflow.is_empty() && overflow.len() != n {
+        return Err(format!(
+            "answered {} overflow entries for {n} candidates (one per candidate, or none)",
+            overflow.len()
+        ));
+    }
+    let capped = capped(request);
+    let mut out = DistributeResponse::default();
+    let mut sum: u64 = 0;
+    for (cluster, &replicas) in request.clusters.iter().zip(&plan) {
+        within(request, capped, cluster, replicas)?;
+        sum += u64::from(replicas);
+        // A name the host listed twice is one cluster: its entries add up.
+        let entry = out.plan.entry(cluster.clone()).or_insert(0);
+        *entry = entry.saturating_add(replicas);
+        within(request, capped, cluster, *entry)?;
+    }
+    at_most_total(request, sum)?;
+    for (cluster, &n) in request.clusters.iter().zip(&overflow) {
+        overflow_within(request, cluster, n)?;
+        if n > 0 {
+            out.overflow.insert(cluster.clone(), n);
+        }
+    }
+    Ok(out)
+}
+
+fn named(
+    request: &DistributeRequest,
+    plan: Vec<(String, u32)>,
+    overflow: Vec<(String, u32)>,
+) -> Result<DistributeResponse, String> {
+    let candidates = Candidates::new(&request.clusters);
+    let capped = capped(request);
     // Per slot: the plugin's entry (its name string is reused as the map key).
     let mut planned: Vec<Option<(String, u32)>> = Vec::new();
     planned.resize_with(candidates.len(), || None);
     let mut sum: u64 = 0;
     let mut hint = 0;
-    for entry in out.plan {
-        let Some(slot) = candidates.find(&entry.cluster, hint) else {
+    for (cluster, replicas) in plan {
+        let Some(slot) = candidates.find(&cluster, hint) else {
             return Err(format!(
-                "planned replicas for `{}`, which is not a candidate",
-                entry.cluster
+                "planned replicas for `{cluster}`, which is not a candidate"
             ));
         };
         hint = slot + 1;
         if planned[slot].is_some() {
-            return Err(format!("planned `{}` twice", entry.cluster));
+            return Err(format!("planned `{cluster}` twice"));
         }
-        if u64::from(entry.replicas) > total {
-            return Err(format!(
-                "planned {} replicas for `{}`, more than the total of {total}",
-                entry.replicas, entry.cluster
-            ));
-        }
-        let max = capped
-            .and_then(|p| p.for_cluster(&entry.cluster))
-            .and_then(|p| p.max_replicas);
-        if let Some(max) = max {
-            if entry.replicas > max {
-                return Err(format!(
-                    "planned {} replicas for `{}`, above its maxReplicas of {max}",
-                    entry.replicas, entry.cluster
-                ));
-            }
-        }
-        sum += u64::from(entry.replicas);
-        planned[slot] = Some((entry.cluster, entry.replicas));
+        within(request, capped, &cluster, replicas)?;
+        sum += u64::from(replicas);
+        planned[slot] = Some((cluster, replicas));
     }
-    if sum > total {
-        return Err(format!(
-            "planned {sum} replicas in all, more than the total of {total}"
-        ));
-    }
+    at_most_total(request, sum)?;
     let mut reported = vec![false; candidates.len()];
-    let mut overflow = Vec::with_capacity(out.overflow.len());
+    let mut overflows = Vec::with_capacity(overflow.len());
     hint = 0;
-    for entry in out.overflow {
-        let Some(slot) = candidates.find(&entry.cluster, hint) else {
+    for (cluster, n) in overflow {
+        let Some(slot) = candidates.find(&cluster, hint) else {
             return Err(format!(
-                "reported overflow for `{}`, which is not a candidate",
-                entry.cluster
+                "reported overflow for `{cluster}`, which is not a candidate"
             ));
         };
         hint = slot + 1;
-        if u64::from(entry.replicas) > total {
-            return Err(format!(
-                "reported an overflow of {} for `{}`, more than the total of {total}",
-                entry.replicas, entry.cluster
-            ));
-        }
+        overflow_within(request, &cluster, n)?;
         if std::mem::replace(&mut reported[slot], true) {
-            return Err(format!("reported overflow for `{}` twice", entry.cluster));
+            return Err(format!("reported overflow for `{cluster}` twice"));
         }
-        overflow.push((entry.cluster, entry.replicas));
+        if n > 0 {
+            overflows.push((cluster, n));
+        }
     }
     // Both in name order already, so collecting is a bulk build, not a sort.
     let plan = candidates
@@ -138,7 +222,7 @@ pub fn distribution(
         .collect();
     Ok(DistributeResponse {
         plan,
-        overflow: overflow.into_iter().collect(),
+        overflow: overflows.into_iter().collect(),
     })
 }
 
@@ -190,16 +274,17 @@ mod tests {
         DistributeRequest::new("ns/x", total, clusters.iter().copied())
     }
 
-    fn out(plan: &[(&str, u32)]) -> wit::DistributeResponse {
-        wit::DistributeResponse {
-            plan: plan
-                .iter()
-                .map(|(c, r)| wit::ClusterReplicasResult {
-                    cluster: c.to_string(),
-                    replicas: *r,
-                })
-                .collect(),
+    fn out(plan: &[(&str, u32)]) -> Distribution {
+        Distribution::Named {
+            plan: plan.iter().map(|(c, r)| (c.to_string(), *r)).collect(),
             overflow: Vec::new(),
+        }
+    }
+
+    fn aligned(plan: &[u32], overflow: &[u32]) -> Distribution {
+        Distribution::Aligned {
+            plan: plan.to_vec(),
+            overflow: overflow.to_vec(),
         }
     }
 
@@ -242,6 +327,29 @@ mod tests {
     }
 
     #[test]
+    fn aligned_answers_are_checked_as_named_ones() {
+        let r = req(5, &["b", "a"]);
+        let got = distribution(&r, aligned(&[1, 4], &[0, 2])).unwrap();
+        assert_eq!(got.plan, BTreeMap::from([("a".into(), 4), ("b".into(), 1)]));
+        assert_eq!(got.overflow, BTreeMap::from([("a".into(), 2)]));
+        assert!(distribution(&r, aligned(&[5], &[]))
+            .unwrap_err()
+            .contains("1 plan entries for 2 candidates"));
+        assert!(distribution(&r, aligned(&[0, 0], &[1]))
+            .unwrap_err()
+            .contains("overflow entries"));
+        assert!(distribution(&r, aligned(&[6, 0], &[]))
+            .unwrap_err()
+            .contains("more than the total"));
+        assert!(distribution(&r, aligned(&[3, 3], &[]))
+            .unwrap_err()
+            .contains("in all"));
+        assert!(distribution(&r, aligned(&[0, 0], &[0, 9]))
+            .unwrap_err()
+            .contains("overflow of 9"));
+    }
+
+    #[test]
     fn ranking_must_be_a_permutation() {
         assert!(ranking(3, &[2, 0, 1]).is_ok());
         assert!(ranking(3, &[0, 1]).is_err());
@@ -274,13 +382,22 @@ mod tests {
             "[abcx]{1,2}"
         }
 
-        fn entries() -> impl Strategy<Value = Vec<wit::ClusterReplicasResult>> {
-            prop::collection::vec(
-                (name(), prop_oneof![0u32..20, any::<u32>()]).prop_map(|(cluster, replicas)| {
-                    wit::ClusterReplicasResult { cluster, replicas }
-                }),
-                0..6,
-            )
+        fn entries() -> impl Strategy<Value = Vec<(String, u32)>> {
+            prop::collection::vec((name(), prop_oneof![0u32..20, any::<u32>()]), 0..6)
+        }
+
+        /// A distribute answer of either shape.
+        fn answer() -> impl Strategy<Value = Distribution> {
+            let count = || prop_oneof![0u32..20, any::<u32>()];
+            prop_oneof![
+                (entries(), entries())
+                    .prop_map(|(plan, overflow)| Distribution::Named { plan, overflow }),
+                (
+                    prop::collection::vec(count(), 0..6),
+                    prop::collection::vec(count(), 0..6)
+                )
+                    .prop_map(|(plan, overflow)| Distribution::Aligned { plan, overflow }),
+            ]
         }
 
         fn preferences() -> impl Strategy<Value = Option<fedwasm_sdk::Preferences>> {
@@ -309,12 +426,10 @@ mod tests {
                 total in prop_oneof![0u32..20, any::<u32>()],
                 clusters in prop::collection::vec(name(), 0..5),
                 preferences in preferences(),
-                plan in entries(),
-                overflow in entries(),
+                out in answer(),
             ) {
                 let mut request = DistributeRequest::new("ns/x", total, clusters.iter().map(String::as_str));
                 request.preferences = preferences;
-                let out = wit::DistributeResponse { plan, overflow };
                 match distribution(&request, out) {
                     Ok(checked) => {
                         let sum: u64 = checked.plan.values().map(|&n| u64::from(n)).sum();

@@ -5,13 +5,16 @@
 //! 1. usable backends (healthy and not full) before unusable ones, which stay in
 //!    the list, last, so the proxy can still fall back to them;
 //! 2. within each group: the client's zone, then its region, then other regions by
-//!    great-circle distance between region centres (a built-in table of GCE, AWS and
-//!    Azure regions), then regions the table does not know;
+//!    great-circle distance between region centres (the positions the host sends,
+//!    from its locality file's `regions` over the SDK's table of GCE, AWS and Azure
+//!    regions; the SDK's table when the host sent none), then regions of unknown
+//!    position;
 //! 3. ties: more spare capacity first (unknown counts as most), then cluster name.
 //!
 //! An empty region is derived from a zone named like `europe-west1-b` (GCE) or
 //! `us-east-1a` (AWS).
 
+use fedwasm_sdk::regions::{distance_km, region_of};
 use fedwasm_sdk::{export_plugin, Backend, Hook, Location, Plugin, RankRequest};
 
 /// The plugin registered with the host.
@@ -27,91 +30,6 @@ impl Plugin for NearestHealthy {
 
 export_plugin!(NearestHealthy);
 
-/// Approximate centres of cloud regions (latitude, longitude in degrees).
-const REGIONS: &[(&str, f64, f64)] = &[
-    // GCE
-    ("asia-east1", 24.05, 120.52),
-    ("asia-east2", 22.32, 114.17),
-    ("asia-northeast1", 35.69, 139.69),
-    ("asia-northeast3", 37.57, 126.98),
-    ("asia-south1", 19.08, 72.88),
-    ("asia-southeast1", 1.35, 103.82),
-    ("australia-southeast1", -33.87, 151.21),
-    ("europe-north1", 60.57, 27.19),
-    ("europe-west1", 50.45, 3.82),
-    ("europe-west2", 51.51, -0.13),
-    ("europe-west3", 50.11, 8.68),
-    ("europe-west4", 53.44, 6.84),
-    ("northamerica-northeast1", 45.50, -73.57),
-    ("southamerica-east1", -23.55, -46.63),
-    ("us-central1", 41.26, -95.86),
-    ("us-east1", 33.20, -80.01),
-    ("us-east4", 39.04, -77.49),
-    ("us-west1", 45.60, -121.18),
-    ("us-west2", 34.05, -118.24),
-    // AWS
-    ("us-east-1", 38.95, -77.45),
-    ("us-east-2", 40.42, -82.91),
-    ("us-west-1", 37.35, -121.96),
-    ("us-west-2", 45.84, -119.70),
-    ("ca-central-1", 45.50, -73.57),
-    ("eu-west-1", 53.35, -6.26),
-    ("eu-west-2", 51.51, -0.13),
-    ("eu-central-1", 50.11, 8.68),
-    ("eu-north-1", 59.33, 18.07),
-    ("ap-southeast-1", 1.35, 103.82),
-    ("ap-southeast-2", -33.87, 151.21),
-    ("ap-northeast-1", 35.69, 139.69),
-    ("ap-south-1", 19.08, 72.88),
-    ("sa-east-1", -23.55, -46.63),
-    // Azure
-    ("westeurope", 52.37, 4.90),
-    ("northeurope", 53.35, -6.26),
-    ("eastus", 37.37, -79.82),
-    ("eastus2", 36.67, -78.39),
-    ("westus", 37.78, -122.42),
-    ("westus2", 47.23, -119.85),
-    ("centralus", 41.59, -93.60),
-    ("southeastasia", 1.28, 103.83),
-    ("japaneast", 35.68, 139.77),
-];
-
-fn coordinates(region: &str) -> Option<(f64, f64)> {
-    REGIONS
-        .iter()
-        .find(|(name, ..)| *name == region)
-        .map(|(_, lat, lon)| (*lat, *lon))
-}
-
-/// Great-circle distance in km (haversine).
-fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
-    let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
-    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
-        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
-    2.0 * 6371.0 * h.sqrt().min(1.0).asin()
-}
-
-/// The region of a location: given, or derived from a GCE or AWS zone name.
-pub fn region_of<'a>(region: &'a str, zone: &'a str) -> &'a str {
-    if !region.is_empty() {
-        return region;
-    }
-    // GCE: europe-west1-b
-    if let Some((r, z)) = zone.rsplit_once('-') {
-        if z.len() == 1 && z.chars().all(|c| c.is_ascii_lowercase()) {
-            return r;
-        }
-    }
-    // AWS: us-east-1a
-    if zone.ends_with(|c: char| c.is_ascii_lowercase())
-        && zone[..zone.len() - 1].ends_with(|c: char| c.is_ascii_digit())
-    {
-        return &zone[..zone.len() - 1];
-    }
-    ""
-}
-
 fn usable(b: &Backend) -> bool {
     b.healthy && b.available != Some(0)
 }
@@ -126,7 +44,13 @@ fn locality(client: &Location, client_region: &str, b: &Backend) -> (u8, u64) {
     if !client_region.is_empty() && region == client_region {
         return (1, 0);
     }
-    match (coordinates(client_region), coordinates(region)) {
+    let here = client
+        .position
+        .or_else(|| fedwasm_sdk::regions::position(client_region));
+    let there = b
+        .position
+        .or_else(|| fedwasm_sdk::regions::position(region));
+    match (here, there) {
         (Some(c), Some(r)) => (2, distance_km(c, r) as u64),
         // No client location: every region is as near as any other.
         (None, Some(_)) if client_region.is_empty() => (2, 0),
@@ -156,6 +80,7 @@ pub fn rank(request: &RankRequest) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fedwasm_sdk::Coordinates;
 
     fn walkthrough() -> Vec<Backend> {
         fedwasm_sdk::WALKTHROUGH_CLUSTERS
@@ -165,7 +90,7 @@ mod tests {
                 region: region.to_string(),
                 zone: zone.to_string(),
                 healthy: true,
-                available: None,
+                ..Default::default()
             })
             .collect()
     }
@@ -189,6 +114,7 @@ mod tests {
         Location {
             region: region.into(),
             zone: zone.into(),
+            position: None,
         }
     }
 
@@ -269,10 +195,43 @@ mod tests {
     }
 
     #[test]
-    fn regions_from_zones() {
-        assert_eq!(region_of("", "europe-west1-b"), "europe-west1");
-        assert_eq!(region_of("", "us-east-1a"), "us-east-1");
-        assert_eq!(region_of("x", "europe-west1-b"), "x");
-        assert_eq!(region_of("", "weird"), "");
+    fn positions_the_host_sends_win_over_the_table() {
+        let berlin = Coordinates {
+            latitude: 52.52,
+            longitude: 13.40,
+        };
+        let mut backends = walkthrough();
+        backends.push(Backend {
+            cluster: "onprem".into(),
+            region: "basement".into(),
+            position: Some(berlin),
+            healthy: true,
+            ..Default::default()
+        });
+        // A client of a region no table knows, placed by the host next to Berlin.
+        let got = order(&RankRequest {
+            client: Location {
+                region: "office-potsdam".into(),
+                zone: String::new(),
+                position: Some(Coordinates {
+                    latitude: 52.39,
+                    longitude: 13.06,
+                }),
+            },
+            backends: backends.clone(),
+            ..Default::default()
+        });
+        assert_eq!(got[0], "onprem");
+        assert!(got[1].starts_with("gce-europe-west1"), "{got:?}");
+        // A position sent for a known region moves it: Europe "in" Taiwan.
+        for b in &mut backends[3..6] {
+            b.position = fedwasm_sdk::regions::position("asia-east2");
+        }
+        let got = order(&RankRequest {
+            client: client("asia-east1", ""),
+            backends,
+            ..Default::default()
+        });
+        assert!(got[3].starts_with("gce-europe-west1"), "{got:?}");
     }
 }
