@@ -7,16 +7,16 @@
 mod bindings;
 mod cache;
 mod error;
+mod older;
 mod plugin;
 mod registry;
-mod older;
 mod v0_1;
 mod v0_2;
 mod validate;
 mod watch;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,7 +68,7 @@ pub struct Runtime {
     engine: wasmtime::Engine,
     config: RuntimeConfig,
     metrics: Arc<Metrics>,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
 }
 
 impl Runtime {
@@ -92,13 +92,12 @@ impl Runtime {
             stage: LoadStage::Compile,
             message: format!("{e:#}"),
         })?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
+        let ticker = Ticker::spawn(engine.clone());
         Ok(Arc::new(Self {
             engine,
             config,
             metrics,
-            ticker_stop,
+            ticker,
         }))
     }
 
@@ -121,23 +120,82 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        self.ticker.stop.store(true, Ordering::Relaxed);
+        self.ticker.wake();
     }
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] so a call past its deadline traps.
-/// A plain thread, not a tokio task: it must keep ticking when the async runtime is
-/// busy or absent (the CLI has none).
-fn spawn_epoch_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) {
-    let spawned = std::thread::Builder::new()
-        .name("fedwasm-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
+/// Advances the engine's epoch every [`EPOCH_TICK`] while a plugin call runs, so a
+/// call past its deadline traps. A plain thread, not a tokio task: it must keep
+/// ticking when the async runtime is busy or absent (the CLI has none). With no
+/// call in flight it sleeps: an idle host does not wake a thousand times a second.
+struct Ticker {
+    /// Calls in flight.
+    active: AtomicUsize,
+    stop: AtomicBool,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+/// Keeps the ticker ticking while it lives: one per call in flight.
+pub(crate) struct Ticking<'a>(&'a Ticker);
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Ticker {
+    fn spawn(engine: wasmtime::Engine) -> Arc<Self> {
+        let ticker = Arc::new(Self {
+            active: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            thread: std::sync::OnceLock::new(),
         });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the epoch thread: plugin deadlines will not fire");
+        let own = ticker.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fedwasm-epoch".into())
+            .spawn(move || {
+                while !own.stop.load(Ordering::Relaxed) {
+                    if own.active.load(Ordering::Acquire) == 0 {
+                        // Woken by the next call; the timeout only bounds a missed
+                        // wake-up.
+                        std::thread::park_timeout(Duration::from_secs(1));
+                        continue;
+                    }
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                let _ = ticker.thread.set(handle.thread().clone());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the epoch thread: plugin deadlines will not fire")
+            }
+        }
+        ticker
+    }
+
+    fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+
+    /// Marks a call in flight; the first one wakes the thread.
+    fn ticking(&self) -> Ticking<'_> {
+        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.wake();
+        }
+        Ticking(self)
+    }
+}
+
+impl Runtime {
+    /// Keeps the epoch advancing (and so deadlines firing) until dropped.
+    pub(crate) fn ticking(&self) -> Ticking<'_> {
+        self.ticker.ticking()
     }
 }

@@ -571,6 +571,8 @@ impl Plugin {
     }
 
     fn instantiate(&self) -> Result<Warm, PluginError> {
+        // A start function runs under the deadline too.
+        let _ticking = self.runtime.ticking();
         let mut store = Store::new(
             &self.runtime.engine,
             HostState {
@@ -601,6 +603,7 @@ impl Plugin {
         hook: Hook,
         f: impl FnOnce(&Bindings, &mut Store<HostState>) -> Answer<T>,
     ) -> Result<T, PluginError> {
+        let _ticking = self.runtime.ticking();
         let popped = self.warm.lock().map(|mut w| w.pop()).unwrap_or(None);
         let mut warm = match popped {
             Some(w) => w,
