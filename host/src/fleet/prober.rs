@@ -25,6 +25,10 @@ struct Entry {
     client: Option<MemberClient>,
     /// resourceVersion of the Secret the client was built from.
     secret_version: String,
+    /// When the Secret was last read, and under which name.
+    secret_read: Option<(Instant, String)>,
+    /// When the capacity was last measured.
+    capacity_measured: Option<Instant>,
     last_ok: Option<Instant>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -156,6 +160,8 @@ fn upsert(state: &Arc<State>, mut cluster: Cluster) {
                         cluster,
                         client: None,
                         secret_version: String::new(),
+                        secret_read: None,
+                        capacity_measured: None,
                         last_ok: None,
                         task,
                     },
@@ -287,20 +293,55 @@ async fn probe(state: &Arc<State>, cluster: &Cluster) -> (Phase, Option<String>,
         // A node list that did not come back in time says nothing new about the
         // capacity: keep what was measured (a member under load would otherwise
         // flip between a capacity and none, and every object be placed again).
-        None => (
-            Phase::Ready,
-            None,
-            measure_capacity(&client, timeout).await.unwrap_or(known),
-        ),
+        None if is_ready && !due(state, &name, |e| &mut e.capacity_measured) => {
+            (Phase::Ready, None, known)
+        }
+        None => {
+            let measured = measure_capacity(&client, timeout).await;
+            if measured.is_some() {
+                if let Some(entry) = state.lock().get_mut(&name) {
+                    entry.capacity_measured = Some(Instant::now());
+                }
+            }
+            (Phase::Ready, None, measured.unwrap_or(known))
+        }
         // A short blip: keep Ready (and the replicas where they are).
         Some(_) if within_grace && is_ready => (Phase::Ready, None, known),
         Some(message) => (Phase::Offline, Some(message), None),
     }
 }
 
+/// How often a Ready member's credentials are read again and its capacity
+/// measured again; its liveness is probed every interval. Credentials that stop
+/// working show at once (the probe gets 401 or 403); a member not Ready has both
+/// read on every probe.
+const RECHECK: Duration = Duration::from_secs(30);
+
+/// Whether the check whose last time `at` picks out of the member's entry is due.
+fn due(state: &State, name: &str, at: impl FnOnce(&mut Entry) -> &mut Option<Instant>) -> bool {
+    let mut members = state.lock();
+    let Some(entry) = members.get_mut(name) else {
+        return true;
+    };
+    at(entry).is_none_or(|t| t.elapsed() >= RECHECK)
+}
+
 /// The member's client, rebuilt when its Secret changed.
 async fn connect(state: &Arc<State>, cluster: &Cluster) -> Result<MemberClient, super::Error> {
     let name = cluster.name_any();
+    let is_ready = cluster.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Ready");
+    if is_ready {
+        let members = state.lock();
+        let recent = members.get(&name).and_then(|e| {
+            let (at, secret) = e.secret_read.as_ref()?;
+            (at.elapsed() < RECHECK && *secret == cluster.spec.secret_ref)
+                .then(|| e.client.clone())
+                .flatten()
+        });
+        if let Some(client) = recent {
+            return Ok(client);
+        }
+    }
     let secrets: Api<Secret> = Api::namespaced(state.federation.clone(), SYSTEM_NAMESPACE);
     let read = tokio::time::timeout(
         state.config.request_timeout,
@@ -331,7 +372,8 @@ async fn connect(state: &Arc<State>, cluster: &Cluster) -> Result<MemberClient, 
         }
     };
     let version = secret.resource_version().unwrap_or_default();
-    if let Some(entry) = state.lock().get(&name) {
+    if let Some(entry) = state.lock().get_mut(&name) {
+        entry.secret_read = Some((Instant::now(), cluster.spec.secret_ref.clone()));
         if let (Some(client), true) = (&entry.client, entry.secret_version == version) {
             return Ok(client.clone());
         }
