@@ -26,12 +26,6 @@ pub mod scaffold;
 pub mod shadow;
 pub mod text;
 
-/// mimalloc for the whole process (the binary, its tests and benchmarks alike):
-/// per-thread free lists without glibc's per-thread arenas, which kept freed
-/// memory of watch and request buffers resident.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Where fedwasm caches what it can make again (compiled plugins, the SDK it
 /// embeds): `$XDG_CACHE_HOME/fedwasm`, else `~/.cache/fedwasm`. Never a shared
 /// directory such as `/tmp` (a cached artifact is native code, a cached SDK is
