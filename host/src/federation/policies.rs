@@ -246,6 +246,10 @@ pub(crate) struct Policies {
     changed: watch::Receiver<u64>,
     /// Bumped whenever what a policy governs changes (for the status writer).
     governed_changed: watch::Sender<u64>,
+    /// True once both kinds have been listed. (A reflector store's own
+    /// `wait_until_ready` wakes only the last of several waiters: the other
+    /// controllers slept until their 30 s bound.)
+    listed: watch::Receiver<bool>,
 }
 
 /// When the policy stores must have listed before the first decision.
@@ -262,24 +266,43 @@ impl Policies {
         );
         let (namespaced, namespaced_task) =
             follow(Api::<PlacementPolicy>::all(federation.clone()), changed_tx);
+        let (policies, listing) = Self::with_stores(cluster, namespaced, changed);
+        (policies, vec![cluster_task, namespaced_task, listing])
+    }
+
+    /// Over stores another task fills.
+    fn with_stores(
+        cluster: Store<ClusterPlacementPolicy>,
+        namespaced: Store<PlacementPolicy>,
+        changed: watch::Receiver<u64>,
+    ) -> (Arc<Self>, AbortOnDrop) {
+        let (listed_tx, listed) = watch::channel(false);
+        let (cluster_store, namespaced_store) = (cluster.clone(), namespaced.clone());
+        let listing = AbortOnDrop(tokio::spawn(async move {
+            // One waiter per store; every controller waits on the channel.
+            let _ = cluster_store.wait_until_ready().await;
+            let _ = namespaced_store.wait_until_ready().await;
+            let _ = listed_tx.send(true);
+        }));
         let policies = Arc::new(Self {
             cluster,
             namespaced,
             governed: Mutex::default(),
             changed,
             governed_changed: watch::channel(0).0,
+            listed,
         });
-        (policies, vec![cluster_task, namespaced_task])
+        (policies, listing)
     }
 
     /// Waits (bounded) until both kinds have been listed once, so the first
     /// decisions already see the policies.
     pub async fn ready(&self) {
-        let both = async {
-            let _ = self.cluster.wait_until_ready().await;
-            let _ = self.namespaced.wait_until_ready().await;
-        };
-        if tokio::time::timeout(READY_WITHIN, both).await.is_err() {
+        let mut listed = self.listed.clone();
+        if tokio::time::timeout(READY_WITHIN, listed.wait_for(|l| *l))
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 "placement policies not listed after 30 s; deciding without them until they are"
             );
@@ -482,6 +505,36 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every controller waits for the policies before its first decision: all of
+    /// them must go on once both kinds are listed, not only the last to wait.
+    #[tokio::test]
+    async fn every_waiter_goes_on_once_both_kinds_are_listed() {
+        let (cluster, mut cluster_writer) = reflector::store();
+        let (namespaced, mut namespaced_writer) = reflector::store();
+        let (policies, _listing) = Policies::with_stores(cluster, namespaced, watch::channel(0).1);
+        let waiters: Vec<_> = (0..7)
+            .map(|_| {
+                let policies = policies.clone();
+                tokio::spawn(async move { policies.ready().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "nothing listed yet"
+        );
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            cluster_writer.apply_watcher_event(&event);
+        }
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            namespaced_writer.apply_watcher_event(&event);
+        }
+        // Well within the 30 s bound a lost wake-up would wait for.
+        tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(waiters))
+            .await
+            .expect("every waiter went on");
+    }
 
     #[test]
     fn an_annotation_naming_another_plugin_drops_the_policys_settings() {
