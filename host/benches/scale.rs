@@ -9,6 +9,9 @@
 //! - the host's peak RSS and CPU while converging, and its CPU, RSS and member
 //!   writes per second in the steady state afterwards;
 //! - drift: how long until a copy deleted or edited by hand in a member is set right;
+//! - a swap to a distribute plugin that moves one replica of every Deployment (the
+//!   same algorithm, ties broken the other way): how long until every object is
+//!   placed again, and how many member writes it took;
 //! - a reload of the distribute plugin with the same decisions: how long until every
 //!   object was placed again, and how many member writes it made (none should be).
 //!
@@ -17,6 +20,7 @@
 //! `FEDWASM_SCALE_OBJECTS` (default 5000), `FEDWASM_SCALE_LOG` (keep the host's log
 //! there). About 330 MB of memory per member.
 
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -43,7 +47,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 /// Object `i` of the mix: 2 in 5 ConfigMaps, then a Secret, a headless Service
-/// (no cluster IP to allocate) and a Deployment spread by preferences.
+/// (no cluster IP to allocate) and a Deployment spread by preferences: one replica
+/// per member (`minReplicas`) and the extra one where the tie-break puts it.
 fn object(ns: &str, i: usize, members: usize) -> Value {
     let meta = |name: String| json!({"name": name, "namespace": ns});
     match i % 5 {
@@ -60,7 +65,7 @@ fn object(ns: &str, i: usize, members: usize) -> Value {
             let mut m = meta(format!("deploy-{i}"));
             m["annotations"] = json!({
                 "federation.kubernetes.io/replica-set-preferences":
-                    r#"{"rebalance": true, "clusters": {"*": {"weight": 1}}}"#});
+                    r#"{"rebalance": true, "clusters": {"*": {"minReplicas": 1, "weight": 1}}}"#});
             json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": m,
                 "spec": {"replicas": members + 1,
                     "selector": {"matchLabels": {"app": format!("a{i}")}},
@@ -106,6 +111,35 @@ async fn namespace(client: &Client, ns: &str) {
 }
 
 /// fedwasm's copies in `ns` of `client`, of every kind of the mix.
+/// For each Deployment `deploy-{5k+4}`, the member that runs its extra replica
+/// (the one with two), as the members' copies say.
+async fn moved_extra_replicas(members: &[Client], deployments: usize) -> Vec<Option<usize>> {
+    let mut extra = vec![None; deployments];
+    for (m, client) in members.iter().enumerate() {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), "scale");
+        let list = api
+            .list(&Default::default())
+            .await
+            .expect("listing Deployments");
+        for d in list.items {
+            let index = d
+                .metadata
+                .name
+                .as_deref()
+                .and_then(|n| n.strip_prefix("deploy-"))
+                .and_then(|i| i.parse::<usize>().ok())
+                .map(|i| i / 5);
+            let two = d.spec.and_then(|s| s.replicas) == Some(2);
+            if let (Some(i), true) = (index, two) {
+                if let Some(slot) = extra.get_mut(i) {
+                    *slot = Some(m);
+                }
+            }
+        }
+    }
+    extra
+}
+
 async fn count(client: &Client, ns: &str) -> usize {
     let lp = ListParams::default().labels("fedwasm.io/managed-by=fedwasm");
     let kinds = [
@@ -196,6 +230,26 @@ impl Host {
     }
 
     async fn metric(&self, name: &str) -> f64 {
+        self.series(name).await.values().sum()
+    }
+
+    /// Member writes so far, by verb.
+    async fn writes_by_verb(&self) -> BTreeMap<String, f64> {
+        let mut by_verb = BTreeMap::new();
+        for (series, n) in self.series("fedwasm_member_writes_total").await {
+            let verb = series
+                .split("verb=\"")
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .unwrap_or("?")
+                .to_string();
+            *by_verb.entry(verb).or_default() += n;
+        }
+        by_verb
+    }
+
+    /// Every series of metric `name`, by its labels.
+    async fn series(&self, name: &str) -> BTreeMap<String, f64> {
         let text = reqwest::get(format!("{}/metrics", self.admin))
             .await
             .unwrap()
@@ -204,8 +258,11 @@ impl Host {
             .unwrap();
         text.lines()
             .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_string(), value.parse::<f64>().ok()?))
+            })
+            .collect()
     }
 }
 
@@ -397,6 +454,64 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let reload_writes = host.metric("fedwasm_member_writes_total").await - writes_before;
 
+    // A swap to a plugin that moves one replica of every Deployment: the same
+    // algorithm with ties broken the other way, so the extra replica of each
+    // Deployment (members + 1 over members) lands on another cluster. Only the two
+    // members whose count changed should be written, for each Deployment.
+    println!("[scale] building weighted-spread with ties reversed");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(|t| t.join("wasm-bench-plugins")))
+        .unwrap_or_else(|| work.path().join("wasm"));
+    let reversed = fedwasm_pluginbuild::build_component(
+        std::path::Path::new(&cargo),
+        &fedwasm_pluginbuild::PluginCrate {
+            dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../plugins/weighted-spread"),
+            package: "weighted-spread".into(),
+            features: vec!["ties-reversed".into()],
+        },
+        &target,
+    )
+    .expect("building weighted-spread with ties reversed");
+    let deployments = objects / 5;
+    let moved_before = moved_extra_replicas(&members, deployments).await;
+    let placed0 = host.metric("fedwasm_propagations_total").await;
+    let writes_before = host.metric("fedwasm_member_writes_total").await;
+    let verbs_before = host.writes_by_verb().await;
+    std::fs::write(plugins.join("weighted-spread.wasm"), reversed).unwrap();
+    let swapped = until(
+        "every object placed again by the other plugin",
+        Duration::from_secs(1800),
+        Duration::from_millis(200),
+        || async { host.metric("fedwasm_propagations_total").await - placed0 >= objects as f64 },
+    )
+    .await;
+    let settled = until(
+        "the member writes of the swap done",
+        Duration::from_secs(600),
+        Duration::from_secs(2),
+        || async {
+            let w = host.metric("fedwasm_member_writes_total").await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            host.metric("fedwasm_member_writes_total").await == w
+        },
+    )
+    .await;
+    let swap_writes = host.metric("fedwasm_member_writes_total").await - writes_before;
+    let mut swap_verbs = host.writes_by_verb().await;
+    for (verb, n) in &verbs_before {
+        *swap_verbs.entry(verb.clone()).or_default() -= n;
+    }
+    swap_verbs.retain(|_, n| *n > 0.0);
+    let moved_after = moved_extra_replicas(&members, deployments).await;
+    let moved = moved_before
+        .iter()
+        .zip(&moved_after)
+        .filter(|(a, b)| a != b)
+        .count();
+
     let (_, peak_after) = host.rss();
     println!(
         "members={members_n} objects={objects} (2/5 ConfigMaps, 1/5 Secrets, 1/5 headless Services, 1/5 Deployments with preferences)\n\
@@ -404,7 +519,9 @@ async fn main() {
          host, converging: {:.1} CPU s ({:.0}% of a core), peak RSS {:.0} MB\n\
          steady state  : {:.2} member writes/s, CPU {:.2}% of a core, RSS {:.0} MB (peak over the run {:.0} MB)\n\
          drift         : a deleted ConfigMap back in {:.2} s, a Deployment scaled by hand set right in {:.2} s\n\
-         reload, same decisions: every object placed again in {:.1} s, {} member writes",
+         reload, same decisions: every object placed again in {:.1} s, {} member writes\n\
+         swap moving one replica of each Deployment: every object placed again in {:.1} s (member writes done {:.1} s later), \
+         {} member writes ({:?}) for {} Deployments whose extra replica moved (of {})",
         converged.as_secs_f64(),
         created.as_secs_f64(),
         direct.as_secs_f64(),
@@ -420,6 +537,12 @@ async fn main() {
         edited_back.as_secs_f64(),
         replaced.as_secs_f64(),
         reload_writes,
+        swapped.as_secs_f64(),
+        settled.as_secs_f64(),
+        swap_writes,
+        swap_verbs,
+        moved,
+        deployments,
     );
     drop(host);
     drop(local);

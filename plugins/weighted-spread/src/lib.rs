@@ -71,7 +71,15 @@ fn tie_break(cluster: &str, key: &str) -> u32 {
     hash = hash.wrapping_mul(0x85eb_ca6b);
     hash ^= hash >> 13;
     hash = hash.wrapping_mul(0xc2b2_ae35);
-    hash ^ (hash >> 16)
+    let hash = hash ^ (hash >> 16);
+    // The scale benchmark's other plugin: the same plans with ties broken the
+    // other way, so a swap moves one replica of objects whose replicas do not
+    // divide evenly.
+    if cfg!(feature = "ties-reversed") {
+        !hash
+    } else {
+        hash
+    }
 }
 
 /// The preferences that apply when an object has none: every candidate, weight 1,
