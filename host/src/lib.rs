@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod http;
 pub mod ingress;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod overrides;
 pub mod placer;

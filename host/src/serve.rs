@@ -8,6 +8,8 @@ use crate::cli::RunArgs;
 use crate::simulator;
 
 pub fn run(args: RunArgs) -> Result<()> {
+    fedwasm_host::memory::limit_arenas();
+    fedwasm_host::memory::start_trimming();
     let config = args.app_config()?;
     let simulate = args
         .simulate_workloads
