@@ -143,7 +143,9 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn get(&self, name: &str) -> Option<&Member> {
-        self.members.iter().find(|m| m.cluster.name_any() == name)
+        self.members
+            .iter()
+            .find(|m| m.cluster.metadata.name.as_deref() == Some(name))
     }
 }
 

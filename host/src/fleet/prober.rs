@@ -235,7 +235,9 @@ async fn probe_once(state: &Arc<State>, name: &str) {
         if let Some(entry) = state.lock().get_mut(name) {
             entry.cluster.status = Some(next);
         }
-        state.publish(placement_changed);
+        if differs {
+            state.publish(placement_changed);
+        }
         return;
     }
     let api: Api<Cluster> = Api::all(state.federation.clone());
@@ -250,7 +252,12 @@ async fn probe_once(state: &Arc<State>, name: &str) {
     if let Some(entry) = state.lock().get_mut(name) {
         entry.cluster.status = Some(next);
     }
-    state.publish(placement_changed);
+    // Only news goes out: a refreshed lastReadyTime alone would have every
+    // subscriber (the routing table, the member caches) look at the view again,
+    // once a second at 30 members.
+    if differs {
+        state.publish(placement_changed);
+    }
 }
 
 /// Probes one member: (phase, message, measured capacity).

@@ -166,8 +166,9 @@ async fn report_problems(
     reported: &mut HashSet<(String, String)>,
 ) {
     let mut now = HashSet::new();
+    let index = Index::new(sources);
     for ingress in sources.ingresses.state() {
-        let problems = ingress_problems(sources, &ingress);
+        let problems = ingress_problems(&index, &ingress);
         if problems.is_empty() {
             continue;
         }
@@ -238,57 +239,103 @@ fn addresses(entry: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Ready replicas per member of the workloads Service `name` in `ns` selects; `None`
-/// when it selects nothing (no Service, or no selector).
-fn ready_behind(sources: &Sources, ns: &str, name: &str) -> Option<BTreeMap<String, u32>> {
-    let service = sources
-        .services
-        .state()
-        .into_iter()
-        .find(|s| s.namespace().as_deref() == Some(ns) && s.name_any() == name)?;
-    let selector = service
-        .spec
-        .as_ref()?
-        .selector
-        .clone()
-        .filter(|s| !s.is_empty())?;
-    let selects = |labels: Option<&BTreeMap<String, String>>| {
-        labels.is_some_and(|l| selector.iter().all(|(k, v)| l.get(k) == Some(v)))
-    };
-    let mut ready: BTreeMap<String, u32> = BTreeMap::new();
-    let mut add = |obj: &dyn Fn() -> BTreeMap<String, Value>| {
-        for (cluster, entry) in obj() {
-            let n = entry
-                .get("readyReplicas")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            let sum = ready.entry(cluster).or_default();
-            *sum = sum.saturating_add(n.min(u64::from(u32::MAX)) as u32);
+/// A workload's pod template labels and its ready replicas per member.
+type Workload = (BTreeMap<String, String>, BTreeMap<String, u32>);
+
+/// What a rebuild reads of the federated Services and workloads, gathered once:
+/// each workload's placement annotation is parsed once per rebuild, not once per
+/// Service that might select it.
+pub(crate) struct Index {
+    /// Each Service's selector, by `(namespace, name)`; `None`: no selector.
+    services: HashMap<(String, String), Option<BTreeMap<String, String>>>,
+    /// Per namespace: each workload's pod template labels and ready replicas per
+    /// member.
+    workloads: HashMap<String, Vec<Workload>>,
+}
+
+impl Index {
+    pub(crate) fn new(sources: &Sources) -> Self {
+        let services = sources
+            .services
+            .state()
+            .iter()
+            .map(|s| {
+                let selector = s.spec.as_ref().and_then(|spec| spec.selector.clone());
+                ((s.namespace().unwrap_or_default(), s.name_any()), selector)
+            })
+            .collect();
+        let mut workloads: HashMap<String, Vec<_>> = HashMap::new();
+        let mut add = |ns: Option<String>,
+                       labels: Option<&BTreeMap<String, String>>,
+                       obj: &dyn Fn() -> BTreeMap<String, Value>| {
+            let (Some(ns), Some(labels)) = (ns, labels) else {
+                return;
+            };
+            let ready = obj()
+                .into_iter()
+                .map(|(cluster, entry)| {
+                    let n = entry
+                        .get("readyReplicas")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0);
+                    (cluster, n.min(u64::from(u32::MAX)) as u32)
+                })
+                .collect();
+            workloads
+                .entry(ns)
+                .or_default()
+                .push((labels.clone(), ready));
+        };
+        for d in sources.deployments.state() {
+            let labels = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref()?.labels.as_ref());
+            add(d.namespace(), labels, &|| placement(d.as_ref()));
         }
-    };
-    for d in sources.deployments.state() {
-        let labels = d
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.metadata.as_ref()?.labels.as_ref());
-        if d.namespace().as_deref() == Some(ns) && selects(labels) {
-            add(&|| placement(d.as_ref()));
+        for rs in sources.replica_sets.state() {
+            // ReplicaSets a federated Deployment made are counted through it.
+            if !rs.owner_references().is_empty() {
+                continue;
+            }
+            let labels = rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref()?.metadata.as_ref()?.labels.as_ref());
+            add(rs.namespace(), labels, &|| placement(rs.as_ref()));
+        }
+        Self {
+            services,
+            workloads,
         }
     }
-    for rs in sources.replica_sets.state() {
-        let labels = rs
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.as_ref()?.metadata.as_ref()?.labels.as_ref());
-        // ReplicaSets a federated Deployment made are counted through it.
-        if rs.namespace().as_deref() == Some(ns)
-            && rs.owner_references().is_empty()
-            && selects(labels)
-        {
-            add(&|| placement(rs.as_ref()));
-        }
+
+    /// Whether the federation has Service `name` in `ns`.
+    fn has_service(&self, ns: &str, name: &str) -> bool {
+        self.services
+            .contains_key(&(ns.to_string(), name.to_string()))
     }
-    Some(ready)
+
+    /// Ready replicas per member of the workloads Service `name` in `ns` selects;
+    /// `None` when it selects nothing (no Service, or no selector).
+    fn ready_behind(&self, ns: &str, name: &str) -> Option<BTreeMap<String, u32>> {
+        let selector = self
+            .services
+            .get(&(ns.to_string(), name.to_string()))?
+            .as_ref()
+            .filter(|s| !s.is_empty())?;
+        let mut ready: BTreeMap<String, u32> = BTreeMap::new();
+        for (labels, per_member) in self.workloads.get(ns).into_iter().flatten() {
+            if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                continue;
+            }
+            for (cluster, n) in per_member {
+                let sum = ready.entry(cluster.clone()).or_default();
+                *sum = sum.saturating_add(*n);
+            }
+        }
+        Some(ready)
+    }
 }
 
 /// The rules of an Ingress, per backend Service.
@@ -327,7 +374,7 @@ fn ingress_rules(ingress: &Ingress) -> BTreeMap<String, Vec<Rule>> {
 /// What in an Ingress the global ingress cannot serve (for an event and
 /// `/routes`): a path to a resource backend, nothing to route at all, or a Service
 /// the federation does not have.
-fn ingress_problems(sources: &Sources, ingress: &Ingress) -> Vec<String> {
+fn ingress_problems(index: &Index, ingress: &Ingress) -> Vec<String> {
     let mut out = Vec::new();
     let ns = ingress.namespace().unwrap_or_default();
     let spec = ingress.spec.as_ref();
@@ -349,12 +396,7 @@ fn ingress_problems(sources: &Sources, ingress: &Ingress) -> Vec<String> {
         out.push("no rule and no default backend: nothing to route".into());
     }
     for service in rules.keys() {
-        let known = sources
-            .services
-            .state()
-            .iter()
-            .any(|s| s.namespace().as_deref() == Some(ns.as_str()) && &s.name_any() == service);
-        if !known {
+        if !index.has_service(&ns, service) {
             out.push(format!(
                 "Service {service} does not exist in the federation"
             ));
@@ -371,6 +413,7 @@ pub(crate) fn routes_from(
     config: &RouterConfig,
 ) -> Vec<Base> {
     let mut out = Vec::new();
+    let index = Index::new(sources);
     // The object's annotation, else its placement policy's rank section, else
     // the default; with the policy's settings where its plugin is the one used.
     let policies = PolicySet {
@@ -381,10 +424,10 @@ pub(crate) fn routes_from(
     for ingress in sources.ingresses.state() {
         let ns = ingress.namespace().unwrap_or_default();
         let placed = placement(ingress.as_ref());
-        let problems = ingress_problems(sources, &ingress);
+        let problems = ingress_problems(&index, &ingress);
         let (plugin, settings) = rank_choice(&policies, ingress.as_ref());
         for (service, rules) in ingress_rules(&ingress) {
-            let ready = ready_behind(sources, &ns, &service);
+            let ready = index.ready_behind(&ns, &service);
             let backends = placed
                 .iter()
                 .filter(|(_, e)| applied(e))
@@ -448,7 +491,7 @@ pub(crate) fn routes_from(
         if placed.is_empty() {
             continue;
         }
-        let ready = ready_behind(sources, &ns, &name);
+        let ready = index.ready_behind(&ns, &name);
         let backends = placed
             .iter()
             .filter(|(_, e)| applied(e))
