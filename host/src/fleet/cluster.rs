@@ -15,7 +15,7 @@ use super::{Error, FIELD_MANAGER};
 pub const SYSTEM_NAMESPACE: &str = "fedwasm-system";
 
 /// A member cluster joined to the federation.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[kube(
     group = "fedwasm.io",
     version = "v1alpha1",

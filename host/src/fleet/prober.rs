@@ -145,11 +145,15 @@ fn upsert(state: &Arc<State>, mut cluster: Cluster) {
         let mut members = state.lock();
         match members.get_mut(&name) {
             Some(entry) => {
-                let changed = placement_inputs(&entry.cluster) != placement_inputs(&cluster);
+                let placement = placement_inputs(&entry.cluster) != placement_inputs(&cluster);
+                // Anything else of the spec (the ingress endpoint) is news for the
+                // member view too, though not for placement. The status is the
+                // prober's own echo.
+                let spec = entry.cluster.spec != cluster.spec;
                 // The prober owns the status: keep what it knows, not the watch's echo.
                 cluster.status = entry.cluster.status.clone();
                 entry.cluster = cluster;
-                changed
+                (placement || spec).then_some(placement)
             }
             None => {
                 tracing::info!(cluster = %name, "member joined");
@@ -166,12 +170,12 @@ fn upsert(state: &Arc<State>, mut cluster: Cluster) {
                         task,
                     },
                 );
-                true
+                Some(true)
             }
         }
     };
-    if changed {
-        state.publish(true);
+    if let Some(placement_changed) = changed {
+        state.publish(placement_changed);
     }
 }
 
