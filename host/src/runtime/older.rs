@@ -3,10 +3,12 @@
 //! answers by name; rank has no positions), so one macro writes each version's
 //! small module; `0.2.0` adds settings, which `0.1.0` drops.
 
-/// Writes `select`, `distribute` and `rank` for the bindings module `$version`,
-/// passing the request's `settings` on when the contract has them.
+/// Writes `info`, `select`, `distribute` and `rank` for the bindings module
+/// `$version`, passing the request's `settings` on when the contract has them;
+/// `hooks` lists the contract's hooks.
 macro_rules! translate {
-    ($version:ident $(, $settings:ident)?) => {
+    ($version:ident $(, $settings:ident)?; hooks: $($hook:ident),+) => {
+        use fedwasm_sdk::Hook;
         use wasmtime::Store;
 
         use super::bindings::$version::{wit as old, Plugin};
@@ -22,6 +24,20 @@ macro_rules! translate {
                     value: p.value,
                 })
                 .collect()
+        }
+
+        pub(super) fn info<T: 'static>(
+            plugin: &Plugin,
+            store: &mut Store<T>,
+        ) -> wasmtime::Result<Vec<Hook>> {
+            let info = plugin.fedwasm_placement_hooks().call_info(store)?;
+            Ok(info
+                .hooks
+                .into_iter()
+                .map(|h| match h {
+                    $(old::Hook::$hook => Hook::$hook,)+
+                })
+                .collect())
         }
 
         fn named(list: Vec<old::ClusterReplicasResult>) -> Vec<(String, u32)> {

@@ -2,26 +2,7 @@
 //! cluster in every list and answers come back by name; rank requests lose the
 //! positions `0.3.0` added. Settings and `customize` are as today.
 
-use fedwasm_sdk::Hook;
-
-super::older::translate!(v0_2, settings);
-
-pub(super) fn info<T: 'static>(
-    plugin: &Plugin,
-    store: &mut Store<T>,
-) -> wasmtime::Result<Vec<Hook>> {
-    let info = plugin.fedwasm_placement_hooks().call_info(store)?;
-    Ok(info
-        .hooks
-        .into_iter()
-        .map(|h| match h {
-            old::Hook::Select => Hook::Select,
-            old::Hook::Distribute => Hook::Distribute,
-            old::Hook::Rank => Hook::Rank,
-            old::Hook::Customize => Hook::Customize,
-        })
-        .collect())
-}
+super::older::translate!(v0_2, settings; hooks: Select, Distribute, Rank, Customize);
 
 pub(super) fn customize<T: 'static>(
     plugin: &Plugin,
