@@ -298,7 +298,7 @@ async fn probe(state: &Arc<State>, cluster: &Cluster) -> (Phase, Option<String>,
             .max(client.last_answer())
             .is_some_and(|t| now.duration_since(t) < state.config.offline_grace)
     };
-    let is_ready = cluster.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Ready");
+    let is_ready = cluster.is_ready();
     let known = cluster.status.as_ref().and_then(|s| s.capacity);
     match failure {
         // A node list that did not come back in time says nothing new about the
@@ -340,7 +340,7 @@ fn due(state: &State, name: &str, at: impl FnOnce(&mut Entry) -> &mut Option<Ins
 /// The member's client, rebuilt when its Secret changed.
 async fn connect(state: &Arc<State>, cluster: &Cluster) -> Result<MemberClient, super::Error> {
     let name = cluster.name_any();
-    let is_ready = cluster.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Ready");
+    let is_ready = cluster.is_ready();
     if is_ready {
         let members = state.lock();
         let recent = members.get(&name).and_then(|e| {
