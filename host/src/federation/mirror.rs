@@ -303,7 +303,9 @@ async fn watch(
         .timeout(crate::fleet::client::WATCH_SECS);
     let cluster = &follow.cluster;
     let mut before_relist: Vec<ObjectRef<DynamicObject>> = Vec::new();
-    let events = watcher::watcher(api, config).default_backoff().modify(slim);
+    let events = watcher::watcher(api, config)
+        .backoff(member_backoff())
+        .modify(slim);
     futures::pin_mut!(events);
     while let Some(event) = events.next().await {
         let changed = match &event {
@@ -352,6 +354,42 @@ async fn watch(
                 return;
             }
         }
+    }
+}
+
+/// How a broken member watch retries: from 0.5 s, doubling up to 5 s, back to the
+/// start after 30 s of watching. kube's default (up to 30 s, reset after 120 s)
+/// left a member that came back after a few blips unwatched for half a minute,
+/// with a copy deleted by hand there meanwhile unnoticed. A member that is away
+/// refuses or times out these attempts on its own connections; no one else waits.
+fn member_backoff() -> kube::runtime::utils::ResetTimerBackoff<MemberBackoff> {
+    kube::runtime::utils::ResetTimerBackoff::new(
+        MemberBackoff(MemberBackoff::FIRST),
+        std::time::Duration::from_secs(30),
+    )
+}
+
+/// The delays of [`member_backoff`].
+struct MemberBackoff(std::time::Duration);
+
+impl MemberBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+    const MOST: std::time::Duration = std::time::Duration::from_secs(5);
+}
+
+impl Iterator for MemberBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let now = self.0;
+        self.0 = (now * 2).min(Self::MOST);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for MemberBackoff {
+    fn reset(&mut self) {
+        self.0 = Self::FIRST;
     }
 }
 
@@ -632,6 +670,16 @@ mod tests {
         let mut moved = copy("h", "u", Some(2), "10");
         moved.data["status"] = json!({"readyReplicas": 1});
         assert!(!echo_of_pending(&moved, Some(&before), Some("h")));
+    }
+
+    #[test]
+    fn a_broken_member_watch_retries_within_five_seconds() {
+        use kube::runtime::utils::Backoff;
+        let mut b = MemberBackoff(MemberBackoff::FIRST);
+        let delays: Vec<u64> = (&mut b).take(6).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(MemberBackoff::FIRST));
     }
 
     #[test]
