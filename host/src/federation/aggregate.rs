@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 use super::apply::{MemberOutcome, Outcome};
 use super::controller::Context;
 use super::kinds::StatusShape;
+use super::mirror::Cached;
 use super::place::annotation;
 use super::{events, Error, ADOPT_ANNOTATION, FIELD_MANAGER, PLACEMENT_ANNOTATION};
 
@@ -101,7 +102,7 @@ pub(crate) async fn write(
 
 /// The member's load-balancer addresses for its copy (IPs or host names): where
 /// the global ingress and the DNS responder send clients.
-fn lb_addresses(obj: &DynamicObject) -> Vec<String> {
+fn lb_addresses(obj: &Cached) -> Vec<String> {
     obj.data
         .pointer("/status/loadBalancer/ingress")
         .and_then(Value::as_array)
@@ -116,7 +117,7 @@ fn lb_addresses(obj: &DynamicObject) -> Vec<String> {
         .collect()
 }
 
-fn count(obj: &DynamicObject, pointer: &str) -> u64 {
+fn count(obj: &Cached, pointer: &str) -> u64 {
     obj.data
         .pointer(pointer)
         .and_then(Value::as_u64)
@@ -182,7 +183,7 @@ async fn write_status(
     api: &Api<DynamicObject>,
     outcomes: &[MemberOutcome],
 ) -> Result<(), Error> {
-    let applied: Vec<(&str, &DynamicObject)> = outcomes
+    let applied: Vec<(&str, &Cached)> = outcomes
         .iter()
         .filter_map(|o| match &o.outcome {
             Some(Outcome::Applied(a)) => Some((o.cluster.as_str(), a.as_ref())),
@@ -219,7 +220,7 @@ async fn write_status(
 }
 
 /// Every member's load-balancer addresses, sorted, without duplicates.
-fn load_balancer_status(applied: &[(&str, &DynamicObject)]) -> Value {
+fn load_balancer_status(applied: &[(&str, &Cached)]) -> Value {
     let mut ingress: Vec<Value> = applied
         .iter()
         .filter_map(|(_, a)| {
@@ -247,7 +248,7 @@ pub fn replica_status(
     conditions: bool,
     generation: Option<i64>,
     current: &Value,
-    applied: &[(&str, &DynamicObject)],
+    applied: &[(&str, &Cached)],
     now: &str,
 ) -> Value {
     let mut status = Map::new();
@@ -264,7 +265,7 @@ pub fn replica_status(
             .data
             .pointer("/status/observedGeneration")
             .and_then(Value::as_i64);
-        observed.is_some() && observed >= a.metadata.generation
+        observed.is_some() && observed >= a.generation
     });
     if let Some(generation) = generation {
         let previous = current
@@ -292,7 +293,7 @@ pub fn replica_status(
 /// (type, status, reason, message) of one derived condition.
 type Derived = (&'static str, &'static str, String, String);
 
-fn member_condition<'a>(copy: &'a DynamicObject, type_: &str) -> Option<&'a Value> {
+fn member_condition<'a>(copy: &'a Cached, type_: &str) -> Option<&'a Value> {
     copy.data
         .pointer("/status/conditions")?
         .as_array()?
@@ -306,7 +307,7 @@ fn text(c: Option<&Value>, field: &str) -> String {
         .to_string()
 }
 
-fn available(applied: &[(&str, &DynamicObject)]) -> Derived {
+fn available(applied: &[(&str, &Cached)]) -> Derived {
     if applied.is_empty() {
         return (
             "Available",
@@ -343,7 +344,7 @@ fn available(applied: &[(&str, &DynamicObject)]) -> Derived {
     }
 }
 
-fn progressing(applied: &[(&str, &DynamicObject)]) -> Derived {
+fn progressing(applied: &[(&str, &Cached)]) -> Derived {
     let stuck = applied.iter().find_map(|(cluster, copy)| {
         let c = member_condition(copy, "Progressing")?;
         (c["status"] == "False").then_some((cluster, c))
@@ -409,14 +410,16 @@ mod tests {
         "availableReplicas",
     ];
 
-    fn copy(generation: i64, status: Value) -> DynamicObject {
-        serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    fn copy(generation: i64, status: Value) -> Cached {
+        Cached::of(
+            &serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "namespace": "shop", "generation": generation},
             "spec": {"replicas": 2}, "status": status}))
-        .unwrap()
+            .unwrap(),
+        )
     }
 
-    fn done(n: u64, generation: i64) -> DynamicObject {
+    fn done(n: u64, generation: i64) -> Cached {
         copy(
             generation,
             json!({"observedGeneration": generation, "replicas": n, "updatedReplicas": n,

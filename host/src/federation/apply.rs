@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::controller::{forget, Context};
 use super::kinds::hash_of;
-use super::mirror::{self, Seen, Written};
+use super::mirror::{self, Cached, Seen, Written};
 use super::namespace;
 use super::place::{annotation, shaped, Placement};
 use super::{events, Error, ADOPT_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -33,7 +33,7 @@ use kube::runtime::events::EventType;
 /// The outcome in one member.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    Applied(Arc<DynamicObject>),
+    Applied(Arc<Cached>),
     Unreachable(String),
     Conflict,
     Rejected(String),
@@ -129,7 +129,7 @@ async fn look(
         Seen::Unknown => {
             let api = member_api(client, ctx, obj);
             Ok(match client.call(api.get_opt(&obj.name_any())).await? {
-                Some(found) => Seen::Present(Arc::new(found)),
+                Some(found) => Seen::Present(Arc::new(Cached::of(&found))),
                 None => Seen::Absent {
                     seen_up_to: u64::MAX,
                 },
@@ -161,13 +161,11 @@ async fn apply_member(
     let written = ctx.mirrors.written(cluster, obj);
     // What is there decides: nothing to write, or which write.
     let apply_over = match seen {
-        Seen::Present(found) if !owned(&found) && !adopt => return (Outcome::Conflict, false),
-        Seen::Present(found)
-            if owned(&found) && mirror::current(&found, hash, written.as_ref()) =>
-        {
+        Seen::Present(found) if !found.owned && !adopt => return (Outcome::Conflict, false),
+        Seen::Present(found) if found.owned && mirror::current(&found, hash, written.as_ref()) => {
             if written.is_none() {
                 ctx.mirrors
-                    .remember(cluster, obj, Written::of(&found, hash));
+                    .remember(cluster, obj, Written::of(found.clone(), hash));
             }
             return (Outcome::Applied(found), false);
         }
@@ -190,9 +188,10 @@ async fn apply_member(
     };
     let outcome = match applied {
         Ok(applied) => {
-            let written = Written::of(&applied, hash);
-            let copy = written.copy.clone();
-            ctx.mirrors.remember(cluster, obj, written);
+            let copy = Arc::new(Cached::of(&applied));
+            drop(applied);
+            ctx.mirrors
+                .remember(cluster, obj, Written::of(copy.clone(), hash));
             Outcome::Applied(copy)
         }
         // Created by someone else between our look and our create: theirs stays.
@@ -210,9 +209,9 @@ async fn apply_owned(
     api: &Api<DynamicObject>,
     name: &str,
     body: &Value,
-    found: &DynamicObject,
+    found: &Cached,
 ) -> Result<DynamicObject, MemberError> {
-    if has_update_entry(found) {
+    if found.created_by_post {
         take_over_create(ctx, client, api, name).await?;
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -252,7 +251,7 @@ async fn create(
         Err(e) if e.code() == Some(409) => {
             let found = client.call(api.get(name)).await?;
             if owned(&found) || adopt {
-                apply_owned(ctx, client, api, name, body, &found).await
+                apply_owned(ctx, client, api, name, body, &Cached::of(&found)).await
             } else {
                 Err(e)
             }
@@ -281,15 +280,7 @@ where
     client.call(api.create(&params, &object)).await
 }
 
-fn has_update_entry(obj: &DynamicObject) -> bool {
-    obj.metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .any(is_create_entry)
-}
-
-fn is_create_entry(m: &ManagedFieldsEntry) -> bool {
+pub(super) fn is_create_entry(m: &ManagedFieldsEntry) -> bool {
     m.manager.as_deref() == Some(FIELD_MANAGER)
         && m.operation.as_deref() == Some("Update")
         && m.subresource.is_none()
@@ -426,7 +417,7 @@ async fn delete_owned(
     let Seen::Present(found) = look(ctx, client, obj).await? else {
         return Ok(Removal::Nothing);
     };
-    if !owned(&found) || found.metadata.deletion_timestamp.is_some() {
+    if !found.owned || found.deleting {
         return Ok(Removal::Nothing);
     }
     let name = obj.name_any();
@@ -438,14 +429,10 @@ async fn delete_owned(
     }
     // Only the copy fedwasm saw: one made again by someone else meanwhile stays.
     let params = DeleteParams {
-        preconditions: found
-            .metadata
-            .uid
-            .clone()
-            .map(|uid| kube::api::Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
+        preconditions: found.uid.as_deref().map(|uid| kube::api::Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     ctx.wrote(client, "delete");

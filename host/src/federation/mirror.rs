@@ -8,8 +8,11 @@
 //! its own; until its cache is whole again, reconciles ask that member directly
 //! (under its deadline), so it delays no one else.
 //!
-//! Copies are kept small: the metadata fedwasm decides on, `spec.replicas` and
-//! `status` (what the aggregation reads); the rest of each object is dropped.
+//! Copies are kept small ([`Cached`]): the identity and versions fedwasm decides
+//! on, its template hash, `spec.replicas` and `status` (what the aggregation
+//! reads); the rest of each object is dropped as its event arrives. At 30 members
+//! that is 30 copies of every federation object, so a copy costs a few hundred
+//! bytes, not a `DynamicObject`'s few kilobytes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,14 +22,13 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::core::DynamicObject;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::ResourceExt;
 use serde_json::{Map, Value};
 
 use super::kinds::Kind;
-use super::{FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TEMPLATE_HASH_ANNOTATION};
+use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, TEMPLATE_HASH_ANNOTATION};
 use crate::fleet::{MemberClient, Snapshot};
 
 /// What the cache of one member shows of one object.
@@ -40,7 +42,92 @@ pub(crate) enum Seen {
     Absent {
         seen_up_to: u64,
     },
-    Present(Arc<DynamicObject>),
+    Present(Arc<Cached>),
+}
+
+/// A member's copy as fedwasm keeps it: what its decisions and the status
+/// aggregation read, nothing else.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Cached {
+    pub uid: Option<Box<str>>,
+    pub resource_version: Option<u64>,
+    pub generation: Option<i64>,
+    /// fedwasm's template hash annotation.
+    pub template: Option<Box<str>>,
+    /// Carries fedwasm's label: fedwasm made it (or adopted it).
+    pub owned: bool,
+    /// Being deleted.
+    pub deleting: bool,
+    /// Still has the field ownership of fedwasm's POST (an `Update` entry), to be
+    /// turned into its apply entry before the next apply.
+    pub created_by_post: bool,
+    /// `spec.replicas` and `status` as `{"spec": {"replicas": n}, "status": …}`;
+    /// `Null` when the copy has neither.
+    pub data: Value,
+}
+
+impl Cached {
+    pub fn of(obj: &DynamicObject) -> Self {
+        let meta = &obj.metadata;
+        let mut kept = Map::new();
+        if let Some(replicas) = obj.data.pointer("/spec/replicas") {
+            kept.insert(
+                "spec".into(),
+                serde_json::json!({ "replicas": replicas.clone() }),
+            );
+        }
+        if let Some(status) = obj.data.get("status") {
+            kept.insert("status".into(), status.clone());
+        }
+        Self {
+            uid: meta.uid.as_deref().map(Box::from),
+            resource_version: meta
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok()),
+            generation: meta.generation,
+            template: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
+                .map(|h| Box::from(h.as_str())),
+            owned: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MANAGED_BY_LABEL))
+                .is_some_and(|v| v == MANAGED_BY_VALUE),
+            deleting: meta.deletion_timestamp.is_some(),
+            created_by_post: meta
+                .managed_fields
+                .iter()
+                .flatten()
+                .any(super::apply::is_create_entry),
+            data: if kept.is_empty() {
+                Value::Null
+            } else {
+                Value::Object(kept)
+            },
+        }
+    }
+
+    /// The version that changes when someone changes what fedwasm wrote: the
+    /// `generation` where the kind has one (a status update does not move it),
+    /// else the `resourceVersion`.
+    pub fn version(&self) -> Option<u64> {
+        match self.generation {
+            Some(g) if g > 0 => u64::try_from(g).ok(),
+            _ => self.resource_version,
+        }
+    }
+
+    /// Whether the copy carries the template `hash` (fedwasm's annotation).
+    fn carries(&self, hash: &str) -> bool {
+        self.template.as_deref() == Some(hash)
+    }
+
+    pub fn status(&self) -> Option<&Value> {
+        self.data.get("status")
+    }
 }
 
 /// The caches of one kind, in every member that has a client.
@@ -48,20 +135,24 @@ pub(crate) struct Mirrors {
     kind: Kind,
     caches: Mutex<HashMap<String, Cache>>,
     trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
-    /// Per (cluster, object): what fedwasm last wrote there.
+    /// Per cluster, per object: what fedwasm last wrote there.
     written: Arc<WrittenMap>,
     pending: Arc<PendingMap>,
 }
 
-type WrittenMap = Mutex<HashMap<(String, String), Written>>;
+/// Per cluster, then per object key (`namespace/name`).
+type WrittenMap = Mutex<HashMap<String, HashMap<String, Written>>>;
 
 /// Per (cluster, object): the template of a write fedwasm has sent and not yet
 /// had answered. Its watch event may come before the answer.
 type PendingMap = Mutex<HashMap<(String, String), String>>;
 
+/// fedwasm's copies in one member, by object key (`namespace/name`).
+type Shelf = Mutex<HashMap<String, Arc<Cached>>>;
+
 struct Cache {
     client: MemberClient,
-    store: Store<DynamicObject>,
+    copies: Arc<Shelf>,
     whole: Arc<AtomicBool>,
     /// The highest `resourceVersion` of any event the cache has taken in.
     seen_up_to: Arc<AtomicU64>,
@@ -72,6 +163,10 @@ impl Drop for Cache {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Mirrors {
@@ -108,7 +203,7 @@ impl Mirrors {
     }
 
     fn sync(&self, snapshot: &Snapshot) {
-        let mut caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        let mut caches = lock(&self.caches);
         caches.retain(|cluster, cache| {
             snapshot
                 .get(cluster)
@@ -129,24 +224,23 @@ impl Mirrors {
     }
 
     fn start(&self, client: MemberClient) -> Cache {
-        let writer = reflector::store::Writer::new(self.kind.resource.clone());
-        let store = writer.as_reader();
+        let copies: Arc<Shelf> = Default::default();
         let whole = Arc::new(AtomicBool::new(false));
         let seen_up_to = Arc::new(AtomicU64::new(0));
         let follow = Follow {
             kind: self.kind.clone(),
             cluster: client.cluster().to_string(),
-            store: store.clone(),
+            copies: copies.clone(),
             whole: whole.clone(),
             seen_up_to: seen_up_to.clone(),
             written: self.written.clone(),
             pending: self.pending.clone(),
             trigger: self.trigger.clone(),
         };
-        let task = tokio::spawn(watch(follow, client.clone(), writer));
+        let task = tokio::spawn(watch(follow, client.clone()));
         Cache {
             client,
-            store,
+            copies,
             whole,
             seen_up_to,
             task,
@@ -155,14 +249,15 @@ impl Mirrors {
 
     /// What `cluster`'s cache shows of the copy of `obj`.
     pub fn seen(&self, cluster: &str, obj: &DynamicObject) -> Seen {
-        let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        let caches = lock(&self.caches);
         let Some(cache) = caches.get(cluster) else {
             return Seen::Unknown;
         };
         if !cache.whole.load(Ordering::Acquire) {
             return Seen::Unknown;
         }
-        match cache.store.get(&self.object_ref(obj)) {
+        let copy = lock(&cache.copies).get(&record_key(obj)).cloned();
+        match copy {
             Some(copy) => Seen::Present(copy),
             None => Seen::Absent {
                 seen_up_to: cache.seen_up_to.load(Ordering::Acquire),
@@ -172,28 +267,24 @@ impl Mirrors {
 
     /// What fedwasm last wrote to `obj` in `cluster`.
     pub fn written(&self, cluster: &str, obj: &DynamicObject) -> Option<Written> {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(cluster.to_string(), record_key(obj)))
+        lock(&self.written)
+            .get(cluster)?
+            .get(&record_key(obj))
             .cloned()
     }
 
     pub fn remember(&self, cluster: &str, obj: &DynamicObject, written: Written) {
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((cluster.to_string(), record_key(obj)), written);
+        lock(&self.written)
+            .entry(cluster.to_string())
+            .or_default()
+            .insert(record_key(obj), written);
     }
 
     /// Marks a write of template `hash` to `obj` in `cluster` as sent, until the
     /// returned guard is dropped.
     pub fn sending(&self, cluster: &str, obj: &DynamicObject, hash: &str) -> Sending<'_> {
         let record = (cluster.to_string(), record_key(obj));
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(record.clone(), hash.to_string());
+        lock(&self.pending).insert(record.clone(), hash.to_string());
         Sending {
             pending: &self.pending,
             record,
@@ -203,15 +294,18 @@ impl Mirrors {
     /// Forgets what fedwasm wrote to `obj` in `cluster`, or in every cluster.
     pub fn forget(&self, cluster: Option<&str>, obj: &DynamicObject) {
         let k = record_key(obj);
-        self.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(c, o), _| !(*o == k && cluster.is_none_or(|x| x == c)));
+        let mut written = lock(&self.written);
+        for (c, records) in written.iter_mut() {
+            if cluster.is_none_or(|x| x == c) {
+                records.remove(&k);
+            }
+        }
+        written.retain(|_, records| !records.is_empty());
     }
 
     /// Whether every member with a client has a whole cache.
     pub fn all_whole(&self, snapshot: &Snapshot) -> bool {
-        let caches = self.caches.lock().unwrap_or_else(|p| p.into_inner());
+        let caches = lock(&self.caches);
         snapshot
             .members
             .iter()
@@ -222,21 +316,13 @@ impl Mirrors {
                     .is_some_and(|c| c.whole.load(Ordering::Acquire))
             })
     }
-
-    fn object_ref(&self, obj: &DynamicObject) -> ObjectRef<DynamicObject> {
-        let r = ObjectRef::new_with(&obj.name_any(), self.kind.resource.clone());
-        match &obj.metadata.namespace {
-            Some(ns) if self.kind.namespaced => r.within(ns),
-            _ => r,
-        }
-    }
 }
 
 /// What one member's watch task shares with the controller.
 struct Follow {
     kind: Kind,
     cluster: String,
-    store: Store<DynamicObject>,
+    copies: Arc<Shelf>,
     whole: Arc<AtomicBool>,
     seen_up_to: Arc<AtomicU64>,
     written: Arc<WrittenMap>,
@@ -248,25 +334,28 @@ impl Follow {
     /// Whether a copy's event needs its federation object reconciled: not when it
     /// is only the echo of fedwasm's own write (the same copy, version and template
     /// fedwasm wrote, with the replicas and status it had then or had before).
-    fn needs_reconcile(&self, copy: &DynamicObject) -> bool {
-        let record = (self.cluster.clone(), record_key(copy));
-        let written = self
-            .written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&record)
+    fn needs_reconcile(&self, key: &str, copy: &Cached) -> bool {
+        let written = lock(&self.written)
+            .get(&self.cluster)
+            .and_then(|records| records.get(key))
             .cloned();
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&record)
+        let pending = lock(&self.pending)
+            .get(&(self.cluster.clone(), key.to_string()))
             .cloned();
-        let before = self
-            .store
-            .get(&ObjectRef::from_obj_with(copy, self.kind.resource.clone()));
+        let before = lock(&self.copies).get(key).cloned();
         !(echo(copy, before.as_deref(), written.as_ref())
             || echo_of_pending(copy, before.as_deref(), pending.as_deref()))
+    }
+
+    /// The federation object whose copy has `key`.
+    fn object_ref(&self, key: &str) -> ObjectRef<DynamicObject> {
+        let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+        let r = ObjectRef::new_with(name, self.kind.resource.clone());
+        if namespace.is_empty() {
+            r
+        } else {
+            r.within(namespace)
+        }
     }
 }
 
@@ -279,62 +368,68 @@ pub(crate) struct Sending<'a> {
 
 impl Drop for Sending<'_> {
     fn drop(&mut self) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.record);
+        lock(self.pending).remove(&self.record);
     }
 }
 
-/// Follows fedwasm's copies of one kind in one member: fills the store, marks it
+/// Follows fedwasm's copies of one kind in one member: fills the cache, marks it
 /// whole after each complete list, and asks for a reconcile of every object whose
 /// copy changed other than by fedwasm's own write (after a relist, also of every
 /// object the old list had: a copy deleted while the watch was down shows only as
-/// its absence).
-async fn watch(
-    follow: Follow,
-    client: MemberClient,
-    mut writer: reflector::store::Writer<DynamicObject>,
-) {
+/// its absence). A relist fills a new shelf; the old one serves until it is done.
+async fn watch(follow: Follow, client: MemberClient) {
     let kind = &follow.kind;
     let api: Api<DynamicObject> = Api::all_with(client.client().clone(), &kind.resource);
     let config = watcher::Config::default()
         .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"))
         .timeout(crate::fleet::client::WATCH_SECS);
     let cluster = &follow.cluster;
-    let mut before_relist: Vec<ObjectRef<DynamicObject>> = Vec::new();
-    let events = watcher::watcher(api, config)
-        .backoff(member_backoff())
-        .modify(slim);
+    let mut relisting: Option<HashMap<String, Arc<Cached>>> = None;
+    let events = watcher::watcher(api, config).backoff(member_backoff());
     futures::pin_mut!(events);
     while let Some(event) = events.next().await {
-        let changed = match &event {
-            Ok(Event::Apply(copy) | Event::InitApply(copy)) => {
-                if let Some(rv) = resource_version(copy) {
+        let changed: Vec<String> = match event {
+            Ok(Event::Apply(obj) | Event::InitApply(obj)) => {
+                let key = record_key(&obj);
+                let copy = Cached::of(&obj);
+                drop(obj);
+                if let Some(rv) = copy.resource_version {
                     follow.seen_up_to.fetch_max(rv, Ordering::AcqRel);
                 }
-                if follow.needs_reconcile(copy) {
-                    vec![ObjectRef::from_obj_with(copy, kind.resource.clone())]
+                let reconcile = follow.needs_reconcile(&key, &copy);
+                let copy = Arc::new(copy);
+                match &mut relisting {
+                    Some(shelf) => shelf.insert(key.clone(), copy),
+                    None => lock(&follow.copies).insert(key.clone(), copy),
+                };
+                if reconcile {
+                    vec![key]
                 } else {
                     Vec::new()
                 }
             }
-            Ok(Event::Delete(copy)) => {
-                if let Some(rv) = resource_version(copy) {
+            Ok(Event::Delete(obj)) => {
+                let key = record_key(&obj);
+                if let Some(rv) = resource_version(&obj) {
                     follow.seen_up_to.fetch_max(rv, Ordering::AcqRel);
                 }
-                vec![ObjectRef::from_obj_with(copy, kind.resource.clone())]
+                match &mut relisting {
+                    Some(shelf) => shelf.remove(&key),
+                    None => lock(&follow.copies).remove(&key),
+                };
+                vec![key]
             }
             Ok(Event::Init) => {
-                before_relist = follow
-                    .store
-                    .state()
-                    .iter()
-                    .map(|copy| ObjectRef::from_obj_with(copy.as_ref(), kind.resource.clone()))
-                    .collect();
+                relisting = Some(HashMap::new());
                 Vec::new()
             }
-            Ok(Event::InitDone) => std::mem::take(&mut before_relist),
+            Ok(Event::InitDone) => {
+                let fresh = relisting.take().unwrap_or_default();
+                let before = std::mem::replace(&mut *lock(&follow.copies), fresh);
+                follow.whole.store(true, Ordering::Release);
+                tracing::debug!(%cluster, kind = %kind.resource.kind, copies = lock(&follow.copies).len(), "member cache whole");
+                before.into_keys().collect()
+            }
             Err(e) => {
                 // The watcher relists after its backoff; until then, ask the member.
                 follow.whole.store(false, Ordering::Release);
@@ -342,15 +437,12 @@ async fn watch(
                 Vec::new()
             }
         };
-        if let Ok(event) = &event {
-            writer.apply_watcher_event(event);
-            if matches!(event, Event::InitDone) {
-                follow.whole.store(true, Ordering::Release);
-                tracing::debug!(%cluster, kind = %kind.resource.kind, copies = follow.store.len(), "member cache whole");
-            }
-        }
-        for r in changed {
-            if follow.trigger.unbounded_send(r).is_err() {
+        for key in changed {
+            if follow
+                .trigger
+                .unbounded_send(follow.object_ref(&key))
+                .is_err()
+            {
                 return;
             }
         }
@@ -393,7 +485,7 @@ impl kube::runtime::utils::Backoff for MemberBackoff {
     }
 }
 
-/// The key of fedwasm's records: the cluster and the object's `namespace/name`.
+/// The key of fedwasm's records and caches: the object's `namespace/name`.
 fn record_key(obj: &DynamicObject) -> String {
     super::controller::key(obj)
 }
@@ -401,17 +493,13 @@ fn record_key(obj: &DynamicObject) -> String {
 /// Whether `copy` is only the echo of fedwasm's own write: the copy fedwasm wrote
 /// (uid), at the version it wrote, with the template it wrote, and with the
 /// replicas and status of that write or of the copy cached before.
-pub(crate) fn echo(
-    copy: &DynamicObject,
-    before: Option<&DynamicObject>,
-    written: Option<&Written>,
-) -> bool {
+pub(crate) fn echo(copy: &Cached, before: Option<&Cached>, written: Option<&Written>) -> bool {
     let Some(w) = written else {
         return false;
     };
-    let same_copy = w.uid().is_some() && w.uid() == copy.metadata.uid.as_ref();
-    let same_version = version(copy).is_some() && version(copy) == version(&w.copy);
-    let same_template = carries(copy, &w.hash);
+    let same_copy = w.copy.uid.is_some() && w.copy.uid == copy.uid;
+    let same_version = copy.version().is_some() && copy.version() == w.copy.version();
+    let same_template = copy.carries(&w.hash);
     let nothing_moved = copy.data == w.copy.data || before.is_some_and(|b| b.data == copy.data);
     same_copy && same_version && same_template && nothing_moved
 }
@@ -420,64 +508,19 @@ pub(crate) fn echo(
 /// it carries that write's template, and no status moved (a copy just created has
 /// none; an updated one has the status cached before).
 pub(crate) fn echo_of_pending(
-    copy: &DynamicObject,
-    before: Option<&DynamicObject>,
+    copy: &Cached,
+    before: Option<&Cached>,
     pending: Option<&str>,
 ) -> bool {
     let Some(hash) = pending else {
         return false;
     };
-    let status = copy.data.get("status");
+    let status = copy.status();
     let unmoved = match before {
-        Some(b) => b.data.get("status") == status,
+        Some(b) => b.status() == status,
         None => status.is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty())),
     };
-    carries(copy, hash) && unmoved
-}
-
-/// Drops what no decision reads: fedwasm's copies are kept as their identity and
-/// versions, fedwasm's labels and annotations, which field-ownership entries
-/// fedwasm has (not their fields), `spec.replicas` and `status`.
-fn slim(copy: &mut DynamicObject) {
-    let meta = &mut copy.metadata;
-    meta.managed_fields = meta.managed_fields.take().map(|entries| {
-        entries
-            .into_iter()
-            .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
-            .map(|mut m| {
-                m.fields_v1 = None;
-                m
-            })
-            .collect()
-    });
-    if let Some(labels) = &mut meta.labels {
-        labels.retain(|k, _| k == MANAGED_BY_LABEL);
-    }
-    if let Some(annotations) = &mut meta.annotations {
-        annotations.retain(|k, _| k == TEMPLATE_HASH_ANNOTATION);
-    }
-    meta.owner_references = None;
-    meta.finalizers = None;
-    let mut kept = Map::new();
-    if let Some(replicas) = copy.data.pointer("/spec/replicas") {
-        kept.insert(
-            "spec".into(),
-            serde_json::json!({ "replicas": replicas.clone() }),
-        );
-    }
-    if let Some(status) = copy.data.get("status") {
-        kept.insert("status".into(), status.clone());
-    }
-    copy.data = Value::Object(kept);
-}
-
-/// Whether `copy` carries the template `hash` (fedwasm's annotation).
-fn carries(copy: &DynamicObject, hash: &str) -> bool {
-    copy.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
-        .is_some_and(|h| h == hash)
+    copy.carries(hash) && unmoved
 }
 
 /// A copy's `resourceVersion` as the number etcd makes it; `None` when not one.
@@ -485,38 +528,22 @@ pub(crate) fn resource_version(copy: &DynamicObject) -> Option<u64> {
     copy.metadata.resource_version.as_deref()?.parse().ok()
 }
 
-/// The version of a copy that changes when someone changes what fedwasm wrote:
-/// its `generation` where the kind has one (a status update does not move it),
-/// else its `resourceVersion`.
-pub(crate) fn version(copy: &DynamicObject) -> Option<u64> {
-    match copy.metadata.generation {
-        Some(g) if g > 0 => u64::try_from(g).ok(),
-        _ => resource_version(copy),
-    }
-}
-
 /// What fedwasm last wrote to one copy: the template (its hash), and the copy as
-/// the member answered the write (slimmed), with when.
+/// the member answered the write, with when.
 #[derive(Clone, Debug)]
 pub(crate) struct Written {
-    pub hash: String,
-    pub copy: Arc<DynamicObject>,
+    pub hash: Box<str>,
+    pub copy: Arc<Cached>,
     pub at: std::time::Instant,
 }
 
 impl Written {
-    pub fn of(copy: &DynamicObject, hash: &str) -> Self {
-        let mut copy = copy.clone();
-        slim(&mut copy);
+    pub fn of(copy: Arc<Cached>, hash: &str) -> Self {
         Self {
-            hash: hash.to_string(),
-            copy: Arc::new(copy),
+            hash: hash.into(),
+            copy,
             at: std::time::Instant::now(),
         }
-    }
-
-    fn uid(&self) -> Option<&String> {
-        self.copy.metadata.uid.as_ref()
     }
 }
 
@@ -528,8 +555,8 @@ pub(crate) const CACHE_LAG: std::time::Duration = std::time::Duration::from_secs
 /// a write at a `resourceVersion` beyond what the cache has seen, and recent.
 pub(crate) fn not_seen_yet(seen_up_to: u64, hash: &str, written: Option<&Written>) -> bool {
     written.is_some_and(|w| {
-        w.hash == hash
-            && resource_version(&w.copy).is_some_and(|rv| rv > seen_up_to)
+        &*w.hash == hash
+            && w.copy.resource_version.is_some_and(|rv| rv > seen_up_to)
             && w.at.elapsed() < CACHE_LAG
     })
 }
@@ -542,14 +569,13 @@ pub(crate) fn not_seen_yet(seen_up_to: u64, hash: &str, written: Option<&Written
 /// - A copy at the version fedwasm wrote: current when it carries this template.
 /// - A copy someone changed since (its version moved on): drift, written again.
 /// - Without a record (a host that just started), the template hash decides.
-pub(crate) fn current(copy: &DynamicObject, hash: &str, written: Option<&Written>) -> bool {
-    let carries = carries(copy, hash);
-    let Some(w) = written.filter(|w| w.uid().is_some() && w.uid() == copy.metadata.uid.as_ref())
-    else {
+pub(crate) fn current(copy: &Cached, hash: &str, written: Option<&Written>) -> bool {
+    let carries = copy.carries(hash);
+    let Some(w) = written.filter(|w| w.copy.uid.is_some() && w.copy.uid == copy.uid) else {
         return carries;
     };
-    match (version(copy), version(&w.copy)) {
-        (Some(now), Some(then)) if now < then => w.hash == hash,
+    match (copy.version(), w.copy.version()) {
+        (Some(now), Some(then)) if now < then => &*w.hash == hash,
         (Some(now), Some(then)) if now == then => carries,
         (Some(_), Some(_)) => false,
         _ => carries,
@@ -559,9 +585,10 @@ pub(crate) fn current(copy: &DynamicObject, hash: &str, written: Option<&Written
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::federation::FIELD_MANAGER;
     use serde_json::json;
 
-    fn copy(hash: &str, uid: &str, generation: Option<i64>, rv: &str) -> DynamicObject {
+    fn object(hash: &str, uid: &str, generation: Option<i64>, rv: &str) -> DynamicObject {
         let mut o: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "namespace": "shop", "uid": uid, "resourceVersion": rv,
@@ -575,6 +602,10 @@ mod tests {
         o
     }
 
+    fn copy(hash: &str, uid: &str, generation: Option<i64>, rv: &str) -> Cached {
+        Cached::of(&object(hash, uid, generation, rv))
+    }
+
     #[test]
     fn a_copy_of_another_template_is_written() {
         let c = copy("h1", "u", Some(1), "10");
@@ -584,7 +615,7 @@ mod tests {
 
     #[test]
     fn a_copy_changed_since_fedwasm_wrote_it_is_drift() {
-        let written = Written::of(&copy("h", "u", Some(2), "10"), "h");
+        let written = Written::of(Arc::new(copy("h", "u", Some(2), "10")), "h");
         // A status update moves the resourceVersion, not the generation.
         assert!(current(&copy("h", "u", Some(2), "15"), "h", Some(&written)));
         // A hand edit of the spec moves the generation.
@@ -620,14 +651,14 @@ mod tests {
 
     #[test]
     fn kinds_without_generation_compare_resource_versions() {
-        let written = Written::of(&copy("h", "u", None, "10"), "h");
+        let written = Written::of(Arc::new(copy("h", "u", None, "10")), "h");
         assert!(current(&copy("h", "u", None, "10"), "h", Some(&written)));
         assert!(!current(&copy("h", "u", None, "11"), "h", Some(&written)));
     }
 
     #[test]
     fn a_missing_copy_is_lag_only_until_the_cache_passed_the_write() {
-        let written = Written::of(&copy("h", "u", None, "10"), "h");
+        let written = Written::of(Arc::new(copy("h", "u", None, "10")), "h");
         assert!(not_seen_yet(9, "h", Some(&written)));
         assert!(!not_seen_yet(10, "h", Some(&written)), "seen, then deleted");
         assert!(!not_seen_yet(9, "other", Some(&written)));
@@ -636,9 +667,8 @@ mod tests {
 
     #[test]
     fn only_the_echo_of_fedwasms_own_write_is_quiet() {
-        let mut c = copy("h", "u", None, "10");
-        slim(&mut c);
-        let written = Written::of(&c, "h");
+        let c = copy("h", "u", None, "10");
+        let written = Written::of(Arc::new(c.clone()), "h");
         assert!(echo(&c, None, Some(&written)), "the create's own event");
         assert!(!echo(&c, None, None), "no record: someone else's doing");
         assert!(
@@ -646,7 +676,7 @@ mod tests {
             "changed since"
         );
         let mut status = copy("h", "u", Some(1), "12");
-        let written = Written::of(&status, "h");
+        let written = Written::of(Arc::new(status.clone()), "h");
         status.data["status"] = json!({"readyReplicas": 3});
         assert!(
             !echo(&status, None, Some(&written)),
@@ -683,15 +713,12 @@ mod tests {
     }
 
     #[test]
-    fn slim_copies_keep_what_decisions_read() {
-        let mut c = copy("h", "u", Some(1), "10");
-        c.metadata.managed_fields = Some(vec![
+    fn cached_copies_keep_what_decisions_read() {
+        let mut o = object("h", "u", Some(1), "10");
+        o.metadata.managed_fields = Some(vec![
             k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
                 manager: Some(FIELD_MANAGER.into()),
                 operation: Some("Update".into()),
-                fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
-                    json!({"f:spec": {}}),
-                )),
                 ..Default::default()
             },
             k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
@@ -699,16 +726,22 @@ mod tests {
                 ..Default::default()
             },
         ]);
-        slim(&mut c);
+        let c = Cached::of(&o);
         assert_eq!(
             c.data,
             json!({"spec": {"replicas": 3}, "status": {"readyReplicas": 2}})
         );
-        let entries = c.metadata.managed_fields.unwrap();
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].operation.as_deref(), Some("Update"));
-        assert!(entries[0].fields_v1.is_none());
-        assert_eq!(c.metadata.labels.unwrap().len(), 1);
-        assert_eq!(c.metadata.annotations.unwrap().len(), 1);
+        assert!(c.owned && c.created_by_post && !c.deleting);
+        assert_eq!(c.template.as_deref(), Some("h"));
+        assert_eq!(
+            (c.uid.as_deref(), c.resource_version, c.version()),
+            (Some("u"), Some(10), Some(1))
+        );
+        o.metadata.managed_fields = None;
+        o.metadata.labels = None;
+        o.data = json!({"data": {"a": "b"}});
+        let c = Cached::of(&o);
+        assert!(!c.owned && !c.created_by_post);
+        assert_eq!(c.data, Value::Null, "a ConfigMap keeps no data");
     }
 }
