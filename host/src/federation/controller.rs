@@ -14,8 +14,8 @@ use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
-use kube::runtime::reflector::{ObjectRef, ReflectHandle, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 
 use super::kinds::Kind;
@@ -106,15 +106,22 @@ pub(crate) async fn run(
     // The first decisions must already see the policies.
     ctx.shared.policies.ready().await;
     tracing::info!(kind = %name, "propagation controller started");
-    let mut controller =
-        Controller::new_with(api, watcher::Config::default(), kind.resource.clone())
-            .reconcile_all_on(triggers)
-            // A copy changed in a member (status, a hand edit, a deletion): its
-            // federation object is reconciled.
-            .reconcile_on(copies_changed)
-            .with_config(
-                kube::runtime::controller::Config::default().concurrency(RECONCILES_AT_ONCE),
-            );
+    // The store keeps every federation object of the kind: without their field
+    // ownership entries (a tree of every field, per manager), which no decision
+    // reads.
+    let writer = reflector::store::Writer::new(kind.resource.clone());
+    let reader = writer.as_reader();
+    let objects = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(|o| o.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    let mut controller = Controller::for_stream_with(objects, reader, kind.resource.clone())
+        .reconcile_all_on(triggers)
+        // A copy changed in a member (status, a hand edit, a deletion): its
+        // federation object is reconciled.
+        .reconcile_on(copies_changed)
+        .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILES_AT_ONCE));
     // A policy changed: the objects it governed and those it now governs.
     let policy_changes = ctx
         .shared

@@ -98,7 +98,10 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+    // Field ownership entries are dropped: nothing here reads them.
+    let objects =
+        watcher(api, watcher::Config::default()).modify(|o| o.managed_fields_mut().clear());
+    let stream = reflector::reflector(writer, objects)
         .default_backoff()
         .touched_objects();
     let weak = Arc::downgrade(router);
