@@ -18,7 +18,9 @@
 //! `cargo bench -p fedwasm-host --bench scale` (needs the test apiservers:
 //! `scripts/install-testenv.sh`). Environment: `FEDWASM_SCALE_MEMBERS` (default 30),
 //! `FEDWASM_SCALE_OBJECTS` (default 5000), `FEDWASM_SCALE_LOG` (keep the host's log
-//! there). About 330 MB of memory per member.
+//! there), `FEDWASM_SCALE_WRAP` (run the host under a command, such as
+//! `heaptrack -o FILE`; the CPU and RSS figures are then the wrapper's). About
+//! 330 MB of memory per member.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -174,7 +176,19 @@ impl Drop for Host {
 
 impl Host {
     fn start(kubeconfig: &Path, plugins: &Path, log: &Path) -> Host {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fedwasm"))
+        // FEDWASM_SCALE_WRAP: a command the host runs under, e.g. `heaptrack -o FILE`
+        // for a heap profile of the whole run.
+        let wrap = std::env::var("FEDWASM_SCALE_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(env!("CARGO_BIN_EXE_fedwasm"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_fedwasm")),
+        };
+        let mut child = command
             .arg("run")
             .arg("--kubeconfig")
             .arg(kubeconfig)
