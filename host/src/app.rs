@@ -100,13 +100,25 @@ impl FederationTarget {
             .then_some(Self::InCluster)
     }
 
-    /// A client for the federation plane.
+    /// A client for the federation plane (HTTP/1.1, a connection per request in
+    /// flight).
     pub async fn client(&self) -> Result<Client> {
+        Client::try_from(self.config().await?).context("building the Kubernetes client")
+    }
+
+    /// A client for the federation plane whose requests share one HTTP/2
+    /// connection: the controllers', which have hundreds in flight under load.
+    pub async fn multiplexed_client(&self) -> Result<Client> {
+        crate::fleet::client::multiplexed(self.config().await?)
+            .map_err(|e| anyhow::anyhow!("building the Kubernetes client: {e}"))
+    }
+
+    async fn config(&self) -> Result<kube::Config> {
         match self {
             Self::Kubeconfig {
                 kubeconfig,
                 context,
-            } => kube_client(Some(kubeconfig), context).await,
+            } => kube_config(Some(kubeconfig), context).await,
             Self::InCluster => {
                 let config = kube::Config::incluster().with_context(|| {
                     format!(
@@ -115,7 +127,7 @@ impl FederationTarget {
                     )
                 })?;
                 tracing::info!(server = %config.cluster_url, "federation plane: the cluster this pod runs in");
-                Client::try_from(config).context("building the Kubernetes client")
+                Ok(config)
             }
         }
     }
@@ -123,11 +135,16 @@ impl FederationTarget {
 
 /// A client for `context` in `kubeconfig` (default: the usual kubeconfig search).
 pub async fn kube_client(kubeconfig: Option<&Path>, context: &str) -> Result<Client> {
+    Client::try_from(kube_config(kubeconfig, context).await?)
+        .context("building the Kubernetes client")
+}
+
+async fn kube_config(kubeconfig: Option<&Path>, context: &str) -> Result<kube::Config> {
     let options = kube::config::KubeConfigOptions {
         context: Some(context.to_string()),
         ..Default::default()
     };
-    let config = match kubeconfig {
+    match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -135,8 +152,7 @@ pub async fn kube_client(kubeconfig: Option<&Path>, context: &str) -> Result<Cli
         }
         None => kube::Config::from_kubeconfig(&options).await,
     }
-    .with_context(|| format!("loading context `{context}`"))?;
-    Client::try_from(config).context("building the Kubernetes client")
+    .with_context(|| format!("loading context `{context}`"))
 }
 
 /// The parts that exist before the async runtime runs.
@@ -328,7 +344,7 @@ impl App {
         let mut ingress = None;
         let mut dns = None;
         if let Some(target) = &self.config.federation {
-            let client = target.client().await?;
+            let client = target.multiplexed_client().await?;
             // The election has connections of its own: a busy controller must not
             // keep the lease from being renewed.
             let election = match &self.config.election {
