@@ -100,25 +100,13 @@ impl FederationTarget {
             .then_some(Self::InCluster)
     }
 
-    /// A client for the federation plane (HTTP/1.1, a connection per request in
-    /// flight).
+    /// A client for the federation plane.
     pub async fn client(&self) -> Result<Client> {
-        Client::try_from(self.config().await?).context("building the Kubernetes client")
-    }
-
-    /// A client for the federation plane whose requests share one HTTP/2
-    /// connection: the controllers', which have hundreds in flight under load.
-    pub async fn multiplexed_client(&self) -> Result<Client> {
-        crate::fleet::client::multiplexed(self.config().await?)
-            .map_err(|e| anyhow::anyhow!("building the Kubernetes client: {e}"))
-    }
-
-    async fn config(&self) -> Result<kube::Config> {
         match self {
             Self::Kubeconfig {
                 kubeconfig,
                 context,
-            } => kube_config(Some(kubeconfig), context).await,
+            } => kube_client(Some(kubeconfig), context).await,
             Self::InCluster => {
                 let config = kube::Config::incluster().with_context(|| {
                     format!(
@@ -127,7 +115,7 @@ impl FederationTarget {
                     )
                 })?;
                 tracing::info!(server = %config.cluster_url, "federation plane: the cluster this pod runs in");
-                Ok(config)
+                Client::try_from(config).context("building the Kubernetes client")
             }
         }
     }
@@ -135,16 +123,11 @@ impl FederationTarget {
 
 /// A client for `context` in `kubeconfig` (default: the usual kubeconfig search).
 pub async fn kube_client(kubeconfig: Option<&Path>, context: &str) -> Result<Client> {
-    Client::try_from(kube_config(kubeconfig, context).await?)
-        .context("building the Kubernetes client")
-}
-
-async fn kube_config(kubeconfig: Option<&Path>, context: &str) -> Result<kube::Config> {
     let options = kube::config::KubeConfigOptions {
         context: Some(context.to_string()),
         ..Default::default()
     };
-    match kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -152,7 +135,8 @@ async fn kube_config(kubeconfig: Option<&Path>, context: &str) -> Result<kube::C
         }
         None => kube::Config::from_kubeconfig(&options).await,
     }
-    .with_context(|| format!("loading context `{context}`"))
+    .with_context(|| format!("loading context `{context}`"))?;
+    Client::try_from(config).context("building the Kubernetes client")
 }
 
 /// The parts that exist before the async runtime runs.
@@ -344,7 +328,13 @@ impl App {
         let mut ingress = None;
         let mut dns = None;
         if let Some(target) = &self.config.federation {
-            let client = target.multiplexed_client().await?;
+            // HTTP/1.1, a connection per request in flight, unlike the members'
+            // clients: the plane's watches feed kube controllers, which stop reading
+            // them while every reconcile slot is busy. On one shared HTTP/2
+            // connection an unread watch holds the connection's flow-control window,
+            // and the busy reconciles' own writes then wait on it for ever (seen at
+            // 30 members x 5,000 objects). A member's watches are always read.
+            let client = target.client().await?;
             // The election has connections of its own: a busy controller must not
             // keep the lease from being renewed.
             let election = match &self.config.election {
