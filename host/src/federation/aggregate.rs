@@ -103,8 +103,7 @@ pub(crate) async fn write(
 /// The member's load-balancer addresses for its copy (IPs or host names): where
 /// the global ingress and the DNS responder send clients.
 fn lb_addresses(obj: &Cached) -> Vec<String> {
-    obj.data
-        .pointer("/status/loadBalancer/ingress")
+    obj.pointer("/status/loadBalancer/ingress")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -118,10 +117,7 @@ fn lb_addresses(obj: &Cached) -> Vec<String> {
 }
 
 fn count(obj: &Cached, pointer: &str) -> u64 {
-    obj.data
-        .pointer(pointer)
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
+    obj.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
 }
 
 async fn write_placement(
@@ -224,8 +220,7 @@ fn load_balancer_status(applied: &[(&str, &Cached)]) -> Value {
     let mut ingress: Vec<Value> = applied
         .iter()
         .filter_map(|(_, a)| {
-            a.data
-                .pointer("/status/loadBalancer/ingress")?
+            a.pointer("/status/loadBalancer/ingress")?
                 .as_array()
                 .cloned()
         })
@@ -255,14 +250,13 @@ pub fn replica_status(
     for field in sums {
         let total = applied
             .iter()
-            .filter_map(|(_, a)| a.data.pointer(&format!("/status/{field}"))?.as_u64())
+            .filter_map(|(_, a)| a.pointer(&format!("/status/{field}"))?.as_u64())
             .fold(0u64, u64::saturating_add)
             .min(i32::MAX as u64);
         status.insert((*field).to_string(), total.into());
     }
     let observed_all = applied.iter().all(|(_, a)| {
         let observed = a
-            .data
             .pointer("/status/observedGeneration")
             .and_then(Value::as_i64);
         observed.is_some() && observed >= a.generation
@@ -294,8 +288,7 @@ pub fn replica_status(
 type Derived = (&'static str, &'static str, String, String);
 
 fn member_condition<'a>(copy: &'a Cached, type_: &str) -> Option<&'a Value> {
-    copy.data
-        .pointer("/status/conditions")?
+    copy.pointer("/status/conditions")?
         .as_array()?
         .iter()
         .find(|c| c["type"] == type_)

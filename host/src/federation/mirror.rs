@@ -25,7 +25,7 @@ use kube::core::DynamicObject;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::kinds::Kind;
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, TEMPLATE_HASH_ANNOTATION};
@@ -61,24 +61,15 @@ pub(crate) struct Cached {
     /// Still has the field ownership of fedwasm's POST (an `Update` entry), to be
     /// turned into its apply entry before the next apply.
     pub created_by_post: bool,
-    /// `spec.replicas` and `status` as `{"spec": {"replicas": n}, "status": …}`;
-    /// `Null` when the copy has neither.
-    pub data: Value,
+    /// `spec.replicas`, as the aggregation reads it.
+    pub replicas: Option<Value>,
+    /// `status`, as the aggregation reads it (none for ConfigMaps and the like).
+    pub status: Option<Value>,
 }
 
 impl Cached {
     pub fn of(obj: &DynamicObject) -> Self {
         let meta = &obj.metadata;
-        let mut kept = Map::new();
-        if let Some(replicas) = obj.data.pointer("/spec/replicas") {
-            kept.insert(
-                "spec".into(),
-                serde_json::json!({ "replicas": replicas.clone() }),
-            );
-        }
-        if let Some(status) = obj.data.get("status") {
-            kept.insert("status".into(), status.clone());
-        }
         Self {
             uid: meta.uid.as_deref().map(Box::from),
             resource_version: meta
@@ -102,11 +93,8 @@ impl Cached {
                 .iter()
                 .flatten()
                 .any(super::apply::is_create_entry),
-            data: if kept.is_empty() {
-                Value::Null
-            } else {
-                Value::Object(kept)
-            },
+            replicas: obj.data.pointer("/spec/replicas").cloned(),
+            status: obj.data.get("status").cloned(),
         }
     }
 
@@ -125,8 +113,24 @@ impl Cached {
         self.template.as_deref() == Some(hash)
     }
 
-    pub fn status(&self) -> Option<&Value> {
-        self.data.get("status")
+    /// The value at a JSON pointer into the copy, of those kept: `/spec/replicas`
+    /// and anything under `/status`.
+    pub fn pointer(&self, pointer: &str) -> Option<&Value> {
+        if pointer == "/spec/replicas" {
+            return self.replicas.as_ref();
+        }
+        let rest = pointer.strip_prefix("/status")?;
+        let status = self.status.as_ref()?;
+        match rest {
+            "" => Some(status),
+            rest if rest.starts_with('/') => status.pointer(rest),
+            _ => None,
+        }
+    }
+
+    /// Whether the replicas and status are those of `other`.
+    fn same_state(&self, other: &Cached) -> bool {
+        self.replicas == other.replicas && self.status == other.status
     }
 }
 
@@ -331,10 +335,12 @@ struct Follow {
 }
 
 impl Follow {
-    /// Whether a copy's event needs its federation object reconciled: not when it
-    /// is only the echo of fedwasm's own write (the same copy, version and template
-    /// fedwasm wrote, with the replicas and status it had then or had before).
-    fn needs_reconcile(&self, key: &str, copy: &Cached) -> bool {
+    /// Takes in a copy's event: the copy to cache, and whether its federation
+    /// object needs a reconcile. Not when the event is only the echo of fedwasm's
+    /// own write (the same copy, version and template fedwasm wrote, with the
+    /// replicas and status it had then or had before). A copy just as fedwasm's
+    /// write left it shares that record's allocation.
+    fn take_in(&self, key: &str, copy: Cached) -> (Arc<Cached>, bool) {
         let written = lock(&self.written)
             .get(&self.cluster)
             .and_then(|records| records.get(key))
@@ -343,8 +349,13 @@ impl Follow {
             .get(&(self.cluster.clone(), key.to_string()))
             .cloned();
         let before = lock(&self.copies).get(key).cloned();
-        !(echo(copy, before.as_deref(), written.as_ref())
-            || echo_of_pending(copy, before.as_deref(), pending.as_deref()))
+        let quiet = echo(&copy, before.as_deref(), written.as_ref())
+            || echo_of_pending(&copy, before.as_deref(), pending.as_deref());
+        let copy = match written {
+            Some(w) if *w.copy == copy => w.copy,
+            _ => Arc::new(copy),
+        };
+        (copy, !quiet)
     }
 
     /// The federation object whose copy has `key`.
@@ -396,8 +407,7 @@ async fn watch(follow: Follow, client: MemberClient) {
                 if let Some(rv) = copy.resource_version {
                     follow.seen_up_to.fetch_max(rv, Ordering::AcqRel);
                 }
-                let reconcile = follow.needs_reconcile(&key, &copy);
-                let copy = Arc::new(copy);
+                let (copy, reconcile) = follow.take_in(&key, copy);
                 match &mut relisting {
                     Some(shelf) => shelf.insert(key.clone(), copy),
                     None => lock(&follow.copies).insert(key.clone(), copy),
@@ -500,7 +510,7 @@ pub(crate) fn echo(copy: &Cached, before: Option<&Cached>, written: Option<&Writ
     let same_copy = w.copy.uid.is_some() && w.copy.uid == copy.uid;
     let same_version = copy.version().is_some() && copy.version() == w.copy.version();
     let same_template = copy.carries(&w.hash);
-    let nothing_moved = copy.data == w.copy.data || before.is_some_and(|b| b.data == copy.data);
+    let nothing_moved = copy.same_state(&w.copy) || before.is_some_and(|b| b.same_state(copy));
     same_copy && same_version && same_template && nothing_moved
 }
 
@@ -515,9 +525,9 @@ pub(crate) fn echo_of_pending(
     let Some(hash) = pending else {
         return false;
     };
-    let status = copy.status();
+    let status = copy.status.as_ref();
     let unmoved = match before {
-        Some(b) => b.status() == status,
+        Some(b) => b.status.as_ref() == status,
         None => status.is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty())),
     };
     copy.carries(hash) && unmoved
@@ -677,7 +687,7 @@ mod tests {
         );
         let mut status = copy("h", "u", Some(1), "12");
         let written = Written::of(Arc::new(status.clone()), "h");
-        status.data["status"] = json!({"readyReplicas": 3});
+        status.status = Some(json!({"readyReplicas": 3}));
         assert!(
             !echo(&status, None, Some(&written)),
             "a member's status moved"
@@ -687,7 +697,8 @@ mod tests {
     #[test]
     fn the_echo_of_a_write_in_flight_is_quiet() {
         let mut created = copy("h", "u", None, "10");
-        created.data = json!({});
+        created.replicas = None;
+        created.status = None;
         assert!(echo_of_pending(&created, None, Some("h")));
         assert!(!echo_of_pending(&created, None, Some("other")));
         assert!(!echo_of_pending(&created, None, None));
@@ -698,7 +709,7 @@ mod tests {
             Some("h")
         ));
         let mut moved = copy("h", "u", Some(2), "10");
-        moved.data["status"] = json!({"readyReplicas": 1});
+        moved.status = Some(json!({"readyReplicas": 1}));
         assert!(!echo_of_pending(&moved, Some(&before), Some("h")));
     }
 
@@ -727,10 +738,11 @@ mod tests {
             },
         ]);
         let c = Cached::of(&o);
-        assert_eq!(
-            c.data,
-            json!({"spec": {"replicas": 3}, "status": {"readyReplicas": 2}})
-        );
+        assert_eq!(c.replicas, Some(json!(3)));
+        assert_eq!(c.status, Some(json!({"readyReplicas": 2})));
+        assert_eq!(c.pointer("/status/readyReplicas"), Some(&json!(2)));
+        assert_eq!(c.pointer("/spec/replicas"), Some(&json!(3)));
+        assert_eq!(c.pointer("/statusx"), None);
         assert!(c.owned && c.created_by_post && !c.deleting);
         assert_eq!(c.template.as_deref(), Some("h"));
         assert_eq!(
@@ -742,6 +754,10 @@ mod tests {
         o.data = json!({"data": {"a": "b"}});
         let c = Cached::of(&o);
         assert!(!c.owned && !c.created_by_post);
-        assert_eq!(c.data, Value::Null, "a ConfigMap keeps no data");
+        assert_eq!(
+            (c.replicas, c.status),
+            (None, None),
+            "a ConfigMap keeps no data"
+        );
     }
 }
