@@ -328,12 +328,9 @@ impl App {
         let mut ingress = None;
         let mut dns = None;
         if let Some(target) = &self.config.federation {
-            // HTTP/1.1, a connection per request in flight, unlike the members'
-            // clients: the plane's watches feed kube controllers, which stop reading
-            // them while every reconcile slot is busy. On one shared HTTP/2
-            // connection an unread watch holds the connection's flow-control window,
-            // and the busy reconciles' own writes then wait on it for ever (seen at
-            // 30 members x 5,000 objects). A member's watches are always read.
+            // kube's HTTP/1.1 client, unlike the members' (one HTTP/2 connection
+            // each): one plane, a few hundred connections at most while
+            // converging. An HTTP/2 client here is not yet proven at scale.
             let client = target.client().await?;
             // The election has connections of its own: a busy controller must not
             // keep the lease from being renewed.

@@ -256,9 +256,16 @@ pub(crate) fn member_body(kind: &Kind, obj: &DynamicObject, replicas: Option<u32
     );
     body.insert("kind".into(), kind.resource.kind.clone().into());
     body.insert("metadata".into(), Value::Object(metadata));
-    for path in kind.member_owned {
-        let steps: Vec<&str> = path.split('/').collect();
-        remove_path(&mut body, &steps);
+    let chosen: Vec<bool> = kind
+        .member_owned
+        .iter()
+        .map(|path| chosen_by_user(&body, path))
+        .collect();
+    for (path, chosen) in kind.member_owned.iter().zip(chosen) {
+        if !chosen {
+            let steps: Vec<&str> = path.split('/').collect();
+            remove_path(&mut body, &steps);
+        }
     }
     if let (true, Some(n)) = (kind.replicas, replicas) {
         if let Some(Value::Object(spec)) = body.get_mut("spec") {
@@ -266,6 +273,22 @@ pub(crate) fn member_body(kind: &Kind, obj: &DynamicObject, replicas: Option<u32
         }
     }
     Value::Object(body)
+}
+
+/// Whether a field each member would otherwise allocate holds the user's choice,
+/// which every member keeps: a headless Service's `clusterIP: None` (and its
+/// `clusterIPs: [None]`). Dropped, a member allocates an address from its range
+/// instead, and refuses the Service once the range is full.
+fn chosen_by_user(body: &Map<String, Value>, path: &str) -> bool {
+    match path {
+        "spec/clusterIP" | "spec/clusterIPs" => {
+            body.get("spec")
+                .and_then(|s| s.get("clusterIP"))
+                .and_then(Value::as_str)
+                == Some("None")
+        }
+        _ => false,
+    }
 }
 
 /// `body` with its template hash annotation: a hash of everything else in it.
@@ -357,6 +380,17 @@ mod tests {
                              "annotations": {"team": "a"}},
                 "spec": {"type": "LoadBalancer", "ports": [{"port": 80}, {"port": 443}]}})
         );
+    }
+
+    #[test]
+    fn a_headless_service_stays_headless() {
+        let svc = object(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "db", "namespace": "shop", "uid": "u", "resourceVersion": "7"},
+            "spec": {"clusterIP": "None", "clusterIPs": ["None"], "selector": {"app": "db"},
+                     "ports": [{"port": 5432}]}}));
+        let body = member_object(&kind("Service"), &svc, None);
+        assert_eq!(body["spec"]["clusterIP"], "None");
+        assert_eq!(body["spec"]["clusterIPs"], json!(["None"]));
     }
 
     #[test]
