@@ -72,21 +72,14 @@ impl Cached {
         let meta = &obj.metadata;
         Self {
             uid: meta.uid.as_deref().map(Box::from),
-            resource_version: meta
-                .resource_version
-                .as_deref()
-                .and_then(|v| v.parse().ok()),
+            resource_version: resource_version(obj),
             generation: meta.generation,
             template: meta
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
                 .map(|h| Box::from(h.as_str())),
-            owned: meta
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(MANAGED_BY_LABEL))
-                .is_some_and(|v| v == MANAGED_BY_VALUE),
+            owned: super::apply::owned(obj),
             deleting: meta.deletion_timestamp.is_some(),
             created_by_post: meta
                 .managed_fields
