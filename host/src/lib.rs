@@ -21,6 +21,7 @@ pub mod placer;
 pub mod plan;
 pub mod policy;
 pub mod preview;
+pub mod recorder;
 pub mod routing;
 pub mod runtime;
 pub mod scaffold;

@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -25,6 +24,7 @@ use super::{aggregate, apply, events, place, AbortOnDrop, Error, FINALIZER};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::placer::Placer;
+use crate::recorder::Recorder;
 
 /// What every controller shares: one recorder (it de-duplicates events), the
 /// member view, the placer, the metrics.
@@ -34,7 +34,7 @@ pub(crate) struct Shared {
     pub placer: Placer,
     pub fleet: Arc<Fleet>,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub recorder: Arc<Recorder>,
     /// The federation plane's Namespaces, kept by one watch for every controller.
     pub namespaces: Store<Namespace>,
     /// The placement policies, and which governs what.
@@ -50,13 +50,11 @@ impl Shared {
         namespaces: Store<Namespace>,
         policies: Arc<Policies>,
     ) -> Self {
-        let recorder = Recorder::new(
+        let recorder = Arc::new(Recorder::new(
             federation.clone(),
-            Reporter {
-                controller: "fedwasm".into(),
-                instance: std::env::var("HOSTNAME").ok(),
-            },
-        );
+            "fedwasm",
+            std::env::var("HOSTNAME").ok(),
+        ));
         Self {
             federation,
             placer,

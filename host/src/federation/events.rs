@@ -2,7 +2,6 @@
 //! a member's event stream).
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;
 use kube::runtime::events::{Event, EventType};
 use kube::Resource;
@@ -83,53 +82,9 @@ pub(crate) async fn publish_about(
         action: "Propagate".into(),
         secondary: None,
     };
-    let result = if reference.namespace.is_some() {
-        shared.recorder.publish(&event, &reference).await
-    } else {
-        publish_cluster_scoped(shared, &event, reference).await
-    };
+    // Cluster-scoped objects' events go to `kube-system` (see `recorder`).
+    let result = shared.recorder.publish(&event, &reference).await;
     if let Err(e) = result {
         tracing::warn!(error = %e, reason, "cannot record an event");
     }
-}
-
-/// Events about cluster-scoped objects (Namespaces, extra cluster kinds) go to
-/// `kube-system`: the only namespace every Kubernetes version accepts for them
-/// (1.20 refuses `default`, where the generic recorder puts them).
-async fn publish_cluster_scoped(
-    shared: &Shared,
-    event: &Event,
-    regarding: ObjectReference,
-) -> Result<(), kube::Error> {
-    use k8s_openapi::api::events::v1::Event as K8sEvent;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let body = K8sEvent {
-        metadata: kube::api::ObjectMeta {
-            name: Some(format!(
-                "{}.{:x}",
-                regarding.name.as_deref().unwrap_or("fedwasm"),
-                now.as_nanosecond()
-            )),
-            namespace: Some("kube-system".into()),
-            ..Default::default()
-        },
-        action: Some(event.action.clone()),
-        reason: Some(event.reason.clone()),
-        note: event.note.clone(),
-        event_time: Some(MicroTime(now)),
-        regarding: Some(regarding),
-        reporting_controller: Some("fedwasm".into()),
-        reporting_instance: Some(std::env::var("HOSTNAME").unwrap_or_else(|_| "fedwasm".into())),
-        type_: Some(
-            match event.type_ {
-                EventType::Normal => "Normal",
-                EventType::Warning => "Warning",
-            }
-            .into(),
-        ),
-        ..Default::default()
-    };
-    let api: Api<K8sEvent> = Api::namespaced(shared.federation.clone(), "kube-system");
-    api.create(&PostParams::default(), &body).await.map(drop)
 }

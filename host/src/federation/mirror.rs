@@ -63,8 +63,23 @@ pub(crate) struct Cached {
     pub created_by_post: bool,
     /// `spec.replicas`, as the aggregation reads it.
     pub replicas: Option<Value>,
-    /// `status`, as the aggregation reads it (none for ConfigMaps and the like).
+    /// `status`, as the aggregation reads it (none for ConfigMaps and the like, and
+    /// none when it holds only empty values).
     pub status: Option<Value>,
+}
+
+/// Whether a status holds anything the aggregation could read. Every member gives a
+/// Service without a load balancer `{"loadBalancer": {}}`: kept, that was about
+/// 600 bytes of map per Service copy, a fifth of the host's member caches at
+/// 30 members x 5,000 objects. Every read goes below `/status`, where an empty
+/// object and no status read the same.
+fn says_something(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Object(map) => map.values().any(says_something),
+        Value::Array(items) => !items.is_empty(),
+        _ => true,
+    }
 }
 
 impl Cached {
@@ -87,7 +102,7 @@ impl Cached {
                 .flatten()
                 .any(super::apply::is_create_entry),
             replicas: obj.data.pointer("/spec/replicas").cloned(),
-            status: obj.data.get("status").cloned(),
+            status: obj.data.get("status").filter(|s| says_something(s)).cloned(),
         }
     }
 
@@ -751,6 +766,13 @@ mod tests {
             (c.replicas, c.status),
             (None, None),
             "a ConfigMap keeps no data"
+        );
+        o.data = json!({"spec": {"clusterIP": "None"}, "status": {"loadBalancer": {}}});
+        assert_eq!(Cached::of(&o).status, None, "an empty status is none");
+        o.data = json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.7"}]}}});
+        assert_eq!(
+            Cached::of(&o).pointer("/status/loadBalancer/ingress/0/ip"),
+            Some(&json!("10.0.0.7"))
         );
     }
 }

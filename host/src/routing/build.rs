@@ -13,7 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -26,6 +26,7 @@ use crate::federation::{hook_choice, PolicySet, PLACEMENT_ANNOTATION};
 use crate::fleet::{Fleet, Snapshot};
 use crate::placer::Placer;
 use crate::policy::{ClusterPlacementPolicy, PlacementPolicy};
+use crate::recorder::Recorder;
 use fedwasm_sdk::Hook;
 use kube::core::ApiResource;
 
@@ -73,10 +74,8 @@ impl Router {
         };
         let recorder = Recorder::new(
             federation.clone(),
-            Reporter {
-                controller: "fedwasm".into(),
-                instance: std::env::var("HOSTNAME").ok(),
-            },
+            "fedwasm",
+            std::env::var("HOSTNAME").ok(),
         );
         tokio::spawn(rebuild_loop(
             router.clone(),
