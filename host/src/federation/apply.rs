@@ -429,7 +429,7 @@ async fn delete_owned(
     }
     // Only the copy fedwasm saw: one made again by someone else meanwhile stays.
     let params = DeleteParams {
-        preconditions: found.uid.as_deref().map(|uid| kube::api::Preconditions {
+        preconditions: found.uid.as_ref().map(|uid| kube::api::Preconditions {
             uid: Some(uid.to_string()),
             resource_version: None,
         }),

@@ -49,11 +49,11 @@ pub(crate) enum Seen {
 /// aggregation read, nothing else.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Cached {
-    pub uid: Option<Box<str>>,
+    pub uid: Option<Compact>,
     pub resource_version: Option<u64>,
     pub generation: Option<i64>,
     /// fedwasm's template hash annotation.
-    pub template: Option<Box<str>>,
+    pub template: Option<Compact>,
     /// Carries fedwasm's label: fedwasm made it (or adopted it).
     pub owned: bool,
     /// Being deleted.
@@ -82,18 +82,111 @@ fn says_something(value: &Value) -> bool {
     }
 }
 
+/// A short string stored without an allocation when it can be: up to 22 bytes
+/// inline (fedwasm's template hashes are 16), a canonical UUID (what every
+/// apiserver makes a `uid`) as its 16 bytes, anything else on the heap. Each form
+/// is chosen by the text alone, so two are equal exactly when their texts are. At
+/// 30 members x 5,000 objects a member cache holds 150,000 copies, each with a uid,
+/// a template hash and the hash fedwasm wrote: this keeps them in the records.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Compact {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Uuid([u8; 16]),
+    Heap(Box<str>),
+}
+
+const INLINE: usize = 22;
+
+/// Positions of the dashes in a UUID's text.
+const DASHES: [usize; 4] = [8, 13, 18, 23];
+
+impl Compact {
+    pub fn new(text: &str) -> Self {
+        if text.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..text.len()].copy_from_slice(text.as_bytes());
+            return Compact::Inline {
+                len: text.len() as u8,
+                bytes,
+            };
+        }
+        match uuid(text) {
+            Some(packed) => Compact::Uuid(packed),
+            None => Compact::Heap(text.into()),
+        }
+    }
+
+    /// Whether this is `text`.
+    pub fn is(&self, text: &str) -> bool {
+        match self {
+            Compact::Inline { len, bytes } => &bytes[..usize::from(*len)] == text.as_bytes(),
+            Compact::Uuid(packed) => uuid(text).as_ref() == Some(packed),
+            Compact::Heap(s) => &**s == text,
+        }
+    }
+}
+
+/// The 16 bytes of a UUID in its canonical text (lowercase hex, dashes at 8, 13,
+/// 18 and 23), which formats back to the same text; `None` for any other text.
+fn uuid(text: &str) -> Option<[u8; 16]> {
+    let b = text.as_bytes();
+    if b.len() != 36 || DASHES.iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let mut digits = b.iter().enumerate().filter(|(i, _)| !DASHES.contains(i));
+    let mut out = [0u8; 16];
+    for byte in &mut out {
+        let mut next = || {
+            let (_, &c) = digits.next()?;
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            }
+        };
+        *byte = (next()? << 4) | next()?;
+    }
+    Some(out)
+}
+
+impl std::fmt::Display for Compact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compact::Inline { len, bytes } => {
+                f.write_str(std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default())
+            }
+            Compact::Uuid(packed) => {
+                for (i, byte) in packed.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
+            Compact::Heap(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::fmt::Debug for Compact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
 impl Cached {
     pub fn of(obj: &DynamicObject) -> Self {
         let meta = &obj.metadata;
         Self {
-            uid: meta.uid.as_deref().map(Box::from),
+            uid: meta.uid.as_deref().map(Compact::new),
             resource_version: resource_version(obj),
             generation: meta.generation,
             template: meta
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(TEMPLATE_HASH_ANNOTATION))
-                .map(|h| Box::from(h.as_str())),
+                .map(|h| Compact::new(h)),
             owned: super::apply::owned(obj),
             deleting: meta.deletion_timestamp.is_some(),
             created_by_post: meta
@@ -102,7 +195,11 @@ impl Cached {
                 .flatten()
                 .any(super::apply::is_create_entry),
             replicas: obj.data.pointer("/spec/replicas").cloned(),
-            status: obj.data.get("status").filter(|s| says_something(s)).cloned(),
+            status: obj
+                .data
+                .get("status")
+                .filter(|s| says_something(s))
+                .cloned(),
         }
     }
 
@@ -118,7 +215,7 @@ impl Cached {
 
     /// Whether the copy carries the template `hash` (fedwasm's annotation).
     fn carries(&self, hash: &str) -> bool {
-        self.template.as_deref() == Some(hash)
+        self.template.as_ref().is_some_and(|t| t.is(hash))
     }
 
     /// The value at a JSON pointer into the copy, of those kept: `/spec/replicas`
@@ -517,7 +614,7 @@ pub(crate) fn echo(copy: &Cached, before: Option<&Cached>, written: Option<&Writ
     };
     let same_copy = w.copy.uid.is_some() && w.copy.uid == copy.uid;
     let same_version = copy.version().is_some() && copy.version() == w.copy.version();
-    let same_template = copy.carries(&w.hash);
+    let same_template = copy.template.as_ref() == Some(&w.hash);
     let nothing_moved = copy.same_state(&w.copy) || before.is_some_and(|b| b.same_state(copy));
     same_copy && same_version && same_template && nothing_moved
 }
@@ -550,7 +647,7 @@ pub(crate) fn resource_version(copy: &DynamicObject) -> Option<u64> {
 /// the member answered the write, with when.
 #[derive(Clone, Debug)]
 pub(crate) struct Written {
-    pub hash: Box<str>,
+    pub hash: Compact,
     pub copy: Arc<Cached>,
     pub at: std::time::Instant,
 }
@@ -558,7 +655,7 @@ pub(crate) struct Written {
 impl Written {
     pub fn of(copy: Arc<Cached>, hash: &str) -> Self {
         Self {
-            hash: hash.into(),
+            hash: Compact::new(hash),
             copy,
             at: std::time::Instant::now(),
         }
@@ -573,7 +670,7 @@ pub(crate) const CACHE_LAG: std::time::Duration = std::time::Duration::from_secs
 /// a write at a `resourceVersion` beyond what the cache has seen, and recent.
 pub(crate) fn not_seen_yet(seen_up_to: u64, hash: &str, written: Option<&Written>) -> bool {
     written.is_some_and(|w| {
-        &*w.hash == hash
+        w.hash.is(hash)
             && w.copy.resource_version.is_some_and(|rv| rv > seen_up_to)
             && w.at.elapsed() < CACHE_LAG
     })
@@ -593,7 +690,7 @@ pub(crate) fn current(copy: &Cached, hash: &str, written: Option<&Written>) -> b
         return carries;
     };
     match (copy.version(), w.copy.version()) {
-        (Some(now), Some(then)) if now < then => &*w.hash == hash,
+        (Some(now), Some(then)) if now < then => w.hash.is(hash),
         (Some(now), Some(then)) if now == then => carries,
         (Some(_), Some(_)) => false,
         _ => carries,
@@ -752,9 +849,16 @@ mod tests {
         assert_eq!(c.pointer("/spec/replicas"), Some(&json!(3)));
         assert_eq!(c.pointer("/statusx"), None);
         assert!(c.owned && c.created_by_post && !c.deleting);
-        assert_eq!(c.template.as_deref(), Some("h"));
         assert_eq!(
-            (c.uid.as_deref(), c.resource_version, c.version()),
+            c.template.as_ref().map(|t| t.to_string()).as_deref(),
+            Some("h")
+        );
+        assert_eq!(
+            (
+                c.uid.as_ref().map(|u| u.to_string()).as_deref(),
+                c.resource_version,
+                c.version()
+            ),
             (Some("u"), Some(10), Some(1))
         );
         o.metadata.managed_fields = None;
@@ -774,5 +878,36 @@ mod tests {
             Cached::of(&o).pointer("/status/loadBalancer/ingress/0/ip"),
             Some(&json!("10.0.0.7"))
         );
+    }
+
+    #[test]
+    fn compact_strings_read_back_and_compare_as_their_text() {
+        let uid = "0b7e4c1a-93f2-4d5e-8a6b-1c2d3e4f5a6b";
+        let texts = [
+            "",
+            "h",
+            "3f2a9c0d1e4b5a69",
+            "exactly-twenty-two-ch!",
+            uid,
+            // Not canonical: upper case, a dash moved, not hex.
+            "0B7E4C1A-93F2-4D5E-8A6B-1C2D3E4F5A6B",
+            "0b7e4c1a93f2-4d5e-8a6b-1c2d3e4f5a6b-",
+            "0b7e4c1a-93f2-4d5e-8a6b-1c2d3e4f5a6g",
+            "a name longer than twenty-two bytes",
+        ];
+        for a in texts {
+            let c = Compact::new(a);
+            assert_eq!(c.to_string(), a);
+            for b in texts {
+                assert_eq!(c.is(b), a == b, "{a:?} is {b:?}");
+                assert_eq!(c == Compact::new(b), a == b, "{a:?} == {b:?}");
+            }
+        }
+        assert!(matches!(Compact::new(uid), Compact::Uuid(_)));
+        assert!(matches!(
+            Compact::new("3f2a9c0d1e4b5a69"),
+            Compact::Inline { .. }
+        ));
+        assert_eq!(std::mem::size_of::<Compact>(), 24);
     }
 }
