@@ -71,11 +71,6 @@ impl Recorder {
         }
     }
 
-    /// Series remembered now.
-    pub fn remembered(&self) -> usize {
-        self.lock().written.len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Series> {
         self.series.lock().unwrap_or_else(|p| p.into_inner())
     }
