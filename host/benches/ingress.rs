@@ -3,7 +3,7 @@
 //!
 //! One process holds a small backend (hyper 1, a 13-byte body, keep-alive) and the
 //! fedwasm ingress (`ingress::serve` over a fixed table: one Ingress route, one
-//! healthy backend with room for any load) in a tokio runtime of `WORKERS` threads.
+//! healthy backend with room for any load) with `WORKERS` worker threads.
 //! It writes a configuration for nginx as a plain reverse proxy to the same backend
 //! (`worker_processes WORKERS`, an upstream with `keepalive 64`, HTTP/1.1 upstream
 //! connections reused as fedwasm reuses them, the same `X-Forwarded-*` headers) and
@@ -20,7 +20,7 @@
 //!
 //! | variable | default | what |
 //! | --- | --- | --- |
-//! | `FEDWASM_BENCH_WORKERS` | cores | fedwasm's tokio worker threads = nginx's `worker_processes` |
+//! | `FEDWASM_BENCH_WORKERS` | cores | the ingress's worker threads = nginx's `worker_processes` |
 //! | `FEDWASM_BENCH_BACKEND_THREADS` | `WORKERS` | the backend's tokio worker threads |
 //! | `FEDWASM_BENCH_CONNECTIONS` | 64 | wrk `-c` |
 //! | `FEDWASM_BENCH_WRK_THREADS` | 2 | wrk `-t` |
@@ -114,6 +114,7 @@ fn start_backend(rt: &tokio::runtime::Runtime) -> SocketAddr {
 fn start_fedwasm(
     rt: &tokio::runtime::Runtime,
     backend: SocketAddr,
+    workers: usize,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let route = Route {
         key: RouteKey {
@@ -153,7 +154,10 @@ fn start_fedwasm(
         listener,
         router,
         metrics,
-        IngressConfig::default(),
+        IngressConfig {
+            workers,
+            ..IngressConfig::default()
+        },
         async move {
             let _ = stopped.await;
         },
@@ -329,7 +333,7 @@ fn cpu_of(pid: u32, name: Option<&str>) -> Duration {
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        if name.is_some_and(|n| &stat[open + 1..close] != n) {
+        if name.is_some_and(|n| !stat[open + 1..close].starts_with(n)) {
             continue;
         }
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
@@ -567,9 +571,10 @@ fn main() {
     }
 
     let backend_rt = runtime(settings.backend_threads, BACKEND_THREAD);
-    let ingress_rt = runtime(settings.workers, INGRESS_THREAD);
+    // It only accepts; the ingress's own worker threads serve.
+    let ingress_rt = runtime(1, INGRESS_THREAD);
     let backend = start_backend(&backend_rt);
-    let (fedwasm, stop_fedwasm) = start_fedwasm(&ingress_rt, backend);
+    let (fedwasm, stop_fedwasm) = start_fedwasm(&ingress_rt, backend, settings.workers);
     let nginx = start_nginx(&settings.nginx, settings.workers, backend);
 
     let nginx_master = nginx.child.id();
@@ -595,7 +600,7 @@ fn main() {
     check("fedwasm", fedwasm, Some("x-fedwasm-cluster: backend"));
 
     println!(
-        "ingress bench: {} core(s); fedwasm {} tokio worker thread(s), nginx {} worker process(es), \
+        "ingress bench: {} core(s); fedwasm {} worker thread(s), nginx {} worker process(es), \
          backend {} thread(s); wrk -t{} -c{} -d{}s --latency, {} round(s)",
         cores,
         settings.workers,

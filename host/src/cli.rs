@@ -287,6 +287,10 @@ pub struct RunArgs {
     /// closest healthy cluster with capacity, by the `rank` hook.
     #[arg(long)]
     pub ingress: Option<String>,
+    /// Threads serving the global ingress's connections, each with its own event
+    /// loop, as nginx's worker processes (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub ingress_workers: usize,
     /// The locality table (JSON or YAML): client networks → region and zone, and
     /// the proxies whose X-Forwarded-For is believed. Re-read when it changes.
     #[arg(long)]
@@ -413,7 +417,10 @@ impl RunArgs {
                 .map(|k| Kind::parse(k).map_err(anyhow::Error::msg))
                 .collect::<Result<_>>()?,
             ingress: self.ingress.clone(),
-            ingress_config: IngressConfig::default(),
+            ingress_config: IngressConfig {
+                workers: self.ingress_workers,
+                ..IngressConfig::default()
+            },
             locality: self.locality.clone(),
             routing: RouterConfig {
                 per_replica_concurrency: self.per_replica_concurrency,

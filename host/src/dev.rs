@@ -269,6 +269,7 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
         offline_grace_secs,
         member_timeout_secs,
         ingress,
+        ingress_workers,
         locality,
         per_replica_concurrency,
         dns,
@@ -345,6 +346,7 @@ fn run_argv(run: &RunArgs) -> Vec<OsString> {
         "per-replica-concurrency",
         per_replica_concurrency.to_string().as_ref(),
     );
+    flag("ingress-workers", ingress_workers.to_string().as_ref());
     if let Some(dns) = dns {
         flag("dns", dns.as_ref());
     }
@@ -431,6 +433,7 @@ mod tests {
             offline_grace_secs: 13,
             member_timeout_secs: 23,
             ingress: Some("127.0.0.1:8088".into()),
+            ingress_workers: 43,
             locality: Some("/tmp/locality.yaml".into()),
             per_replica_concurrency: 29,
             dns: Some("127.0.0.1:8053".into()),

@@ -29,6 +29,9 @@ use crate::routing::{Backend, RouteKey, Router};
 use crate::http::full_body;
 pub use crate::http::{empty_body, http_client, HttpClient, ProxyBody};
 
+mod upstream;
+use upstream::{Drive, SendError, Upstreams};
+
 /// Header on every response: the cluster that served it.
 pub const CLUSTER_HEADER: &str = "x-fedwasm-cluster";
 
@@ -43,6 +46,9 @@ pub struct IngressConfig {
     pub max_header_bytes: usize,
     /// Request bodies up to this size are kept so a failed request can be retried.
     pub retry_body_limit: usize,
+    /// Threads serving client connections, each with its own event loop (0: one per
+    /// core).
+    pub workers: usize,
 }
 
 impl Default for IngressConfig {
@@ -52,6 +58,7 @@ impl Default for IngressConfig {
             response_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             retry_body_limit: 64 * 1024,
+            workers: 0,
         }
     }
 }
@@ -161,16 +168,108 @@ impl Drop for InFlight {
     }
 }
 
+/// What one client connection found out once and uses on each of its requests:
+/// the capacity counter and metric handles of each (route, cluster) it was sent
+/// to, instead of a lookup in shared maps (and their locks) per request.
+#[derive(Default)]
+struct Handles {
+    clusters: Vec<ClusterHandles>,
+    /// Served requests by (cluster, status code).
+    served: Vec<(String, StatusCode, prometheus::IntCounter)>,
+}
+
+struct ClusterHandles {
+    route: RouteKey,
+    cluster: String,
+    load: Arc<AtomicU32>,
+    latency: prometheus::Histogram,
+}
+
+/// A client connection's own state; see [`Handles`] and [`Upstreams`].
+struct Connection {
+    upstreams: Upstreams,
+    handles: Mutex<Handles>,
+}
+
+impl Connection {
+    fn handles(&self) -> std::sync::MutexGuard<'_, Handles> {
+        // Only this connection's task takes it: never contended.
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The in-flight counter and latency histogram of `cluster` for `route`.
+    fn cluster(
+        &self,
+        state: &State,
+        route: &RouteKey,
+        cluster: &str,
+    ) -> (Arc<AtomicU32>, prometheus::Histogram) {
+        let mut handles = self.handles();
+        if let Some(h) = handles
+            .clusters
+            .iter()
+            .find(|h| h.cluster == cluster && h.route == *route)
+        {
+            return (h.load.clone(), h.latency.clone());
+        }
+        let h = ClusterHandles {
+            route: route.clone(),
+            cluster: cluster.to_string(),
+            load: state.load.counter(route, cluster),
+            latency: state.metrics.latency.with_label_values(&[cluster]),
+        };
+        let found = (h.load.clone(), h.latency.clone());
+        if handles.clusters.len() >= MAX_HANDLES {
+            handles.clusters.remove(0);
+        }
+        handles.clusters.push(h);
+        found
+    }
+
+    /// Counts a request `cluster` answered with `status`.
+    fn served(&self, state: &State, cluster: &str, status: StatusCode) {
+        let mut handles = self.handles();
+        if let Some((_, _, counter)) = handles
+            .served
+            .iter()
+            .find(|(c, s, _)| *s == status && c == cluster)
+        {
+            counter.inc();
+            return;
+        }
+        let counter = state
+            .metrics
+            .requests
+            .with_label_values(&[cluster, status.as_str()]);
+        counter.inc();
+        if handles.served.len() >= MAX_HANDLES {
+            handles.served.remove(0);
+        }
+        handles.served.push((cluster.to_string(), status, counter));
+    }
+}
+
+/// Handles one client connection keeps; the oldest goes first.
+const MAX_HANDLES: usize = 16;
+
 /// What every connection shares.
 struct State {
     router: Arc<Router>,
-    client: HttpClient,
     metrics: Arc<IngressMetrics>,
     config: IngressConfig,
     load: Load,
 }
 
 /// Serves the ingress on `listener` until `shutdown` resolves.
+///
+/// This task only accepts. Each client connection is handed to one of
+/// [`IngressConfig::workers`] threads, in turn, and stays there: each thread runs
+/// its own single-threaded event loop, as each of nginx's worker processes does, so
+/// a request never wakes another thread (a multi-threaded runtime's hand-offs and
+/// wake-ups cost more than the proxying itself). The workers stop, and close their
+/// connections, when this future ends or is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Arc<Router>,
@@ -178,13 +277,26 @@ pub async fn serve(
     config: IngressConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let count = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let state = Arc::new(State {
         router,
-        client: http_client(),
         metrics,
         config,
         load: Load::default(),
     });
+    let workers: Vec<Worker> = (0..count)
+        .filter_map(|i| match Worker::spawn(i, state.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "ingress: cannot start a worker thread");
+                None
+            }
+        })
+        .collect();
+    let mut next = 0;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -199,23 +311,86 @@ pub async fn serve(
             () = &mut shutdown => return,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let header_timeout = state.config.header_timeout;
-        let max_head = state.config.max_header_bytes.max(8192);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(max_head)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "ingress connection");
+        if workers.is_empty() {
+            // No thread could be started: serve here rather than not at all.
+            tokio::spawn(connection(state.clone(), stream, peer));
+            continue;
+        }
+        match stream.into_std() {
+            Ok(stream) => {
+                workers[next % workers.len()].hand(stream, peer);
+                next = next.wrapping_add(1);
             }
-        });
+            Err(e) => tracing::warn!(error = %e, %peer, "ingress: cannot hand over a connection"),
+        }
+    }
+}
+
+/// A thread with its own event loop, serving the client connections handed to it.
+struct Worker {
+    connections: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+}
+
+impl Worker {
+    fn spawn(index: usize, state: Arc<State>) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (connections, mut handed) =
+            tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+        std::thread::Builder::new()
+            .name(format!("fedwasm-ingress-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // Ends when `serve` does (its end drops the sender); dropping the
+                    // runtime then closes this worker's connections.
+                    while let Some((stream, peer)) = handed.recv().await {
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => {
+                                tokio::spawn(connection(state.clone(), stream, peer));
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, %peer, "ingress: cannot take a connection")
+                            }
+                        }
+                    }
+                });
+            })?;
+        Ok(Self { connections })
+    }
+
+    fn hand(&self, stream: std::net::TcpStream, peer: SocketAddr) {
+        // A worker gone (it panicked) closes the connection.
+        let _ = self.connections.send((stream, peer));
+    }
+}
+
+/// Serves one client connection: the requests it sends, and the connections to the
+/// clusters they go to (see `upstream`), all in this one task.
+async fn connection(state: Arc<State>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let header_timeout = state.config.header_timeout;
+    let max_head = state.config.max_header_bytes.max(8192);
+    let upstreams = Upstreams::new();
+    let own = Arc::new(Connection {
+        upstreams: upstreams.clone(),
+        handles: Mutex::default(),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        let own = own.clone();
+        async move { Ok::<_, Infallible>(handle(&state, &own, req, peer).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_head)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        biased;
+        served = conn => if let Err(e) = served {
+            tracing::debug!(error = %e, %peer, "ingress connection");
+        },
+        () = Drive::new(upstreams) => {}
     }
 }
 
@@ -249,6 +424,11 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const CLUSTER: HeaderName = HeaderName::from_static(CLUSTER_HEADER);
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names costs less than a removal
+    // (a hash) for each hop-by-hop name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -282,6 +462,10 @@ async fn payload(
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<Payload, Response<ProxyBody>> {
+    if hyper::body::Body::is_end_stream(&body) {
+        // No body (most GETs): nothing to read or keep.
+        return Ok(Payload::Replayable(Bytes::new()));
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -298,18 +482,21 @@ async fn payload(
     }
 }
 
-async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+async fn handle(
+    state: &State,
+    own: &Connection,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
     let host = parts
         .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or_default();
-    let path = parts.uri.path().to_string();
     let table = state.router.table();
-    let Some(route) = table.ingress_route(&host, &path) else {
+    let Some(route) = table.ingress_route(host, parts.uri.path()) else {
         return reply(
             StatusCode::NOT_FOUND,
             "no federated Ingress rule matches this host and path",
@@ -351,10 +538,8 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
         let Some(endpoint) = backend.endpoint.as_deref() else {
             continue;
         };
-        let Some(_slot) = InFlight::take(
-            state.load.counter(&route.key, &backend.cluster),
-            backend.capacity,
-        ) else {
+        let (load, latency) = own.cluster(state, &route.key, &backend.cluster);
+        let Some(_slot) = InFlight::take(load, backend.capacity) else {
             // Full: spill to the next cluster in the ranking.
             full += 1;
             continue;
@@ -367,22 +552,18 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
                 None => break,
             },
         };
-        let upstream = match upstream_request(&parts, &host, client, endpoint, body) {
+        let upstream = match upstream_request(&parts, host, client, body) {
             Ok(r) => r,
             Err(e) => return reply(StatusCode::BAD_REQUEST, &e),
         };
         let started = Instant::now();
         let outcome = tokio::time::timeout(
             state.config.response_timeout,
-            state.client.request(upstream),
+            own.upstreams.send(endpoint, upstream),
         )
         .await;
         let cluster = backend.cluster.as_str();
-        state
-            .metrics
-            .latency
-            .with_label_values(&[cluster])
-            .observe(started.elapsed().as_secs_f64());
+        latency.observe(started.elapsed().as_secs_f64());
         let (kind, failure, retry) = match outcome {
             Ok(Ok(response)) if response.status().is_server_error() => {
                 let status = response.status();
@@ -392,7 +573,7 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
                     if state.router.health().report_failure(endpoint, false) {
                         state.metrics.ejections.with_label_values(&[cluster]).inc();
                     }
-                    return finish(state, response, cluster);
+                    return finish(state, own, response, cluster);
                 }
                 (
                     "status_5xx",
@@ -405,9 +586,9 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
             }
             Ok(Ok(response)) => {
                 state.router.health().report_success(endpoint);
-                return finish(state, response, cluster);
+                return finish(state, own, response, cluster);
             }
-            Ok(Err(e)) if e.is_connect() => (
+            Ok(Err(e @ SendError::Connect(_))) => (
                 "connect",
                 (StatusCode::BAD_GATEWAY, format!("{cluster}: {e}")),
                 true,
@@ -461,23 +642,21 @@ async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Resp
     }
 }
 
-/// The request as a cluster gets it.
+/// The request as a cluster gets it: origin-form (`/path?query`), as a server
+/// expects from a client; the cluster is the connection it is sent on.
 fn upstream_request(
     parts: &hyper::http::request::Parts,
     host: &str,
     client: std::net::IpAddr,
-    endpoint: &str,
     body: ProxyBody,
 ) -> Result<Request<ProxyBody>, String> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let mut target = String::with_capacity(endpoint.len() + path.len());
-    target.push_str(endpoint);
-    target.push_str(path);
-    let uri = hyper::Uri::try_from(target).map_err(|e| format!("bad request target: {e}"))?;
+    let uri = match parts.uri.path_and_query() {
+        Some(p) if p.as_str().starts_with('/') => hyper::Uri::from(p.clone()),
+        Some(p) => {
+            hyper::Uri::try_from(p.as_str()).map_err(|e| format!("bad request target: {e}"))?
+        }
+        None => hyper::Uri::from_static("/"),
+    };
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
@@ -512,12 +691,13 @@ fn upstream_request(
 }
 
 /// The cluster's answer as the client gets it.
-fn finish(state: &State, response: Response<Incoming>, cluster: &str) -> Response<ProxyBody> {
-    state
-        .metrics
-        .requests
-        .with_label_values(&[cluster, response.status().as_str()])
-        .inc();
+fn finish(
+    state: &State,
+    own: &Connection,
+    response: Response<Incoming>,
+    cluster: &str,
+) -> Response<ProxyBody> {
+    own.served(state, cluster, response.status());
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Ok(v) = HeaderValue::from_str(cluster) {

@@ -1,0 +1,375 @@
+//! The global ingress as a proxy, against real HTTP servers on loopback (no
+//! apiserver needed: the routing table is fixed). What a client and a cluster see
+//! through it: headers, bodies both ways, connection reuse, failover, timeouts.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fedwasm_host::ingress::{self, IngressConfig, IngressMetrics};
+use fedwasm_host::routing::{Backend, Route, RouteKey, RouteKind, Router, Rule, Table};
+use fedwasm_sdk::Location;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A cluster's workload: answers what it saw, and counts the connections it got.
+struct Cluster {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+/// `GET /headers`: the request's headers, one `name: value` per line.
+/// `POST /echo`: the body back. `GET /close`: answers with `Connection: close`.
+/// `GET /slow`: answers after 3 s. Every answer carries hop-by-hop headers the
+/// client must not see.
+async fn start_cluster(name: &'static str) -> Cluster {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                        let path = req.uri().path().to_string();
+                        let mut close = false;
+                        let body = match path.as_str() {
+                            "/headers" => {
+                                let mut lines = format!("target: {}\n", req.uri());
+                                for (k, v) in req.headers() {
+                                    lines
+                                        .push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+                                }
+                                Bytes::from(lines)
+                            }
+                            "/echo" => req.into_body().collect().await.unwrap().to_bytes(),
+                            "/close" => {
+                                close = true;
+                                Bytes::from(name)
+                            }
+                            "/slow" => {
+                                tokio::time::sleep(Duration::from_secs(3)).await;
+                                Bytes::from(name)
+                            }
+                            _ => Bytes::from(name),
+                        };
+                        let mut response = Response::new(Full::new(body));
+                        let h = response.headers_mut();
+                        h.insert("x-served-by", name.parse().unwrap());
+                        h.insert("x-private", "secret".parse().unwrap());
+                        h.insert("keep-alive", "timeout=5".parse().unwrap());
+                        let connection = if close {
+                            "close, x-private"
+                        } else {
+                            "x-private"
+                        };
+                        h.insert("connection", connection.parse().unwrap());
+                        Ok::<_, Infallible>(response)
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Cluster { addr, connections }
+}
+
+/// A port nothing listens on.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The ingress in front of `endpoints`, ranked in this order for every client.
+async fn start_ingress(
+    endpoints: &[(&str, SocketAddr)],
+    config: IngressConfig,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let backends: Vec<Backend> = endpoints
+        .iter()
+        .map(|(name, addr)| Backend {
+            endpoint: Some(format!("http://{addr}")),
+            ..Backend::serving(name, "", "")
+        })
+        .collect();
+    let route = Route {
+        key: RouteKey {
+            kind: RouteKind::Ingress,
+            namespace: "shop".into(),
+            name: "web".into(),
+            service: "web".into(),
+        },
+        rules: vec![Rule {
+            host: None,
+            path: None,
+            exact: false,
+        }],
+        ports: Vec::new(),
+        rankings: vec![(Location::default(), (0..backends.len()).collect())],
+        backends,
+        plugin: "nearest-healthy".into(),
+        error: None,
+        problems: Vec::new(),
+    };
+    let router = Router::fixed(Table {
+        routes: vec![route],
+        locality: Default::default(),
+    });
+    let metrics = Arc::new(IngressMetrics::new(&prometheus::Registry::new()).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ingress::serve(
+        listener,
+        router,
+        metrics,
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap()
+}
+
+fn header_lines(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_forwarded_as_a_reverse_proxy_does() {
+    let m1 = start_cluster("m1").await;
+    let (ingress, _stop) = start_ingress(&[("m1", m1.addr)], IngressConfig::default()).await;
+    let response = client()
+        .get(format!("http://{ingress}/headers?q=1"))
+        .header("host", "shop.example.com")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "must not pass")
+        .header("te", "trailers")
+        .header("x-kept", "yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let h = response.headers();
+    assert_eq!(h["x-fedwasm-cluster"], "m1");
+    assert_eq!(h["x-served-by"], "m1");
+    for hop in ["x-private", "keep-alive"] {
+        assert!(!h.contains_key(hop), "{hop} reached the client");
+    }
+    let seen = header_lines(&response.text().await.unwrap());
+    assert_eq!(seen["target"], "/headers?q=1", "{seen:?}");
+    assert_eq!(seen["host"], "shop.example.com");
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "shop.example.com");
+    assert_eq!(seen["x-kept"], "yes");
+    for hop in ["x-hop", "te"] {
+        assert!(
+            !seen.contains_key(hop),
+            "{hop} reached the cluster: {seen:?}"
+        );
+    }
+}
+
+/// GETs `path` `times` times on one client connection; the bodies.
+async fn gets_on_one_connection(ingress: SocketAddr, path: &str, times: usize) -> Vec<String> {
+    let stream = tokio::net::TcpStream::connect(ingress).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut bodies = Vec::new();
+    for _ in 0..times {
+        sender.ready().await.unwrap();
+        let request = Request::get(path)
+            .header("host", "shop.example.com")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        bodies.push(String::from_utf8_lossy(&body).to_string());
+    }
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_connection_reuses_one_cluster_connection() {
+    let m1 = start_cluster("m1").await;
+    let (ingress, _stop) = start_ingress(&[("m1", m1.addr)], IngressConfig::default()).await;
+    let bodies = gets_on_one_connection(ingress, "/", 20).await;
+    assert!(bodies.iter().all(|b| b == "m1"), "{bodies:?}");
+    assert_eq!(m1.connections.load(Ordering::SeqCst), 1);
+    // A cluster that closes its connection after every answer: every request still
+    // gets one, on a new connection.
+    let bodies = gets_on_one_connection(ingress, "/close", 10).await;
+    assert!(bodies.iter().all(|b| b == "m1"), "{bodies:?}");
+    assert_eq!(m1.connections.load(Ordering::SeqCst), 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_both_ways() {
+    let m1 = start_cluster("m1").await;
+    let (ingress, _stop) = start_ingress(&[("m1", m1.addr)], IngressConfig::default()).await;
+    // Larger than what is kept for a retry (64 KiB), so it streams.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let r = client()
+        .post(format!("http://{ingress}/echo"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == big, "the echoed body differs");
+    // Chunked, no length given, written by hand.
+    let mut stream = tokio::net::TcpStream::connect(ingress).await.unwrap();
+    let mut request =
+        b"POST /echo HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            .to_vec();
+    let mut expected = Vec::new();
+    for i in 0..50u8 {
+        request.extend_from_slice(b"3e8\r\n");
+        request.extend_from_slice(&[i; 1000]);
+        request.extend_from_slice(b"\r\n");
+        expected.extend_from_slice(&[i; 1000]);
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&request).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&answer[..split]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(answer[split..] == expected[..], "the chunked body differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_refuses_connections_is_skipped_for_any_method() {
+    let m2 = start_cluster("m2").await;
+    let (ingress, _stop) = start_ingress(
+        &[("m1", closed_port()), ("m2", m2.addr)],
+        IngressConfig::default(),
+    )
+    .await;
+    let client = client();
+    let r = client
+        .get(format!("http://{ingress}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-fedwasm-cluster"], "m2");
+    let r = client
+        .post(format!("http://{ingress}/echo"))
+        .body("order")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_no_cluster_serves_gets_a_short_reason() {
+    let m1 = start_cluster("m1").await;
+    let config = IngressConfig {
+        response_timeout: Duration::from_millis(300),
+        ..IngressConfig::default()
+    };
+    let (ingress, _stop) = start_ingress(&[("m1", m1.addr)], config).await;
+    let r = client()
+        .get(format!("http://{ingress}/slow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(r.text().await.unwrap().contains("did not answer in time"));
+
+    let (ingress, _stop) = start_ingress(&[("m1", closed_port())], IngressConfig::default()).await;
+    let r = client()
+        .get(format!("http://{ingress}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.unwrap().contains("cannot connect"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_over_the_workers_and_then_a_stop() {
+    let m1 = start_cluster("m1").await;
+    let config = IngressConfig {
+        workers: 3,
+        ..IngressConfig::default()
+    };
+    let (ingress, stop) = start_ingress(&[("m1", m1.addr)], config).await;
+    let tasks: Vec<_> = (0..24)
+        .map(|_| {
+            tokio::spawn(async move {
+                let client = client();
+                for _ in 0..10 {
+                    let r = client
+                        .get(format!("http://{ingress}/"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // A client connection open (kept alive) when the ingress stops.
+    let mut held = tokio::net::TcpStream::connect(ingress).await.unwrap();
+    held.write_all(b"GET / HTTP/1.1\r\nhost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = held.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let _ = stop.send(());
+    // Stopped: that connection is closed, and the listener too.
+    let closed = tokio::time::timeout(Duration::from_secs(5), held.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a client connection outlived the stop: {closed:?}"
+    );
+    let mut refused = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(ingress).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused,
+        "the ingress still accepts connections after its stop"
+    );
+}
