@@ -187,6 +187,7 @@ struct ClusterHandles {
 
 /// A client connection's own state; see [`Handles`] and [`Upstreams`].
 struct Connection {
+    state: Arc<State>,
     upstreams: Upstreams,
     handles: Mutex<Handles>,
 }
@@ -372,13 +373,15 @@ async fn connection(state: Arc<State>, stream: tokio::net::TcpStream, peer: Sock
     let max_head = state.config.max_header_bytes.max(8192);
     let upstreams = Upstreams::new();
     let own = Arc::new(Connection {
+        state: state.clone(),
         upstreams: upstreams.clone(),
         handles: Mutex::default(),
     });
+    // Only the connection's own `Arc` is cloned per request: the shared state's
+    // count would bounce between the workers' cores on every request.
     let service = hyper::service::service_fn(move |req| {
-        let state = state.clone();
         let own = own.clone();
-        async move { Ok::<_, Infallible>(handle(&state, &own, req, peer).await) }
+        async move { Ok::<_, Infallible>(handle(&own.state, &own, req, peer).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

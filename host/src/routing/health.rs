@@ -3,6 +3,7 @@
 //! is probed; a probe that fails marks it down, one that answers brings it back).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ struct Endpoint {
 /// What is known of every endpoint's health.
 pub struct Health {
     endpoints: Mutex<HashMap<String, Endpoint>>,
+    /// Endpoints whose last request failed (changed under the lock): while none
+    /// has, a success has nothing to reset and takes no lock, which every worker
+    /// of the ingress would otherwise take on every request.
+    failing: AtomicUsize,
     /// Bumped when an endpoint goes up or down: the routes are re-ranked.
     changed: watch::Sender<u64>,
 }
@@ -40,6 +45,7 @@ impl Default for Health {
     fn default() -> Self {
         Self {
             endpoints: Mutex::default(),
+            failing: AtomicUsize::new(0),
             changed: watch::channel(0).0,
         }
     }
@@ -78,6 +84,9 @@ impl Health {
         let ejected = {
             let mut endpoints = self.lock();
             let e = endpoints.entry(endpoint.to_string()).or_default();
+            if e.failures == 0 {
+                self.failing.fetch_add(1, Ordering::Relaxed);
+            }
             e.failures = e.failures.saturating_add(1);
             let threshold = if hard { 1 } else { EJECT_AFTER_5XX };
             let eject = e.failures >= threshold;
@@ -98,8 +107,14 @@ impl Health {
 
     /// A request to `endpoint` succeeded: its failure count starts again.
     pub fn report_success(&self, endpoint: &str) {
+        if self.failing.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         if let Some(e) = self.lock().get_mut(endpoint) {
-            e.failures = 0;
+            if e.failures > 0 {
+                e.failures = 0;
+                self.failing.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -132,7 +147,10 @@ impl Health {
 
     /// Forgets endpoints no route uses any more.
     pub fn retain(&self, live: &std::collections::HashSet<String>) {
-        self.lock().retain(|k, _| live.contains(k));
+        let mut endpoints = self.lock();
+        endpoints.retain(|k, _| live.contains(k));
+        let failing = endpoints.values().filter(|e| e.failures > 0).count();
+        self.failing.store(failing, Ordering::Relaxed);
     }
 }
 
@@ -204,8 +222,18 @@ mod tests {
         assert!(h.verdict(flaky).is_none());
         assert!(h.report_failure(flaky, false));
         assert!(h.verdict(flaky).is_some());
+        // A success starts the count of 5xx answers in a row again.
+        let healed = "http://healed";
+        assert!(!h.report_failure(healed, false) && !h.report_failure(healed, false));
+        h.report_success(healed);
+        assert!(!h.report_failure(healed, false) && !h.report_failure(healed, false));
+        h.report_success(healed);
+        h.report_success(flaky);
         h.report_success(ep);
+        assert_eq!(h.failing.load(Ordering::Relaxed), 0);
+        assert!(!h.report_failure(healed, false));
         h.retain(&Default::default());
+        assert_eq!(h.failing.load(Ordering::Relaxed), 0);
         assert!(h.verdict(ep).is_none());
     }
 }
