@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
 use crate::routing::{Backend, RouteKey, Router};
@@ -29,7 +29,9 @@ use crate::routing::{Backend, RouteKey, Router};
 use crate::http::full_body;
 pub use crate::http::{empty_body, http_client, HttpClient, ProxyBody};
 
+mod clock;
 mod upstream;
+use clock::{Clock, Tracked, Watchdog};
 use upstream::{Drive, SendError, Upstreams};
 
 /// Header on every response: the cluster that served it.
@@ -188,6 +190,7 @@ struct ClusterHandles {
 /// A client connection's own state; see [`Handles`] and [`Upstreams`].
 struct Connection {
     state: Arc<State>,
+    clock: Arc<Clock>,
     upstreams: Upstreams,
     handles: Mutex<Handles>,
 }
@@ -369,11 +372,12 @@ impl Worker {
 /// Serves one client connection: the requests it sends, and the connections to the
 /// clusters they go to (see `upstream`), all in this one task.
 async fn connection(state: Arc<State>, stream: tokio::net::TcpStream, peer: SocketAddr) {
-    let header_timeout = state.config.header_timeout;
     let max_head = state.config.max_header_bytes.max(8192);
+    let clock = Clock::new(state.config.header_timeout);
     let upstreams = Upstreams::new();
     let own = Arc::new(Connection {
         state: state.clone(),
+        clock: clock.clone(),
         upstreams: upstreams.clone(),
         handles: Mutex::default(),
     });
@@ -381,11 +385,17 @@ async fn connection(state: Arc<State>, stream: tokio::net::TcpStream, peer: Sock
     // count would bounce between the workers' cores on every request.
     let service = hyper::service::service_fn(move |req| {
         let own = own.clone();
-        async move { Ok::<_, Infallible>(handle(&own.state, &own, req, peer).await) }
+        async move {
+            // Busy until the answer has been sent to its end.
+            let busy = own.clock.busy();
+            let response = handle(&own.state, &own, req, peer).await;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
+        }
     });
+    // The header timeout is the watchdog's, not hyper's: one timer per connection
+    // instead of one per request (see `clock`).
     let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(None)
         .max_buf_size(max_head)
         .serve_connection(TokioIo::new(stream), service);
     tokio::select! {
@@ -394,6 +404,9 @@ async fn connection(state: Arc<State>, stream: tokio::net::TcpStream, peer: Sock
             tracing::debug!(error = %e, %peer, "ingress connection");
         },
         () = Drive::new(upstreams) => {}
+        () = Watchdog::new(clock) => {
+            tracing::debug!(%peer, "ingress connection idle past the header timeout: closed");
+        }
     }
 }
 
@@ -560,11 +573,14 @@ async fn handle(
             Err(e) => return reply(StatusCode::BAD_REQUEST, &e),
         };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(
-            state.config.response_timeout,
-            own.upstreams.send(endpoint, upstream),
-        )
-        .await;
+        let outcome = own
+            .clock
+            .within(
+                started + state.config.response_timeout,
+                own.upstreams.send(endpoint, upstream),
+            )
+            .await
+            .ok_or(());
         let cluster = backend.cluster.as_str();
         latency.observe(started.elapsed().as_secs_f64());
         let (kind, failure, retry) = match outcome {

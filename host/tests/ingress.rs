@@ -27,7 +27,7 @@ struct Cluster {
 
 /// `GET /headers`: the request's headers, one `name: value` per line.
 /// `POST /echo`: the body back. `GET /close`: answers with `Connection: close`.
-/// `GET /slow`: answers after 3 s. Every answer carries hop-by-hop headers the
+/// `GET /slow`: answers after 3 s. `GET /drip`: ten chunks over 1.5 s. Every answer carries hop-by-hop headers the
 /// client must not see.
 async fn start_cluster(name: &'static str) -> Cluster {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -63,9 +63,10 @@ async fn start_cluster(name: &'static str) -> Cluster {
                                 tokio::time::sleep(Duration::from_secs(3)).await;
                                 Bytes::from(name)
                             }
+                            "/drip" => return Ok(drip()),
                             _ => Bytes::from(name),
                         };
-                        let mut response = Response::new(Full::new(body));
+                        let mut response = Response::new(Full::new(body).boxed());
                         let h = response.headers_mut();
                         h.insert("x-served-by", name.parse().unwrap());
                         h.insert("x-private", "secret".parse().unwrap());
@@ -85,6 +86,23 @@ async fn start_cluster(name: &'static str) -> Cluster {
         }
     });
     Cluster { addr, connections }
+}
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// `GET /drip`: ten chunks, 150 ms apart.
+fn drip() -> Response<TestBody> {
+    let chunks = futures::stream::unfold(0u8, |i| async move {
+        if i == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Some((
+            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'a' + i; 100]))),
+            i + 1,
+        ))
+    });
+    Response::new(http_body_util::StreamBody::new(chunks).boxed())
 }
 
 /// A port nothing listens on.
@@ -372,4 +390,43 @@ async fn many_connections_over_the_workers_and_then_a_stop() {
         refused,
         "the ingress still accepts connections after its stop"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_timeout_closes_idle_and_slow_clients_but_not_slow_answers() {
+    let m1 = start_cluster("m1").await;
+    let config = IngressConfig {
+        header_timeout: Duration::from_millis(400),
+        ..IngressConfig::default()
+    };
+    let (ingress, _stop) = start_ingress(&[("m1", m1.addr)], config).await;
+    let closed_within = |mut stream: tokio::net::TcpStream, limit: Duration| async move {
+        let mut buf = [0u8; 4096];
+        let started = std::time::Instant::now();
+        loop {
+            match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                Ok(Ok(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    };
+    // A client that sends half a head and stops.
+    let mut slow = tokio::net::TcpStream::connect(ingress).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: sh").await.unwrap();
+    let took = closed_within(slow, Duration::from_secs(5)).await;
+    assert!(took.is_some(), "a half-sent head held its connection open");
+    // A kept-alive connection left idle after an answer.
+    let mut idle = tokio::net::TcpStream::connect(ingress).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(idle, Duration::from_secs(5)).await;
+    assert!(took.is_some(), "an idle connection stayed open");
+    // An answer that takes 1.5 s to send is not cut at 0.4 s, and the connection
+    // serves the next request.
+    let bodies = gets_on_one_connection(ingress, "/drip", 2).await;
+    for body in bodies {
+        assert_eq!(body.len(), 1000, "a slow answer was cut: {body:?}");
+    }
 }
