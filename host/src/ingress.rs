@@ -26,8 +26,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
 use crate::routing::{Backend, RouteKey, Router};
 
-use crate::http::full_body;
-pub use crate::http::{empty_body, http_client, HttpClient, ProxyBody};
+use crate::http::{full_body, ProxyBody};
 
 mod clock;
 mod upstream;
@@ -204,12 +203,7 @@ impl Connection {
     }
 
     /// The in-flight counter and latency histogram of `cluster` for `route`.
-    fn cluster(
-        &self,
-        state: &State,
-        route: &RouteKey,
-        cluster: &str,
-    ) -> (Arc<AtomicU32>, prometheus::Histogram) {
+    fn cluster(&self, route: &RouteKey, cluster: &str) -> (Arc<AtomicU32>, prometheus::Histogram) {
         let mut handles = self.handles();
         if let Some(h) = handles
             .clusters
@@ -221,8 +215,8 @@ impl Connection {
         let h = ClusterHandles {
             route: route.clone(),
             cluster: cluster.to_string(),
-            load: state.load.counter(route, cluster),
-            latency: state.metrics.latency.with_label_values(&[cluster]),
+            load: self.state.load.counter(route, cluster),
+            latency: self.state.metrics.latency.with_label_values(&[cluster]),
         };
         let found = (h.load.clone(), h.latency.clone());
         if handles.clusters.len() >= MAX_HANDLES {
@@ -233,7 +227,7 @@ impl Connection {
     }
 
     /// Counts a request `cluster` answered with `status`.
-    fn served(&self, state: &State, cluster: &str, status: StatusCode) {
+    fn served(&self, cluster: &str, status: StatusCode) {
         let mut handles = self.handles();
         if let Some((_, _, counter)) = handles
             .served
@@ -243,7 +237,8 @@ impl Connection {
             counter.inc();
             return;
         }
-        let counter = state
+        let counter = self
+            .state
             .metrics
             .requests
             .with_label_values(&[cluster, status.as_str()]);
@@ -376,7 +371,7 @@ async fn connection(state: Arc<State>, stream: tokio::net::TcpStream, peer: Sock
     let clock = Clock::new(state.config.header_timeout);
     let upstreams = Upstreams::new();
     let own = Arc::new(Connection {
-        state: state.clone(),
+        state,
         clock: clock.clone(),
         upstreams: upstreams.clone(),
         handles: Mutex::default(),
@@ -388,7 +383,7 @@ async fn connection(state: Arc<State>, stream: tokio::net::TcpStream, peer: Sock
         async move {
             // Busy until the answer has been sent to its end.
             let busy = own.clock.busy();
-            let response = handle(&own.state, &own, req, peer).await;
+            let response = handle(&own, req, peer).await;
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
         }
     });
@@ -498,12 +493,8 @@ async fn payload(
     }
 }
 
-async fn handle(
-    state: &State,
-    own: &Connection,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<ProxyBody> {
+async fn handle(own: &Connection, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    let state = &*own.state;
     let (parts, body) = req.into_parts();
     let host = parts
         .headers
@@ -554,7 +545,7 @@ async fn handle(
         let Some(endpoint) = backend.endpoint.as_deref() else {
             continue;
         };
-        let (load, latency) = own.cluster(state, &route.key, &backend.cluster);
+        let (load, latency) = own.cluster(&route.key, &backend.cluster);
         let Some(_slot) = InFlight::take(load, backend.capacity) else {
             // Full: spill to the next cluster in the ranking.
             full += 1;
@@ -592,7 +583,7 @@ async fn handle(
                     if state.router.health().report_failure(endpoint, false) {
                         state.metrics.ejections.with_label_values(&[cluster]).inc();
                     }
-                    return finish(state, own, response, cluster);
+                    return finish(own, response, cluster);
                 }
                 (
                     "status_5xx",
@@ -605,7 +596,7 @@ async fn handle(
             }
             Ok(Ok(response)) => {
                 state.router.health().report_success(endpoint);
-                return finish(state, own, response, cluster);
+                return finish(own, response, cluster);
             }
             Ok(Err(e @ SendError::Connect(_))) => (
                 "connect",
@@ -710,13 +701,8 @@ fn upstream_request(
 }
 
 /// The cluster's answer as the client gets it.
-fn finish(
-    state: &State,
-    own: &Connection,
-    response: Response<Incoming>,
-    cluster: &str,
-) -> Response<ProxyBody> {
-    own.served(state, cluster, response.status());
+fn finish(own: &Connection, response: Response<Incoming>, cluster: &str) -> Response<ProxyBody> {
+    own.served(cluster, response.status());
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Ok(v) = HeaderValue::from_str(cluster) {
