@@ -717,6 +717,32 @@ fn preview_against_the_running_host(
     wait: &dyn Fn(&str, &dyn Fn() -> bool),
 ) {
     let kubeconfig = dir.join("kubeconfig");
+    // What a preview shows depends on which members are Ready. On a loaded machine
+    // (CI runs these tests side by side) a member's probe can fail for a few
+    // seconds and the host mark it away; a preview taken then is about another
+    // federation. So each preview is taken again until both members were Ready
+    // before and after it.
+    let both_ready = || {
+        kubectl(
+            &kubeconfig,
+            &["get", "clusters", "-o", "jsonpath={.items[*].status.phase}"],
+            None,
+        ) == "Ready Ready"
+    };
+    let preview_of = |command: &mut Command| -> std::process::Output {
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            wait("both members Ready", &both_ready);
+            let out = run_ok(command);
+            if both_ready() {
+                return out;
+            }
+            assert!(
+                Instant::now() < until,
+                "a member kept going away during previews"
+            );
+        }
+    };
     let deployment = |name: &str, annotations: Value| {
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": "default", "annotations": annotations},
@@ -753,7 +779,7 @@ fn preview_against_the_running_host(
     });
     let wasm = weighted_spread_file(tmp);
 
-    let out = run_ok(
+    let out = preview_of(
         fedwasm()
             .arg("preview")
             .arg(&wasm)
@@ -791,7 +817,7 @@ fn preview_against_the_running_host(
         "{packed}"
     );
 
-    let out = run_ok(
+    let out = preview_of(
         fedwasm()
             .arg("preview")
             .arg(&wasm)
@@ -823,7 +849,7 @@ fn preview_against_the_running_host(
         &["delete", "deployment", "packed", "garbled"],
         None,
     );
-    let out = run_ok(
+    let out = preview_of(
         fedwasm()
             .arg("preview")
             .arg(&wasm)
