@@ -139,18 +139,15 @@ pub async fn kube_client(kubeconfig: Option<&Path>, context: &str) -> Result<Cli
     plane_client(config)
 }
 
-/// The client for the federation plane (or any one cluster the CLI talks to): the
-/// members' HTTP/2 client (one connection, pinged, carries every watch and
-/// request; see [`crate::fleet::client::multiplexed`]). kube's own HTTP/1.1 client
-/// opens a connection per request in flight and never closes one left idle: at 30
-/// members × 1,000 objects about 200 idle connections to the plane stayed open
-/// after each burst. Through an HTTP proxy (`proxy-url` in the kubeconfig), which
-/// that client does not speak, kube's own.
+/// The client for the federation plane (or any one cluster the CLI talks to):
+/// HTTP/1.1 with idle connections closed ([`crate::fleet::client::pooled`]).
+/// Through an HTTP proxy (`proxy-url` in the kubeconfig), which that client does
+/// not speak, kube's own.
 fn plane_client(config: kube::Config) -> Result<Client> {
     if config.proxy_url.is_some() {
         return Client::try_from(config).context("building the Kubernetes client");
     }
-    crate::fleet::client::multiplexed(config)
+    crate::fleet::client::pooled(config)
         .map_err(anyhow::Error::msg)
         .context("building the Kubernetes client")
 }
