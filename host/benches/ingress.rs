@@ -42,8 +42,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fedwasm_host::ingress::{self, IngressConfig, IngressMetrics};
-use fedwasm_host::routing::{Backend, Route, RouteKey, RouteKind, Router, Rule, Table};
-use fedwasm_sdk::Location;
+use fedwasm_host::routing::{Backend, Route, Router, Table};
 use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -116,29 +115,15 @@ fn start_fedwasm(
     backend: SocketAddr,
     workers: usize,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let route = Route {
-        key: RouteKey {
-            kind: RouteKind::Ingress,
-            namespace: "bench".into(),
-            name: "web".into(),
-            service: "web".into(),
-        },
-        rules: vec![Rule {
-            host: None,
-            path: None,
-            exact: false,
-        }],
-        ports: Vec::new(),
-        backends: vec![Backend {
+    let route = Route::everything(
+        "bench",
+        "web",
+        vec![Backend {
             endpoint: Some(format!("http://{backend}")),
             capacity: u32::MAX,
             ..Backend::serving("backend", "", "")
         }],
-        rankings: vec![(Location::default(), vec![0])],
-        plugin: "nearest-healthy".into(),
-        error: None,
-        problems: Vec::new(),
-    };
+    );
     let router = Router::fixed(Table {
         routes: vec![route],
         locality: Default::default(),

@@ -136,6 +136,31 @@ pub struct Route {
 }
 
 impl Route {
+    /// An Ingress route `namespace/name` taking every host and path, served by
+    /// `backends` in this order for every client: for measuring or testing the
+    /// front doors alone (with [`Router::fixed`]).
+    pub fn everything(namespace: &str, name: &str, backends: Vec<Backend>) -> Self {
+        Self {
+            key: RouteKey {
+                kind: RouteKind::Ingress,
+                namespace: namespace.into(),
+                name: name.into(),
+                service: name.into(),
+            },
+            rules: vec![Rule {
+                host: None,
+                path: None,
+                exact: false,
+            }],
+            ports: Vec::new(),
+            rankings: vec![(Location::default(), (0..backends.len()).collect())],
+            backends,
+            plugin: "nearest-healthy".into(),
+            error: None,
+            problems: Vec::new(),
+        }
+    }
+
     /// The backends in the order they should serve a client at `location` (the
     /// unknown location's order when the table has no ranking for it).
     pub fn ranked<'a>(&'a self, location: &Location) -> impl Iterator<Item = &'a Backend> + 'a {

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fedwasm_host::ingress::{self, IngressConfig, IngressMetrics};
-use fedwasm_host::routing::{Backend, Route, RouteKey, RouteKind, Router, Rule, Table};
-use fedwasm_sdk::Location;
+use fedwasm_host::routing::{Backend, Route, Router, Table};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -123,25 +122,7 @@ async fn start_ingress(
             ..Backend::serving(name, "", "")
         })
         .collect();
-    let route = Route {
-        key: RouteKey {
-            kind: RouteKind::Ingress,
-            namespace: "shop".into(),
-            name: "web".into(),
-            service: "web".into(),
-        },
-        rules: vec![Rule {
-            host: None,
-            path: None,
-            exact: false,
-        }],
-        ports: Vec::new(),
-        rankings: vec![(Location::default(), (0..backends.len()).collect())],
-        backends,
-        plugin: "nearest-healthy".into(),
-        error: None,
-        problems: Vec::new(),
-    };
+    let route = Route::everything("shop", "web", backends);
     let router = Router::fixed(Table {
         routes: vec![route],
         locality: Default::default(),
