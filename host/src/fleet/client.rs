@@ -228,7 +228,7 @@ pub fn pooled(config: Config) -> Result<Client, String> {
 }
 
 /// How long an idle HTTP/1.1 connection is kept for the next request.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy)]
 enum Protocol {
@@ -264,14 +264,19 @@ fn build(config: Config, protocol: Protocol) -> Result<Client, String> {
     connector.set_connect_timeout(config.connect_timeout);
     connector.set_read_timeout(config.read_timeout);
     connector.set_write_timeout(config.write_timeout);
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+    let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .http2_keep_alive_interval(PING_EVERY)
         .http2_keep_alive_timeout(PING_TIMEOUT)
-        .http2_keep_alive_while_idle(true)
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .build(connector);
+        .http2_keep_alive_while_idle(true);
+    // Only HTTP/1.1's idle connections go sooner; a member's HTTP/2 connection
+    // keeps hyper-util's default, as before.
+    if let Protocol::Http1 = protocol {
+        builder.pool_idle_timeout(IDLE_TIMEOUT);
+    }
+    let client = builder.build(connector);
     let auth = config.auth_layer().map_err(|e| e.to_string())?;
     let headers = config.extra_headers_layer().map_err(|e| e.to_string())?;
     let service = tower::ServiceBuilder::new()
