@@ -197,7 +197,7 @@ impl Upstreams {
 }
 
 /// `host:port` of an `http://` endpoint (port 80 when it names none).
-fn authority(endpoint: &str) -> Result<String, String> {
+pub(super) fn authority(endpoint: &str) -> Result<String, String> {
     let uri: hyper::Uri = endpoint
         .parse()
         .map_err(|e| format!("bad endpoint `{endpoint}`: {e}"))?;
