@@ -411,3 +411,209 @@ async fn the_header_timeout_closes_idle_and_slow_clients_but_not_slow_answers() 
         assert_eq!(body.len(), 1000, "a slow answer was cut: {body:?}");
     }
 }
+
+/// A cluster written by hand, to answer as servers in the wild do: it closes a
+/// kept-alive connection after 100 ms idle (as nginx's `keepalive_timeout` and Go's
+/// `IdleTimeout` do, with no `Connection: close`). `/early`: a 103 before the
+/// answer. `/until-close`: a body that ends when the connection does. Any other
+/// path: its name, with a length (none for `HEAD`). Counts connections.
+async fn start_raw_cluster(name: &'static str) -> Cluster {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut input = Vec::new();
+                loop {
+                    let Some((head, _)) =
+                        read_message(&mut stream, &mut input, Duration::from_millis(100)).await
+                    else {
+                        return;
+                    };
+                    let line = head.lines().next().unwrap_or_default().to_string();
+                    let answer = if line.starts_with("HEAD ") {
+                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n".to_string()
+                    } else if line.contains(" /early ") {
+                        "HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_string()
+                    } else if line.contains(" /until-close ") {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\n\r\nstreamed to the end")
+                            .await;
+                        return;
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}",
+                            name.len()
+                        )
+                    };
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Cluster { addr, connections }
+}
+
+/// Reads one HTTP message (request or answer) from `stream`, `input` holding what
+/// was read past the previous one: its head and its body (by `content-length`, or
+/// to the connection's end when it has none and is an answer; none at all for an
+/// answer to `HEAD`). `None` when the connection closes or stays silent for `idle`
+/// first.
+async fn read_message(
+    stream: &mut tokio::net::TcpStream,
+    input: &mut Vec<u8>,
+    idle: Duration,
+) -> Option<(String, Vec<u8>)> {
+    read_answer(stream, input, idle, false).await
+}
+
+async fn read_answer(
+    stream: &mut tokio::net::TcpStream,
+    input: &mut Vec<u8>,
+    idle: Duration,
+    to_head: bool,
+) -> Option<(String, Vec<u8>)> {
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = input.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => input.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    };
+    let head = String::from_utf8_lossy(&input[..head_end]).to_string();
+    input.drain(..head_end);
+    let lower = head.to_ascii_lowercase();
+    let length = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|n| n.trim().parse::<usize>().unwrap());
+    let body_until_close = lower.starts_with("http/") && length.is_none() && !to_head;
+    let wanted = if to_head { 0 } else { length.unwrap_or(0) };
+    while input.len() < wanted || body_until_close {
+        match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => input.extend_from_slice(&buf[..n]),
+            _ if body_until_close => break,
+            _ => return None,
+        }
+    }
+    let body = if body_until_close {
+        std::mem::take(input)
+    } else {
+        input.drain(..wanted).collect()
+    };
+    Some((head, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_as_servers_in_the_wild_frame_them() {
+    let m1 = start_raw_cluster("m1").await;
+    let (ingress, _stop) = start_ingress(&[("m1", m1.addr)], IngressConfig::default()).await;
+    let mut stream = tokio::net::TcpStream::connect(ingress).await.unwrap();
+    let mut input = Vec::new();
+    let wait = Duration::from_secs(5);
+    // Three requests written at once (pipelined): three answers, in order.
+    stream
+        .write_all(
+            b"GET /a HTTP/1.1\r\nhost: shop\r\n\r\nGET /early HTTP/1.1\r\nhost: shop\r\n\r\nPOST /b HTTP/1.1\r\nhost: shop\r\ncontent-length: 5\r\n\r\norder",
+        )
+        .await
+        .unwrap();
+    for want in ["m1", "ok", "m1"] {
+        let (head, body) = read_message(&mut stream, &mut input, wait).await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("\r\nx-fedwasm-cluster: m1\r\n"), "{head}");
+        assert!(
+            !head.contains("103"),
+            "the interim answer reached the client: {head}"
+        );
+        assert_eq!(body, want.as_bytes());
+    }
+    // The cluster closed its idle connection meanwhile: the next request, a POST,
+    // goes on a new one instead of failing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream
+        .write_all(b"POST /c HTTP/1.1\r\nhost: shop\r\ncontent-length: 2\r\n\r\nhi")
+        .await
+        .unwrap();
+    let (head, body) = read_message(&mut stream, &mut input, wait).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, b"m1");
+    assert_eq!(m1.connections.load(Ordering::SeqCst), 2);
+    // HEAD: a length and no body; the connection goes on.
+    stream
+        .write_all(b"HEAD /d HTTP/1.1\r\nhost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_answer(&mut stream, &mut input, wait, true)
+        .await
+        .unwrap();
+    assert!(head.contains("content-length: 2\r\n"), "{head}");
+    assert!(body.is_empty());
+    // A body that ends with the cluster's connection: the client's closes after it.
+    stream
+        .write_all(b"GET /until-close HTTP/1.1\r\nhost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_message(&mut stream, &mut input, wait).await.unwrap();
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    assert_eq!(body, b"streamed to the end");
+    // The client asking to close: answered, then closed.
+    let mut stream = tokio::net::TcpStream::connect(ingress).await.unwrap();
+    stream
+        .write_all(b"GET /e HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(wait, stream.read_to_end(&mut all))
+        .await
+        .expect("the connection stayed open")
+        .unwrap();
+    let all = String::from_utf8_lossy(&all);
+    assert!(
+        all.starts_with("HTTP/1.1 200 OK\r\n") && all.ends_with("\r\n\r\nm1"),
+        "{all}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_goes_on_after_a_request_of_another_kind() {
+    let m1 = start_cluster("m1").await;
+    let (ingress, _stop) = start_ingress(&[("m1", m1.addr)], IngressConfig::default()).await;
+    let mut stream = tokio::net::TcpStream::connect(ingress).await.unwrap();
+    let mut input = Vec::new();
+    let wait = Duration::from_secs(5);
+    // A plain GET, a chunked POST (not for the hand-written path) and a GET again,
+    // pipelined on one connection.
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nhost: shop\r\n\r\nPOST /echo HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /headers HTTP/1.1\r\nhost: shop\r\nx-last: 1\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let (head, body) = read_message(&mut stream, &mut input, wait).await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("x-fedwasm-cluster: m1\r\n"), "{head}");
+        answers.push(String::from_utf8(body).unwrap());
+    }
+    assert_eq!(answers[0], "m1");
+    assert_eq!(answers[1], "abcde");
+    assert!(answers[2].contains("x-last: 1\n"), "{}", answers[2]);
+    assert_eq!(
+        m1.connections.load(Ordering::SeqCst),
+        2,
+        "one connection per path"
+    );
+}
