@@ -2,12 +2,15 @@
 //! closest healthy cluster with capacity, as the routing table ranks them for the
 //! client's location, and to the next one when that fails.
 //!
-//! A plain reverse proxy on hyper 1, inside the host's tokio runtime: hop-by-hop
-//! headers dropped, `Host` kept, `X-Forwarded-For/-Proto/-Host` added, bodies
-//! streamed both ways. A connection failure is retried on the next cluster for any
-//! method; a failed idempotent request too. Retrying needs the request body again,
-//! so bodies up to [`IngressConfig::retry_body_limit`] are kept for that; a larger
-//! one streams to the first cluster that accepts the connection, unretried.
+//! A reverse proxy inside the host: hop-by-hop headers dropped, `Host` kept,
+//! `X-Forwarded-For/-Proto/-Host` added, bodies streamed both ways. The common
+//! request is proxied by hand (`fast`); a connection with a request of another
+//! kind is served by hyper 1 from that request on (`handle`, with `upstream` for
+//! its cluster connections). Both decide with [`Tries`]: a connection failure is
+//! retried on the next cluster for any method; a failed idempotent request too.
+//! Retrying needs the request body again, so bodies up to
+//! [`IngressConfig::retry_body_limit`] are kept for that; a larger one streams to
+//! the first cluster that accepts the connection, unretried.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -195,6 +195,45 @@ async fn headers_are_forwarded_as_a_reverse_proxy_does() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_forwarded_alike_on_the_hand_written_path() {
+    // No hop-by-hop header in the request: it takes the hand-written path (the
+    // test above, with some, takes hyper's).
+    let m1 = start_cluster("m1").await;
+    let (ingress, _stop) = start_ingress(&[("m1", m1.addr)], IngressConfig::default()).await;
+    let mut stream = tokio::net::TcpStream::connect(ingress).await.unwrap();
+    stream
+        .write_all(
+            b"GET /headers?q=1 HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Kept: yes\r\nX-Fedwasm-Cluster: forged\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (head, body) = read_message(&mut stream, &mut Vec::new(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let answer = header_lines(&head.to_ascii_lowercase());
+    assert_eq!(answer["x-fedwasm-cluster"], "m1");
+    assert_eq!(answer["x-served-by"], "m1");
+    for hop in ["x-private", "keep-alive", "connection"] {
+        assert!(
+            !answer.contains_key(hop),
+            "{hop} reached the client: {head}"
+        );
+    }
+    let seen = header_lines(&String::from_utf8(body).unwrap());
+    assert_eq!(seen["target"], "/headers?q=1", "{seen:?}");
+    assert_eq!(seen["host"], "shop.example.com");
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "shop.example.com");
+    assert_eq!(seen["x-kept"], "yes");
+    assert_eq!(
+        seen["x-fedwasm-cluster"], "forged",
+        "a request header is the client's"
+    );
+    assert_eq!(m1.connections.load(Ordering::SeqCst), 1);
+}
+
 /// GETs `path` `times` times on one client connection; the bodies.
 async fn gets_on_one_connection(ingress: SocketAddr, path: &str, times: usize) -> Vec<String> {
     let stream = tokio::net::TcpStream::connect(ingress).await.unwrap();

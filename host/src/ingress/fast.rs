@@ -270,10 +270,12 @@ pub(super) async fn serve(own: &Connection, stream: &mut TcpStream, peer: Socket
     let mut request = Vec::with_capacity(1024);
     let mut answer = Vec::with_capacity(1024);
     loop {
-        // Read until a whole request is in.
-        let table = own.state.router.table();
+        // Read until a whole request is in. The table is the one in effect when
+        // it is: a kept-alive connection may wait long for its next request.
+        let mut table;
         let prepared = loop {
             if !input.is_empty() {
+                table = own.state.router.table();
                 match prepare(own, &table, &input, peer, &mut request) {
                     Parsed::Incomplete => {}
                     Parsed::Hand => return End::Hand(input),
