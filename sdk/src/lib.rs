@@ -26,6 +26,8 @@
 mod convert;
 #[cfg(any(target_arch = "wasm32", test))]
 mod mem;
+#[cfg(any(target_arch = "wasm32", test))]
+mod pool;
 pub mod regions;
 mod types;
 

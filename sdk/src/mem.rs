@@ -8,28 +8,38 @@
 //! weak built-in ones; elsewhere only [`compare`] and [`differ`] are compiled, for
 //! their tests.
 
-/// `memcmp` over two equal-length slices, eight bytes per step. Words are loaded
-/// little-endian (wasm has no byte swap instruction) and compared for equality only;
-/// at the first differing word the lowest differing byte, which is the first in
-/// memory, decides as in C.
+/// `memcmp` over two equal-length slices, eight bytes per step; the last step
+/// loads the last eight bytes (overlapping the one before, whose bytes were equal),
+/// and a slice under eight bytes is loaded as two overlapping halves. Words are
+/// loaded little-endian (wasm has no byte swap instruction) and compared for
+/// equality only; at the first differing word the lowest differing byte, which is
+/// the first in memory, decides as in C.
 pub(crate) fn compare(a: &[u8], b: &[u8]) -> i32 {
     debug_assert_eq!(a.len(), b.len());
-    let mut chunks_a = a.chunks_exact(8);
-    let mut chunks_b = b.chunks_exact(8);
-    for (x, y) in (&mut chunks_a).zip(&mut chunks_b) {
-        let x = u64::from_le_bytes(x.try_into().unwrap_or_default());
-        let y = u64::from_le_bytes(y.try_into().unwrap_or_default());
-        if x != y {
-            let byte = (x ^ y).trailing_zeros() / 8;
-            return i32::from((x >> (byte * 8)) as u8) - i32::from((y >> (byte * 8)) as u8);
+    let n = a.len().min(b.len());
+    let (x, y) = if n >= 8 {
+        let mut at = 0;
+        loop {
+            let (x, y) = (word(a, at), word(b, at));
+            if x != y {
+                break (x, y);
+            }
+            if at + 8 == n {
+                return 0;
+            }
+            // The next word, or the last one when fewer than eight bytes are left.
+            at = (at + 8).min(n - 8);
         }
-    }
-    let (rest_a, rest_b) = (chunks_a.remainder(), chunks_b.remainder());
-    let (mut x, mut y) = (0u64, 0u64);
-    for (i, (p, q)) in rest_a.iter().zip(rest_b).enumerate() {
-        x |= u64::from(*p) << (i * 8);
-        y |= u64::from(*q) << (i * 8);
-    }
+    } else if n >= 4 {
+        (halves(a, n), halves(b, n))
+    } else {
+        let (mut x, mut y) = (0u64, 0u64);
+        for i in 0..n {
+            x |= u64::from(a[i]) << (i * 8);
+            y |= u64::from(b[i]) << (i * 8);
+        }
+        (x, y)
+    };
     if x == y {
         return 0;
     }
@@ -37,20 +47,27 @@ pub(crate) fn compare(a: &[u8], b: &[u8]) -> i32 {
     i32::from((x >> (byte * 8)) as u8) - i32::from((y >> (byte * 8)) as u8)
 }
 
+/// Eight bytes of `s` from `at`, little-endian.
+fn word(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// A slice of 4 to 7 bytes as one word: its first four bytes low, its last four
+/// high (overlapping); bytes in both halves are compared twice, to no harm.
+fn halves(s: &[u8], n: usize) -> u64 {
+    let mut lo = [0u8; 4];
+    let mut hi = [0u8; 4];
+    lo.copy_from_slice(&s[..4]);
+    hi.copy_from_slice(&s[n - 4..n]);
+    u64::from(u32::from_le_bytes(lo)) | (u64::from(u32::from_le_bytes(hi)) << 32)
+}
+
 /// Whether two equal-length slices are equal: `bcmp`, which only promises zero
 /// for equal and non-zero otherwise.
 pub(crate) fn differ(a: &[u8], b: &[u8]) -> bool {
-    debug_assert_eq!(a.len(), b.len());
-    let mut chunks_a = a.chunks_exact(8);
-    let mut chunks_b = b.chunks_exact(8);
-    for (x, y) in (&mut chunks_a).zip(&mut chunks_b) {
-        if u64::from_le_bytes(x.try_into().unwrap_or_default())
-            != u64::from_le_bytes(y.try_into().unwrap_or_default())
-        {
-            return true;
-        }
-    }
-    chunks_a.remainder() != chunks_b.remainder()
+    compare(a, b) != 0
 }
 
 /// # Safety

@@ -279,6 +279,24 @@ async fn federation_scenarios() {
         }
     }
     host.abort();
+    if !failures.is_empty() {
+        // What the host said about its members and what went wrong, for a failure
+        // seen only on another machine.
+        let log = env.log.text();
+        let notable: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("member phase changed")
+                    || l.contains("member joined")
+                    || l.contains(" WARN ")
+                    || l.contains(" ERROR ")
+            })
+            .collect();
+        eprintln!("host log, member phases, warnings and errors (last 300 lines):");
+        for line in &notable[notable.len().saturating_sub(300)..] {
+            eprintln!("{line}");
+        }
+    }
     assert!(
         failures.is_empty(),
         "failed scenarios:\n{}",
