@@ -8,66 +8,116 @@
 //! weak built-in ones; elsewhere only [`compare`] and [`differ`] are compiled, for
 //! their tests.
 
-/// `memcmp` over two equal-length slices, eight bytes per step; the last step
-/// loads the last eight bytes (overlapping the one before, whose bytes were equal),
-/// and a slice under eight bytes is loaded as two overlapping halves. Words are
-/// loaded little-endian (wasm has no byte swap instruction) and compared for
-/// equality only; at the first differing word the lowest differing byte, which is
-/// the first in memory, decides as in C.
+/// `memcmp` over two equal-length slices (see [`compare_raw`]).
 pub(crate) fn compare(a: &[u8], b: &[u8]) -> i32 {
     debug_assert_eq!(a.len(), b.len());
-    let n = a.len().min(b.len());
-    let (x, y) = if n >= 8 {
-        let mut at = 0;
-        loop {
-            let (x, y) = (word(a, at), word(b, at));
-            if x != y {
-                break (x, y);
-            }
-            if at + 8 == n {
-                return 0;
-            }
-            // The next word, or the last one when fewer than eight bytes are left.
-            at = (at + 8).min(n - 8);
-        }
-    } else if n >= 4 {
-        (halves(a, n), halves(b, n))
-    } else {
-        let (mut x, mut y) = (0u64, 0u64);
-        for i in 0..n {
-            x |= u64::from(a[i]) << (i * 8);
-            y |= u64::from(b[i]) << (i * 8);
-        }
-        (x, y)
-    };
-    if x == y {
-        return 0;
-    }
-    let byte = (x ^ y).trailing_zeros() / 8;
-    i32::from((x >> (byte * 8)) as u8) - i32::from((y >> (byte * 8)) as u8)
-}
-
-/// Eight bytes of `s` from `at`, little-endian.
-fn word(s: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&s[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-/// A slice of 4 to 7 bytes as one word: its first four bytes low, its last four
-/// high (overlapping); bytes in both halves are compared twice, to no harm.
-fn halves(s: &[u8], n: usize) -> u64 {
-    let mut lo = [0u8; 4];
-    let mut hi = [0u8; 4];
-    lo.copy_from_slice(&s[..4]);
-    hi.copy_from_slice(&s[n - 4..n]);
-    u64::from(u32::from_le_bytes(lo)) | (u64::from(u32::from_le_bytes(hi)) << 32)
+    // SAFETY: both slices are readable for the shorter one's length.
+    unsafe { compare_raw(a.as_ptr(), b.as_ptr(), a.len().min(b.len())) }
 }
 
 /// Whether two equal-length slices are equal: `bcmp`, which only promises zero
 /// for equal and non-zero otherwise.
 pub(crate) fn differ(a: &[u8], b: &[u8]) -> bool {
-    compare(a, b) != 0
+    debug_assert_eq!(a.len(), b.len());
+    // SAFETY: as in `compare`.
+    unsafe { differ_raw(a.as_ptr(), b.as_ptr(), a.len().min(b.len())) }
+}
+
+/// Loads the eight bytes at `p`, little-endian.
+///
+/// # Safety
+/// `p` must be readable for 8 bytes.
+#[inline(always)]
+unsafe fn word(p: *const u8) -> u64 {
+    // SAFETY: the caller's promise; any alignment.
+    u64::from_le(unsafe { p.cast::<u64>().read_unaligned() })
+}
+
+/// The first and last four of 4 to 7 bytes at `p` as one word, first four low:
+/// they overlap, and bytes in both halves are compared twice, to no harm.
+///
+/// # Safety
+/// `p` must be readable for `n` bytes, `4 <= n < 8`.
+#[inline(always)]
+unsafe fn halves(p: *const u8, n: usize) -> u64 {
+    // SAFETY: the caller's promise; any alignment.
+    unsafe {
+        let lo = u32::from_le(p.cast::<u32>().read_unaligned());
+        let hi = u32::from_le(p.add(n - 4).cast::<u32>().read_unaligned());
+        u64::from(lo) | (u64::from(hi) << 32)
+    }
+}
+
+/// The first, middle and last of 1 to 3 bytes at `p` (in memory order, some of
+/// them the same byte) as one word.
+///
+/// # Safety
+/// `p` must be readable for `n` bytes, `1 <= n < 4`.
+#[inline(always)]
+unsafe fn bytes(p: *const u8, n: usize) -> u64 {
+    // SAFETY: the caller's promise: every offset is below `n`.
+    unsafe { u64::from(*p) | (u64::from(*p.add(n / 2)) << 8) | (u64::from(*p.add(n - 1)) << 16) }
+}
+
+/// The first pair of words that differ, or `None` when the `n` bytes are equal.
+/// Words are compared eight bytes at a time; the last step loads the last eight
+/// bytes (overlapping the step before, whose bytes were equal). Under eight bytes,
+/// as [`halves`] or [`bytes`]. Loaded little-endian (wasm has no byte swap
+/// instruction), so the lowest differing byte of a differing pair is the first
+/// differing byte in memory.
+///
+/// # Safety
+/// `a` and `b` must be readable for `n` bytes.
+#[inline(always)]
+unsafe fn first_difference(a: *const u8, b: *const u8, n: usize) -> Option<(u64, u64)> {
+    // SAFETY: every load below stays within the `n` readable bytes.
+    unsafe {
+        let (x, y) = if n >= 8 {
+            let mut at = 0;
+            loop {
+                let (x, y) = (word(a.add(at)), word(b.add(at)));
+                if x != y {
+                    break (x, y);
+                }
+                if at + 8 == n {
+                    return None;
+                }
+                // The next word, or the last one when fewer than eight bytes are left.
+                at = if at + 16 <= n { at + 8 } else { n - 8 };
+            }
+        } else if n >= 4 {
+            (halves(a, n), halves(b, n))
+        } else if n > 0 {
+            (bytes(a, n), bytes(b, n))
+        } else {
+            return None;
+        };
+        (x != y).then_some((x, y))
+    }
+}
+
+/// `memcmp`: the first differing byte decides, as in C.
+///
+/// # Safety
+/// `a` and `b` must be readable for `n` bytes.
+unsafe fn compare_raw(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: the caller's promise.
+    match unsafe { first_difference(a, b, n) } {
+        None => 0,
+        Some((x, y)) => {
+            let byte = (x ^ y).trailing_zeros() / 8;
+            i32::from((x >> (byte * 8)) as u8) - i32::from((y >> (byte * 8)) as u8)
+        }
+    }
+}
+
+/// `bcmp`: whether the bytes differ.
+///
+/// # Safety
+/// `a` and `b` must be readable for `n` bytes.
+unsafe fn differ_raw(a: *const u8, b: *const u8, n: usize) -> bool {
+    // SAFETY: the caller's promise.
+    unsafe { first_difference(a, b, n) }.is_some()
 }
 
 /// # Safety
@@ -75,17 +125,8 @@ pub(crate) fn differ(a: &[u8], b: &[u8]) -> bool {
 #[cfg(target_arch = "wasm32")]
 #[no_mangle]
 pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    if n == 0 {
-        return 0;
-    }
-    // SAFETY: the caller guarantees `n` readable bytes at both pointers.
-    let (a, b) = unsafe {
-        (
-            core::slice::from_raw_parts(a, n),
-            core::slice::from_raw_parts(b, n),
-        )
-    };
-    compare(a, b)
+    // SAFETY: the caller's promise.
+    unsafe { compare_raw(a, b, n) }
 }
 
 /// # Safety
@@ -93,17 +134,8 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 #[cfg(target_arch = "wasm32")]
 #[no_mangle]
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    if n == 0 {
-        return 0;
-    }
-    // SAFETY: the caller guarantees `n` readable bytes at both pointers.
-    let (a, b) = unsafe {
-        (
-            core::slice::from_raw_parts(a, n),
-            core::slice::from_raw_parts(b, n),
-        )
-    };
-    i32::from(differ(a, b))
+    // SAFETY: the caller's promise.
+    i32::from(unsafe { differ_raw(a, b, n) })
 }
 
 #[cfg(test)]

@@ -153,10 +153,18 @@ fn aligned(
     for (cluster, &replicas) in request.clusters.iter().zip(&plan) {
         within(request, capped, cluster, replicas)?;
         sum += u64::from(replicas);
-        // A name the host listed twice is one cluster: its entries add up.
-        let entry = out.plan.entry(cluster.clone()).or_insert(0);
-        *entry = entry.saturating_add(replicas);
-        within(request, capped, cluster, *entry)?;
+        // A name the host listed twice is one cluster: its entries add up, and
+        // their sum is checked too.
+        match out.plan.entry(cluster.clone()) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(replicas);
+            }
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                let summed = slot.get().saturating_add(replicas);
+                within(request, capped, cluster, summed)?;
+                slot.insert(summed);
+            }
+        }
     }
     at_most_total(request, sum)?;
     for (cluster, &n) in request.clusters.iter().zip(&overflow) {
