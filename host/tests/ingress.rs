@@ -554,6 +554,27 @@ async fn read_answer(
     Some((head, body))
 }
 
+/// Writes `requests` (pipelined: all at once) on `stream` and reads `count`
+/// answers, each a 200 from m1: their heads and bodies, in order.
+async fn pipelined(
+    stream: &mut tokio::net::TcpStream,
+    input: &mut Vec<u8>,
+    requests: &[u8],
+    count: usize,
+) -> Vec<(String, String)> {
+    stream.write_all(requests).await.unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..count {
+        let (head, body) = read_message(stream, input, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("\r\nx-fedwasm-cluster: m1\r\n"), "{head}");
+        answers.push((head, String::from_utf8(body).unwrap()));
+    }
+    answers
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_as_servers_in_the_wild_frame_them() {
     let m1 = start_raw_cluster("m1").await;
@@ -561,22 +582,20 @@ async fn answers_as_servers_in_the_wild_frame_them() {
     let mut stream = tokio::net::TcpStream::connect(ingress).await.unwrap();
     let mut input = Vec::new();
     let wait = Duration::from_secs(5);
-    // Three requests written at once (pipelined): three answers, in order.
-    stream
-        .write_all(
-            b"GET /a HTTP/1.1\r\nhost: shop\r\n\r\nGET /early HTTP/1.1\r\nhost: shop\r\n\r\nPOST /b HTTP/1.1\r\nhost: shop\r\ncontent-length: 5\r\n\r\norder",
-        )
-        .await
-        .unwrap();
-    for want in ["m1", "ok", "m1"] {
-        let (head, body) = read_message(&mut stream, &mut input, wait).await.unwrap();
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(head.contains("\r\nx-fedwasm-cluster: m1\r\n"), "{head}");
+    // Three requests written at once: three answers, in order.
+    let answers = pipelined(
+        &mut stream,
+        &mut input,
+        b"GET /a HTTP/1.1\r\nhost: shop\r\n\r\nGET /early HTTP/1.1\r\nhost: shop\r\n\r\nPOST /b HTTP/1.1\r\nhost: shop\r\ncontent-length: 5\r\n\r\norder",
+        3,
+    )
+    .await;
+    for ((head, body), want) in answers.iter().zip(["m1", "ok", "m1"]) {
         assert!(
             !head.contains("103"),
             "the interim answer reached the client: {head}"
         );
-        assert_eq!(body, want.as_bytes());
+        assert_eq!(body, want);
     }
     // The cluster closed its idle connection meanwhile: the next request, a POST,
     // goes on a new one instead of failing.
@@ -630,26 +649,18 @@ async fn a_connection_goes_on_after_a_request_of_another_kind() {
     let m1 = start_cluster("m1").await;
     let (ingress, _stop) = start_ingress(&[("m1", m1.addr)], IngressConfig::default()).await;
     let mut stream = tokio::net::TcpStream::connect(ingress).await.unwrap();
-    let mut input = Vec::new();
-    let wait = Duration::from_secs(5);
     // A plain GET, a chunked POST (not for the hand-written path) and a GET again,
     // pipelined on one connection.
-    stream
-        .write_all(
-            b"GET / HTTP/1.1\r\nhost: shop\r\n\r\nPOST /echo HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /headers HTTP/1.1\r\nhost: shop\r\nx-last: 1\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut answers = Vec::new();
-    for _ in 0..3 {
-        let (head, body) = read_message(&mut stream, &mut input, wait).await.unwrap();
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(head.contains("x-fedwasm-cluster: m1\r\n"), "{head}");
-        answers.push(String::from_utf8(body).unwrap());
-    }
-    assert_eq!(answers[0], "m1");
-    assert_eq!(answers[1], "abcde");
-    assert!(answers[2].contains("x-last: 1\n"), "{}", answers[2]);
+    let answers = pipelined(
+        &mut stream,
+        &mut Vec::new(),
+        b"GET / HTTP/1.1\r\nhost: shop\r\n\r\nPOST /echo HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /headers HTTP/1.1\r\nhost: shop\r\nx-last: 1\r\n\r\n",
+        3,
+    )
+    .await;
+    assert_eq!(answers[0].1, "m1");
+    assert_eq!(answers[1].1, "abcde");
+    assert!(answers[2].1.contains("x-last: 1\n"), "{}", answers[2].1);
     assert_eq!(
         m1.connections.load(Ordering::SeqCst),
         2,

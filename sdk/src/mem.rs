@@ -5,19 +5,19 @@
 //! plugins compare cluster names all the time (map lookups, sorting), and names
 //! share long prefixes (`gce-europe-west1-`), so that loop was a third of
 //! `weighted-spread`'s profile. On wasm32 the strong definitions below replace the
-//! weak built-in ones; elsewhere only [`compare`] and [`differ`] are compiled, for
-//! their tests.
+//! weak built-in ones; elsewhere they are compiled for their tests only.
 
-/// `memcmp` over two equal-length slices (see [`compare_raw`]).
-pub(crate) fn compare(a: &[u8], b: &[u8]) -> i32 {
+/// `memcmp` over two equal-length slices (see [`compare_raw`]), for the tests.
+#[cfg(test)]
+fn compare(a: &[u8], b: &[u8]) -> i32 {
     debug_assert_eq!(a.len(), b.len());
     // SAFETY: both slices are readable for the shorter one's length.
     unsafe { compare_raw(a.as_ptr(), b.as_ptr(), a.len().min(b.len())) }
 }
 
-/// Whether two equal-length slices are equal: `bcmp`, which only promises zero
-/// for equal and non-zero otherwise.
-pub(crate) fn differ(a: &[u8], b: &[u8]) -> bool {
+/// Whether two equal-length slices are equal (see [`differ_raw`]), for the tests.
+#[cfg(test)]
+fn differ(a: &[u8], b: &[u8]) -> bool {
     debug_assert_eq!(a.len(), b.len());
     // SAFETY: as in `compare`.
     unsafe { differ_raw(a.as_ptr(), b.as_ptr(), a.len().min(b.len())) }
