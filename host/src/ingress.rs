@@ -515,6 +515,13 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const CLUSTER: HeaderName = HeaderName::from_static(CLUSTER_HEADER);
 
+/// Whether `name` is one of [`HOP_BY_HOP`], in any case.
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages have none: one pass over the names costs less than a removal
     // (a hash) for each hop-by-hop name.

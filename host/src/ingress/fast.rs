@@ -34,7 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::upstream::authority;
-use super::{Connection, Outcome, Refusal, Tries, Verdict, CLUSTER_HEADER};
+use super::{is_hop_by_hop, Connection, Outcome, Refusal, Tries, Verdict, CLUSTER_HEADER};
 
 /// Headers a request or answer may have on this path; a request with more goes to
 /// hyper (which answers 431), an answer with more is a failed try.
@@ -76,19 +76,9 @@ fn request_header(name: &str) -> RequestHeader {
         "x-forwarded-host",
         "connection",
     ];
-    const OTHER: [&str; 8] = [
-        "transfer-encoding",
-        "expect",
-        "upgrade",
-        "keep-alive",
-        "te",
-        "trailer",
-        "proxy-authorization",
-        "proxy-authenticate",
-    ];
     if OWN.iter().any(|h| name.eq_ignore_ascii_case(h)) {
         RequestHeader::Own
-    } else if OTHER.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+    } else if is_hop_by_hop(name) || name.eq_ignore_ascii_case("expect") {
         RequestHeader::Other
     } else {
         RequestHeader::Copy
@@ -695,7 +685,7 @@ fn answer_head(data: &[u8], head: bool) -> Result<Option<(usize, Option<Head>)>,
                 return Err(Failure::Other("two content-lengths".into()));
             }
             length = Some(n);
-        } else if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        } else if is_hop_by_hop(name) // `Transfer-Encoding` is kept above: passed through
             || listed.iter().any(|t| name.eq_ignore_ascii_case(t))
             || name.eq_ignore_ascii_case(CLUSTER_HEADER)
         {
@@ -728,17 +718,6 @@ fn answer_head(data: &[u8], head: bool) -> Result<Option<(usize, Option<Head>)>,
         }),
     )))
 }
-
-/// Hop-by-hop answer headers other than `Connection`, `Transfer-Encoding` (the body
-/// is passed through as the cluster framed it) and those `Connection` lists.
-const HOP_BY_HOP: [&str; 6] = [
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
 
 /// Drops every `name:` line from a head being written (rare: only an answer with
 /// both `Content-Length` and `Transfer-Encoding`).
