@@ -74,7 +74,10 @@ impl Aligner {
             joined.push_str(c);
             spans.push((start, joined.len(), i));
         }
-        spans.sort_unstable_by(|a, b| joined[a.0..a.1].cmp(&joined[b.0..b.1]));
+        // Candidates usually come in name order already: then no sort.
+        if !clusters.is_sorted() {
+            spans.sort_unstable_by(|a, b| joined[a.0..a.1].cmp(&joined[b.0..b.1]));
+        }
         Self { joined, spans }
     }
 

@@ -201,6 +201,108 @@ impl DistributeRequest {
     }
 }
 
+/// One candidate of a [`DistributeRequest`] with everything that applies to it,
+/// from [`DistributeRequest::candidates`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    /// Its position in `request.clusters`.
+    pub index: usize,
+    /// The cluster's name.
+    pub name: &'a str,
+    /// Its own preference, else the `*` entry; `None` when the request has
+    /// preferences and neither applies (no replicas for it), or has none at all.
+    pub preference: Option<&'a ClusterPreference>,
+    /// Replicas running there now, `None` when the request names none.
+    pub current: Option<u32>,
+    /// Replicas it can still take, `None` when unbounded.
+    pub capacity: Option<u32>,
+}
+
+/// A cursor over a name-ordered map for names asked in strictly increasing order:
+/// each step compares one name, instead of a look-up's several.
+struct Merge<'a, V> {
+    entries: std::iter::Peekable<std::collections::btree_map::Iter<'a, String, V>>,
+}
+
+impl<'a, V> Merge<'a, V> {
+    fn new(map: &'a BTreeMap<String, V>) -> Self {
+        Self {
+            entries: map.iter().peekable(),
+        }
+    }
+
+    /// The value for `name`; every name asked for later must be greater.
+    fn get(&mut self, name: &str) -> Option<&'a V> {
+        while let Some(&(key, value)) = self.entries.peek() {
+            match key.as_str().cmp(name) {
+                std::cmp::Ordering::Less => {
+                    self.entries.next();
+                }
+                std::cmp::Ordering::Equal => return Some(value),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
+}
+
+/// Whether `names` are in strictly increasing order: then maps are read alongside
+/// them in one pass.
+fn increasing(names: &[String]) -> bool {
+    names.windows(2).all(|w| w[0] < w[1])
+}
+
+/// The values of `map` for each of `names`, in their order. When the names are in
+/// strictly increasing order (as candidates usually are) this is one pass over the
+/// map, comparing each name once, instead of a look-up per name.
+pub fn values_for<'a, V>(names: &[String], map: &'a BTreeMap<String, V>) -> Vec<Option<&'a V>> {
+    if map.is_empty() {
+        return vec![None; names.len()];
+    }
+    if !increasing(names) {
+        return names.iter().map(|name| map.get(name)).collect();
+    }
+    let mut merge = Merge::new(map);
+    names.iter().map(|name| merge.get(name)).collect()
+}
+
+impl DistributeRequest {
+    /// Each candidate, in the order of `clusters`, with its preference, running
+    /// replicas and capacity. When the candidates come in name order (as the host
+    /// usually sends them) this is one pass over each map; otherwise a look-up by
+    /// name each.
+    pub fn candidates(&self) -> Vec<Candidate<'_>> {
+        let wildcard = self.preferences.as_ref().and_then(|p| p.clusters.get("*"));
+        let clusters = self.clusters.iter().enumerate();
+        if !increasing(&self.clusters) {
+            return clusters
+                .map(|(i, name)| {
+                    let own = self.preferences.as_ref().and_then(|p| p.clusters.get(name));
+                    Candidate {
+                        index: i,
+                        name,
+                        preference: own.or(wildcard),
+                        current: self.current.get(name).copied(),
+                        capacity: self.capacity.get(name).copied(),
+                    }
+                })
+                .collect();
+        }
+        let mut own = self.preferences.as_ref().map(|p| Merge::new(&p.clusters));
+        let mut current = Merge::new(&self.current);
+        let mut capacity = Merge::new(&self.capacity);
+        clusters
+            .map(|(i, name)| Candidate {
+                index: i,
+                name,
+                preference: own.as_mut().and_then(|m| m.get(name)).or(wildcard),
+                current: current.get(name).copied(),
+                capacity: capacity.get(name).copied(),
+            })
+            .collect()
+    }
+}
+
 /// Output of the distribute hook.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
@@ -297,4 +399,112 @@ pub struct CustomizeRequest {
     /// The placement policy's settings for this hook (JSON text), empty when none.
     #[cfg_attr(feature = "serde", serde(default))]
     pub settings: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(clusters: &[&str]) -> DistributeRequest {
+        let pref = |min, weight| ClusterPreference {
+            min_replicas: min,
+            max_replicas: None,
+            weight,
+        };
+        DistributeRequest {
+            object: "ns/web".into(),
+            total_replicas: 9,
+            clusters: clusters.iter().map(|c| c.to_string()).collect(),
+            preferences: Some(Preferences {
+                rebalance: false,
+                clusters: BTreeMap::from([
+                    ("*".into(), pref(0, 1)),
+                    ("b".into(), pref(2, 3)),
+                    ("gone".into(), pref(1, 1)),
+                ]),
+            }),
+            current: BTreeMap::from([("a".into(), 4), ("c".into(), 1), ("zz".into(), 7)]),
+            capacity: BTreeMap::from([("b".into(), 5), ("d".into(), 0)]),
+            settings: String::new(),
+        }
+    }
+
+    /// What `candidates` must give: a look-up per map.
+    fn looked_up(r: &DistributeRequest) -> Vec<Candidate<'_>> {
+        r.clusters
+            .iter()
+            .enumerate()
+            .map(|(index, name)| Candidate {
+                index,
+                name,
+                preference: r.preferences.as_ref().and_then(|p| p.for_cluster(name)),
+                current: r.current.get(name).copied(),
+                capacity: r.capacity.get(name).copied(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn values_for_names_in_any_order_match_a_look_up_each() {
+        let map: BTreeMap<String, u32> = BTreeMap::from([
+            ("*".into(), 0),
+            ("b".into(), 2),
+            ("d".into(), 4),
+            ("f".into(), 6),
+        ]);
+        for names in [
+            &["a", "b", "c", "d", "e", "f", "g"][..],
+            &["b", "d"],
+            &["g", "f", "b"],
+            &["b", "b", "d"],
+            &["zz"],
+            &[],
+        ] {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let want: Vec<Option<&u32>> = names.iter().map(|n| map.get(n)).collect();
+            assert_eq!(values_for(&names, &map), want, "{names:?}");
+            assert_eq!(
+                values_for(&names, &BTreeMap::<String, u32>::new()),
+                vec![None; names.len()]
+            );
+        }
+    }
+
+    #[test]
+    fn candidates_in_any_order_match_a_look_up_each() {
+        for clusters in [
+            &["a", "b", "c", "d", "e"][..],
+            &["e", "d", "c", "b", "a"],
+            &["b", "a", "d"],
+            &["a", "a", "b"],
+            &["b"],
+            &[],
+        ] {
+            let r = request(clusters);
+            assert_eq!(r.candidates(), looked_up(&r), "{clusters:?}");
+            let mut none = r.clone();
+            none.preferences = None;
+            assert_eq!(none.candidates(), looked_up(&none), "{clusters:?}");
+            let mut no_wildcard = r.clone();
+            no_wildcard
+                .preferences
+                .as_mut()
+                .unwrap()
+                .clusters
+                .remove("*");
+            assert_eq!(
+                no_wildcard.candidates(),
+                looked_up(&no_wildcard),
+                "{clusters:?}"
+            );
+        }
+        let r = request(&["a", "b", "e"]);
+        let got = r.candidates();
+        assert_eq!(got[1].preference.unwrap().weight, 3);
+        assert_eq!(got[2].preference.unwrap().weight, 1);
+        assert_eq!(
+            (got[0].current, got[1].capacity, got[2].current),
+            (Some(4), Some(5), None)
+        );
+    }
 }

@@ -465,12 +465,14 @@ impl Plugin {
     ) -> Result<DistributeResponse, PluginError> {
         self.require(Hook::Distribute)?;
         let parts = DistributeParts::new(request);
+        let maxima = validate::maxima(request);
         let input = parts.request(request);
         let started = Instant::now();
         let result = self
             .call(Hook::Distribute, move |b, s| b.distribute(s, input))
             .and_then(|out| {
-                validate::distribution(request, out).map_err(|r| self.invalid(Hook::Distribute, r))
+                validate::distribution(request, &maxima, out)
+                    .map_err(|r| self.invalid(Hook::Distribute, r))
             });
         self.observe(Hook::Distribute, started, &result);
         result
@@ -741,6 +743,7 @@ struct DistributeParts<'a> {
 
 impl<'a> DistributeParts<'a> {
     fn new(r: &'a DistributeRequest) -> Self {
+        use fedwasm_sdk::values_for;
         Self {
             clusters: r.clusters.iter().map(String::as_str).collect(),
             preferences: r.preferences.as_ref().map(|p| {
@@ -752,21 +755,19 @@ impl<'a> DistributeParts<'a> {
                 (
                     p.rebalance,
                     p.clusters.get("*").map(entry),
-                    r.clusters
-                        .iter()
-                        .map(|name| p.clusters.get(name).map(entry))
+                    values_for(&r.clusters, &p.clusters)
+                        .into_iter()
+                        .map(|c| c.map(entry))
                         .collect(),
                 )
             }),
-            current: r
-                .clusters
-                .iter()
-                .map(|c| r.current.get(c).copied().unwrap_or(0))
+            current: values_for(&r.clusters, &r.current)
+                .into_iter()
+                .map(|n| n.copied().unwrap_or(0))
                 .collect(),
-            capacity: r
-                .clusters
-                .iter()
-                .map(|c| r.capacity.get(c).copied())
+            capacity: values_for(&r.clusters, &r.capacity)
+                .into_iter()
+                .map(Option::<&u32>::copied)
                 .collect(),
         }
     }

@@ -66,15 +66,35 @@ pub enum Distribution {
 
 /// No count above the total or the cluster's maximum; the sum at most the total;
 /// by name, only candidates and each once, aligned, one entry per candidate.
+/// `maxima` is each candidate's `maxReplicas` in the request's order, or empty when
+/// none is capped (used by aligned answers; named ones look them up).
 /// Returns the plan with every candidate present and the overflows above zero.
 pub fn distribution(
     request: &DistributeRequest,
+    maxima: &[Option<u32>],
     out: Distribution,
 ) -> Result<DistributeResponse, String> {
     match out {
-        Distribution::Aligned { plan, overflow } => aligned(request, plan, overflow),
+        Distribution::Aligned { plan, overflow } => aligned(request, maxima, plan, overflow),
         Distribution::Named { plan, overflow } => named(request, plan, overflow),
     }
+}
+
+/// Each candidate's `maxReplicas` (its own entry, else `*`) in the request's
+/// order, so an aligned answer is checked without a look-up by name; empty when no
+/// preference caps anything.
+pub fn maxima(request: &DistributeRequest) -> Vec<Option<u32>> {
+    let Some(p) = capped(request) else {
+        return Vec::new();
+    };
+    let wildcard = p.clusters.get("*").and_then(|w| w.max_replicas);
+    fedwasm_sdk::values_for(&request.clusters, &p.clusters)
+        .into_iter()
+        .map(|own| match own {
+            Some(own) => own.max_replicas,
+            None => wildcard,
+        })
+        .collect()
 }
 
 /// The preferences, when one of them caps something: only then does an entry need
@@ -92,15 +112,24 @@ fn within(
     cluster: &str,
     replicas: u32,
 ) -> Result<(), String> {
+    let max = capped
+        .and_then(|p| p.for_cluster(cluster))
+        .and_then(|p| p.max_replicas);
+    within_max(request, max, cluster, replicas)
+}
+
+fn within_max(
+    request: &DistributeRequest,
+    max: Option<u32>,
+    cluster: &str,
+    replicas: u32,
+) -> Result<(), String> {
     let total = request.total_replicas;
     if replicas > total {
         return Err(format!(
             "planned {replicas} replicas for `{cluster}`, more than the total of {total}"
         ));
     }
-    let max = capped
-        .and_then(|p| p.for_cluster(cluster))
-        .and_then(|p| p.max_replicas);
     match max {
         Some(max) if replicas > max => Err(format!(
             "planned {replicas} replicas for `{cluster}`, above its maxReplicas of {max}"
@@ -131,6 +160,7 @@ fn overflow_within(request: &DistributeRequest, cluster: &str, n: u32) -> Result
 
 fn aligned(
     request: &DistributeRequest,
+    maxima: &[Option<u32>],
     plan: Vec<u32>,
     overflow: Vec<u32>,
 ) -> Result<DistributeResponse, String> {
@@ -147,32 +177,40 @@ fn aligned(
             overflow.len()
         ));
     }
-    let capped = capped(request);
-    let mut out = DistributeResponse::default();
+    let max = |i: usize| maxima.get(i).copied().flatten();
     let mut sum: u64 = 0;
-    for (cluster, &replicas) in request.clusters.iter().zip(&plan) {
-        within(request, capped, cluster, replicas)?;
+    for (i, (cluster, &replicas)) in request.clusters.iter().zip(&plan).enumerate() {
+        within_max(request, max(i), cluster, replicas)?;
         sum += u64::from(replicas);
-        // A name the host listed twice is one cluster: its entries add up, and
-        // their sum is checked too.
-        match out.plan.entry(cluster.clone()) {
-            std::collections::btree_map::Entry::Vacant(slot) => {
-                slot.insert(replicas);
-            }
-            std::collections::btree_map::Entry::Occupied(mut slot) => {
-                let summed = slot.get().saturating_add(replicas);
-                within(request, capped, cluster, summed)?;
-                slot.insert(summed);
-            }
-        }
     }
     at_most_total(request, sum)?;
     for (cluster, &n) in request.clusters.iter().zip(&overflow) {
         overflow_within(request, cluster, n)?;
-        if n > 0 {
-            out.overflow.insert(cluster.clone(), n);
+    }
+    let mut out = DistributeResponse::default();
+    let entries = request.clusters.iter().zip(plan);
+    if request.clusters.windows(2).all(|w| w[0] < w[1]) {
+        // Names in order, each once: the maps are built in one pass.
+        out.plan = entries.map(|(c, n)| (c.clone(), n)).collect();
+    } else {
+        for (i, (cluster, replicas)) in entries.enumerate() {
+            // A name the host listed twice is one cluster: its entries add up, and
+            // their sum is checked too.
+            let slot = out.plan.entry(cluster.clone()).or_insert(0);
+            let summed = slot.saturating_add(replicas);
+            if summed != replicas {
+                within_max(request, max(i), cluster, summed)?;
+            }
+            *slot = summed;
         }
     }
+    out.overflow = request
+        .clusters
+        .iter()
+        .zip(overflow)
+        .filter(|&(_, n)| n > 0)
+        .map(|(c, n)| (c.clone(), n))
+        .collect();
     Ok(out)
 }
 
@@ -298,23 +336,23 @@ mod tests {
 
     #[test]
     fn distribution_fills_missing_candidates_with_zero() {
-        let got = distribution(&req(5, &["a", "b"]), out(&[("a", 5)])).unwrap();
+        let got = distribution(&req(5, &["a", "b"]), &[], out(&[("a", 5)])).unwrap();
         assert_eq!(got.plan, BTreeMap::from([("a".into(), 5), ("b".into(), 0)]));
     }
 
     #[test]
     fn distribution_rejects_contract_breaks() {
         let r = req(5, &["a", "b"]);
-        assert!(distribution(&r, out(&[("c", 1)]))
+        assert!(distribution(&r, &maxima(&r), out(&[("c", 1)]))
             .unwrap_err()
             .contains("not a candidate"));
-        assert!(distribution(&r, out(&[("a", 1), ("a", 1)]))
+        assert!(distribution(&r, &maxima(&r), out(&[("a", 1), ("a", 1)]))
             .unwrap_err()
             .contains("twice"));
-        assert!(distribution(&r, out(&[("a", 6)]))
+        assert!(distribution(&r, &maxima(&r), out(&[("a", 6)]))
             .unwrap_err()
             .contains("more than the total"));
-        assert!(distribution(&r, out(&[("a", 3), ("b", 3)]))
+        assert!(distribution(&r, &maxima(&r), out(&[("a", 3), ("b", 3)]))
             .unwrap_err()
             .contains("in all"));
         let mut capped = r.clone();
@@ -329,30 +367,47 @@ mod tests {
                 },
             )]),
         });
-        assert!(distribution(&capped, out(&[("a", 3)]))
+        assert!(distribution(&capped, &maxima(&capped), out(&[("a", 3)]))
             .unwrap_err()
             .contains("maxReplicas"));
+        assert!(
+            distribution(&capped, &maxima(&capped), aligned(&[0, 3], &[]))
+                .unwrap_err()
+                .contains("`b`, above its maxReplicas of 2")
+        );
+        // An own entry without a maximum lifts the `*` one.
+        let mut own = capped.clone();
+        own.preferences.as_mut().unwrap().clusters.insert(
+            "b".into(),
+            fedwasm_sdk::ClusterPreference {
+                min_replicas: 0,
+                max_replicas: None,
+                weight: 1,
+            },
+        );
+        assert_eq!(maxima(&own), vec![Some(2), None]);
+        assert!(distribution(&own, &maxima(&own), aligned(&[0, 3], &[])).is_ok());
     }
 
     #[test]
     fn aligned_answers_are_checked_as_named_ones() {
         let r = req(5, &["b", "a"]);
-        let got = distribution(&r, aligned(&[1, 4], &[0, 2])).unwrap();
+        let got = distribution(&r, &maxima(&r), aligned(&[1, 4], &[0, 2])).unwrap();
         assert_eq!(got.plan, BTreeMap::from([("a".into(), 4), ("b".into(), 1)]));
         assert_eq!(got.overflow, BTreeMap::from([("a".into(), 2)]));
-        assert!(distribution(&r, aligned(&[5], &[]))
+        assert!(distribution(&r, &maxima(&r), aligned(&[5], &[]))
             .unwrap_err()
             .contains("1 plan entries for 2 candidates"));
-        assert!(distribution(&r, aligned(&[0, 0], &[1]))
+        assert!(distribution(&r, &maxima(&r), aligned(&[0, 0], &[1]))
             .unwrap_err()
             .contains("overflow entries"));
-        assert!(distribution(&r, aligned(&[6, 0], &[]))
+        assert!(distribution(&r, &maxima(&r), aligned(&[6, 0], &[]))
             .unwrap_err()
             .contains("more than the total"));
-        assert!(distribution(&r, aligned(&[3, 3], &[]))
+        assert!(distribution(&r, &maxima(&r), aligned(&[3, 3], &[]))
             .unwrap_err()
             .contains("in all"));
-        assert!(distribution(&r, aligned(&[0, 0], &[0, 9]))
+        assert!(distribution(&r, &maxima(&r), aligned(&[0, 0], &[0, 9]))
             .unwrap_err()
             .contains("overflow of 9"));
     }
@@ -438,7 +493,7 @@ mod tests {
             ) {
                 let mut request = DistributeRequest::new("ns/x", total, clusters.iter().map(String::as_str));
                 request.preferences = preferences;
-                match distribution(&request, out) {
+                match distribution(&request, &maxima(&request), out) {
                     Ok(checked) => {
                         let sum: u64 = checked.plan.values().map(|&n| u64::from(n)).sum();
                         prop_assert!(sum <= u64::from(total));

@@ -44,6 +44,8 @@ export_plugin!(WeightedSpread);
 /// One candidate with the preference, capacity and current count that apply to it.
 /// The planner works on a vector of these by index: no map lookups in its loops.
 struct Candidate<'a> {
+    /// Its position in `request.clusters`.
+    index: usize,
     name: &'a str,
     hash: u32,
     min: u64,
@@ -133,25 +135,29 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
     let key = request.object.as_str();
     let mut out = DistributeResponse::default();
     let mut candidates: Vec<Candidate> = Vec::with_capacity(request.clusters.len());
-    for name in &request.clusters {
-        match preferences.for_cluster(name) {
-            Some(p) => candidates.push(Candidate {
-                name,
-                hash: tie_break(name, key),
-                min: u64::from(p.min_replicas),
-                max: p.max_replicas.map(u64::from),
-                weight: u64::from(p.weight),
-                capacity: request.capacity.get(name).map(|c| u64::from(*c)),
-                current: request.current.get(name).map(|c| u64::from(*c)),
-                planned: 0,
-                preallocated: 0,
-                overflow: 0,
-            }),
-            // No entry and no `*`: this cluster gets nothing.
-            None => {
-                out.plan.insert(name.clone(), 0);
-            }
-        }
+    // Without preferences, the even spread's one `*` entry applies to every cluster.
+    let everyone = if even {
+        preferences.clusters.get("*")
+    } else {
+        None
+    };
+    for c in request.candidates() {
+        let preference = if even { everyone } else { c.preference };
+        // No entry and no `*`: this cluster gets nothing (zero in the plan).
+        let Some(p) = preference else { continue };
+        candidates.push(Candidate {
+            index: c.index,
+            name: c.name,
+            hash: tie_break(c.name, key),
+            min: u64::from(p.min_replicas),
+            max: p.max_replicas.map(u64::from),
+            weight: u64::from(p.weight),
+            capacity: c.capacity.map(u64::from),
+            current: c.current.map(u64::from),
+            planned: 0,
+            preallocated: 0,
+            overflow: 0,
+        });
     }
     // `then_with`: names are compared only on a tie, not on every comparison.
     candidates.sort_by(|a, b| {
@@ -161,7 +167,9 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
             .then_with(|| a.name.cmp(b.name))
     });
     // A name listed twice counts once (the sort made duplicates neighbours).
+    let listed = candidates.len();
     candidates.dedup_by(|a, b| a.name == b.name);
+    let listed_twice = candidates.len() < listed;
 
     let mut remaining = u64::from(request.total_replicas);
     for c in &mut candidates {
@@ -276,8 +284,10 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
     }
 
     let narrow = |v: u64| v.min(u64::from(u32::MAX)) as u32;
+    // (planned, overflow) per position in the request; `None` for a cluster
+    // without a preference (and for the second listing of a name).
+    let mut planned: Vec<Option<(u32, u32)>> = vec![None; request.clusters.len()];
     for c in &candidates {
-        out.plan.insert(c.name.to_string(), narrow(c.planned));
         // With rebalance off, only what could not be placed anywhere is worth
         // reporting.
         let overflow = if preferences.rebalance {
@@ -285,9 +295,27 @@ pub fn plan(request: &DistributeRequest) -> DistributeResponse {
         } else {
             c.overflow.min(remaining)
         };
-        if overflow > 0 {
-            out.overflow.insert(c.name.to_string(), narrow(overflow));
+        planned[c.index] = Some((narrow(c.planned), narrow(overflow)));
+    }
+    let entries = request.clusters.iter().zip(&planned);
+    if listed_twice {
+        for (name, p) in entries {
+            let (count, overflow) = p.unwrap_or((0, 0));
+            let slot = out.plan.entry(name.clone()).or_insert(0);
+            *slot = (*slot).max(count);
+            if overflow > 0 {
+                out.overflow.insert(name.clone(), overflow);
+            }
         }
+    } else {
+        // In the request's order: built in one pass when that is name order.
+        out.plan = entries
+            .clone()
+            .map(|(name, p)| (name.clone(), p.map_or(0, |p| p.0)))
+            .collect();
+        out.overflow = entries
+            .filter_map(|(name, p)| Some((name.clone(), p.filter(|p| p.1 > 0)?.1)))
+            .collect();
     }
     out
 }

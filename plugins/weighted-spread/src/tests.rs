@@ -334,3 +334,42 @@ fn huge_weights_and_totals_spread_without_overflow() {
     assert_eq!(sum, u64::from(u32::MAX));
     assert!(out.plan.values().all(|v| *v >= u32::MAX / 3));
 }
+
+/// The order the candidates come in changes nothing: in name order the plan is
+/// built by one pass over the maps, in any other by look-ups.
+#[test]
+fn the_candidates_order_changes_nothing() {
+    let names: Vec<String> = (0..12).map(|i| format!("c{i:02}")).collect();
+    let pref = |min, max, weight| ClusterPreference {
+        min_replicas: min,
+        max_replicas: max,
+        weight,
+    };
+    for (total, rebalance) in [(0, false), (7, true), (40, false), (200, true)] {
+        let mut sorted = DistributeRequest::new("ns/web", total, names.iter().cloned());
+        sorted.preferences = Some(Preferences {
+            rebalance,
+            clusters: BTreeMap::from([
+                ("*".into(), pref(0, None, 1)),
+                ("c00".into(), pref(2, Some(9), 3)),
+                ("c05".into(), pref(0, None, 0)),
+                ("c07".into(), pref(1, Some(1), 5)),
+            ]),
+        });
+        sorted.current = names.iter().step_by(3).map(|n| (n.clone(), 6)).collect();
+        sorted.capacity = names.iter().step_by(4).map(|n| (n.clone(), 4)).collect();
+        let mut shuffled = sorted.clone();
+        shuffled.clusters.reverse();
+        shuffled.clusters.swap(2, 7);
+        assert_eq!(
+            plan(&sorted),
+            plan(&shuffled),
+            "total {total}, rebalance {rebalance}"
+        );
+        let mut without = sorted.clone();
+        without.preferences = None;
+        let mut without_shuffled = shuffled.clone();
+        without_shuffled.preferences = None;
+        assert_eq!(plan(&without), plan(&without_shuffled), "total {total}");
+    }
+}
