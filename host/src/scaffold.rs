@@ -183,16 +183,16 @@ fn template(hook: Hook, name: &str) -> String {
         if n == 0 {
             return Ok(out);
         }
-        for (i, cluster) in request.clusters.iter().enumerate() {
-            let extra = u32::from((i as u32) < request.total_replicas % n);
-            let max = request
-                .preferences
-                .as_ref()
-                .and_then(|p| p.for_cluster(cluster))
+        // Each candidate with its preference (its own, else `*`), running
+        // replicas and capacity.
+        for c in request.candidates() {
+            let extra = u32::from((c.index as u32) < request.total_replicas % n);
+            let max = c
+                .preference
                 .and_then(|p| p.max_replicas)
                 .unwrap_or(u32::MAX);
             out.plan
-                .insert(cluster.clone(), (request.total_replicas / n + extra).min(max));
+                .insert(c.name.to_string(), (request.total_replicas / n + extra).min(max));
         }
         Ok(out)
     }"#,
