@@ -218,25 +218,32 @@ pub struct Candidate<'a> {
     pub capacity: Option<u32>,
 }
 
-/// A cursor over a name-ordered map for names asked in strictly increasing order:
-/// each step compares one name, instead of a look-up's several.
-struct Merge<'a, V> {
-    entries: std::iter::Peekable<std::collections::btree_map::Iter<'a, String, V>>,
+/// Reads a map by name for names asked in turn: alongside them in one pass, one
+/// comparison a step, when they come in strictly increasing order; by look-up
+/// otherwise.
+struct Reader<'a, V> {
+    map: &'a BTreeMap<String, V>,
+    /// The entries not passed yet, when reading in order.
+    ahead: Option<std::iter::Peekable<std::collections::btree_map::Iter<'a, String, V>>>,
 }
 
-impl<'a, V> Merge<'a, V> {
-    fn new(map: &'a BTreeMap<String, V>) -> Self {
+impl<'a, V> Reader<'a, V> {
+    /// `in_order`: every name will be asked for after every smaller one.
+    fn new(map: &'a BTreeMap<String, V>, in_order: bool) -> Self {
         Self {
-            entries: map.iter().peekable(),
+            map,
+            ahead: in_order.then(|| map.iter().peekable()),
         }
     }
 
-    /// The value for `name`; every name asked for later must be greater.
     fn get(&mut self, name: &str) -> Option<&'a V> {
-        while let Some(&(key, value)) = self.entries.peek() {
+        let Some(entries) = &mut self.ahead else {
+            return self.map.get(name);
+        };
+        while let Some(&(key, value)) = entries.peek() {
             match key.as_str().cmp(name) {
                 std::cmp::Ordering::Less => {
-                    self.entries.next();
+                    entries.next();
                 }
                 std::cmp::Ordering::Equal => return Some(value),
                 std::cmp::Ordering::Greater => return None,
@@ -246,8 +253,7 @@ impl<'a, V> Merge<'a, V> {
     }
 }
 
-/// Whether `names` are in strictly increasing order: then maps are read alongside
-/// them in one pass.
+/// Whether `names` are in strictly increasing order.
 fn increasing(names: &[String]) -> bool {
     names.windows(2).all(|w| w[0] < w[1])
 }
@@ -256,46 +262,30 @@ fn increasing(names: &[String]) -> bool {
 /// strictly increasing order (as candidates usually are) this is one pass over the
 /// map, comparing each name once, instead of a look-up per name.
 pub fn values_for<'a, V>(names: &[String], map: &'a BTreeMap<String, V>) -> Vec<Option<&'a V>> {
-    if map.is_empty() {
-        return vec![None; names.len()];
-    }
-    if !increasing(names) {
-        return names.iter().map(|name| map.get(name)).collect();
-    }
-    let mut merge = Merge::new(map);
-    names.iter().map(|name| merge.get(name)).collect()
+    let mut reader = Reader::new(map, increasing(names));
+    names.iter().map(|name| reader.get(name)).collect()
 }
 
 impl DistributeRequest {
     /// Each candidate, in the order of `clusters`, with its preference, running
-    /// replicas and capacity. When the candidates come in name order (as the host
-    /// usually sends them) this is one pass over each map; otherwise a look-up by
-    /// name each.
+    /// replicas and capacity; as with [`values_for`], one pass over each map when
+    /// the candidates come in name order (as the host usually sends them).
     pub fn candidates(&self) -> Vec<Candidate<'_>> {
+        let in_order = increasing(&self.clusters);
         let wildcard = self.preferences.as_ref().and_then(|p| p.clusters.get("*"));
-        let clusters = self.clusters.iter().enumerate();
-        if !increasing(&self.clusters) {
-            return clusters
-                .map(|(i, name)| {
-                    let own = self.preferences.as_ref().and_then(|p| p.clusters.get(name));
-                    Candidate {
-                        index: i,
-                        name,
-                        preference: own.or(wildcard),
-                        current: self.current.get(name).copied(),
-                        capacity: self.capacity.get(name).copied(),
-                    }
-                })
-                .collect();
-        }
-        let mut own = self.preferences.as_ref().map(|p| Merge::new(&p.clusters));
-        let mut current = Merge::new(&self.current);
-        let mut capacity = Merge::new(&self.capacity);
-        clusters
-            .map(|(i, name)| Candidate {
-                index: i,
+        let mut own = self
+            .preferences
+            .as_ref()
+            .map(|p| Reader::new(&p.clusters, in_order));
+        let mut current = Reader::new(&self.current, in_order);
+        let mut capacity = Reader::new(&self.capacity, in_order);
+        self.clusters
+            .iter()
+            .enumerate()
+            .map(|(index, name)| Candidate {
+                index,
                 name,
-                preference: own.as_mut().and_then(|m| m.get(name)).or(wildcard),
+                preference: own.as_mut().and_then(|r| r.get(name)).or(wildcard),
                 current: current.get(name).copied(),
                 capacity: capacity.get(name).copied(),
             })
