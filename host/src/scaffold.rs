@@ -155,15 +155,26 @@ fn template(hook: Hook, name: &str) -> String {
             .clusters
             .into_iter()
             .filter(|c| c.ready)
-            .map(|c| Selection { cluster: c.name, score: 100 })
+            .map(|c| Selection {
+                cluster: c.name,
+                score: 100,
+            })
             .collect())
     }"#,
             r#"    #[test]
     fn selects_ready_clusters() {
         let request = SelectRequest {
             clusters: vec![
-                ClusterInfo { name: "a".into(), ready: true, ..Default::default() },
-                ClusterInfo { name: "b".into(), ready: false, ..Default::default() },
+                ClusterInfo {
+                    name: "a".into(),
+                    ready: true,
+                    ..Default::default()
+                },
+                ClusterInfo {
+                    name: "b".into(),
+                    ready: false,
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };
@@ -191,8 +202,10 @@ fn template(hook: Hook, name: &str) -> String {
                 .preference
                 .and_then(|p| p.max_replicas)
                 .unwrap_or(u32::MAX);
-            out.plan
-                .insert(c.name.to_string(), (request.total_replicas / n + extra).min(max));
+            out.plan.insert(
+                c.name.to_string(),
+                (request.total_replicas / n + extra).min(max),
+            );
         }
         Ok(out)
     }"#,
@@ -216,8 +229,16 @@ fn template(hook: Hook, name: &str) -> String {
     fn healthy_first() {
         let request = RankRequest {
             backends: vec![
-                Backend { cluster: "a".into(), healthy: false, ..Default::default() },
-                Backend { cluster: "b".into(), healthy: true, ..Default::default() },
+                Backend {
+                    cluster: "a".into(),
+                    healthy: false,
+                    ..Default::default()
+                },
+                Backend {
+                    cluster: "b".into(),
+                    healthy: true,
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };
@@ -248,6 +269,14 @@ fn template(hook: Hook, name: &str) -> String {
         ),
     };
     let test = test.replace("PLUGIN", &type_name);
+    // In rustfmt's order (the macro, then the types by name), so the new crate
+    // passes `cargo fmt --check` as it is.
+    let mut types: Vec<&str> = ["Hook", "Plugin"]
+        .into_iter()
+        .chain(imports.split(", "))
+        .collect();
+    types.sort_unstable();
+    let imports = types.join(", ");
     let hook_variant = match hook {
         Hook::Select => "Select",
         Hook::Distribute => "Distribute",
@@ -260,7 +289,7 @@ fn template(hook: Hook, name: &str) -> String {
 //! Build: `fedwasm plugin build .` — then copy the printed `.wasm` into the host's
 //! plugin directory; it is loaded without a restart.
 
-use fedwasm_sdk::{{export_plugin, Hook, Plugin, {imports}}};
+use fedwasm_sdk::{{export_plugin, {imports}}};
 
 pub struct {type_name};
 
@@ -307,4 +336,30 @@ pub fn build_plugin(dir: &Path) -> Result<PathBuf, ScaffoldError> {
     let out = out_dir.join(format!("{package}.wasm"));
     std::fs::write(&out, built.component).map_err(io(&out))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `plugin new` writes is formatted as `cargo fmt` would have it: a
+    /// plugin author's own CI may run `cargo fmt --check` on day one.
+    #[test]
+    fn every_template_is_rustfmt_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        for hook in Hook::ALL {
+            let file = dir.path().join(format!("{hook}.rs"));
+            std::fs::write(&file, template(hook, "my-plugin")).unwrap();
+            let out = std::process::Command::new("rustfmt")
+                .args(["--check", "--edition", "2021"])
+                .arg(&file)
+                .output()
+                .expect("rustfmt runs (rustup component add rustfmt)");
+            assert!(
+                out.status.success(),
+                "the {hook} template is not rustfmt-clean:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
 }
