@@ -36,6 +36,7 @@ fn main() {
     for (name, version, features) in [
         ("LEGACY_V0_1", "0.1.0", Vec::new()),
         ("LEGACY_V0_2", "0.2.0", vec!["v0_2".to_string()]),
+        ("LEGACY_V0_3", "0.3.0", vec!["v0_3".to_string()]),
     ] {
         let legacy = PluginCrate {
             dir: manifest.join("plugins/legacy"),

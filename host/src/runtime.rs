@@ -8,10 +8,12 @@ mod bindings;
 mod cache;
 mod error;
 mod older;
+mod parts;
 mod plugin;
 mod registry;
 mod v0_1;
 mod v0_2;
+mod v0_3;
 mod validate;
 mod watch;
 

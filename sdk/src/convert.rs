@@ -56,9 +56,9 @@ pub fn select<P: Plugin>(request: wit::SelectRequest) -> Result<Vec<wit::Selecti
         .collect())
 }
 
-/// The candidates' names, kept in one buffer while the request itself goes to the
-/// plugin, sorted so that the plugin's maps (sorted too) are aligned with the
-/// request's order by one merge.
+/// The candidates' names as the request brought them (one string), sorted by
+/// name, so that the plugin's maps (sorted too) are aligned with the request's
+/// order by one merge.
 struct Aligner {
     joined: String,
     /// (start, end, index in the request), sorted by name.
@@ -66,19 +66,43 @@ struct Aligner {
 }
 
 impl Aligner {
-    fn new(clusters: &[String]) -> Self {
-        let mut joined = String::with_capacity(clusters.iter().map(String::len).sum());
-        let mut spans = Vec::with_capacity(clusters.len());
-        for (i, c) in clusters.iter().enumerate() {
-            let start = joined.len();
-            joined.push_str(c);
-            spans.push((start, joined.len(), i));
+    /// Splits the request's `names` at `ends`: the candidates' names in the
+    /// request's order, and the aligner keeping `names`. Ends that do not cut
+    /// `names` into names (past its end, decreasing, inside a character, or short
+    /// of the end) are the host's error, reported as such.
+    fn split(names: String, ends: &[u32]) -> Result<(Vec<String>, Self), String> {
+        let mut clusters = Vec::with_capacity(ends.len());
+        let mut spans = Vec::with_capacity(ends.len());
+        let mut start = 0;
+        for (i, &end) in ends.iter().enumerate() {
+            let end = end as usize;
+            let Some(name) = names.get(start..end) else {
+                return Err(format!(
+                    "malformed request: candidate {i} would be bytes {start}..{end} of {} in `names`",
+                    names.len()
+                ));
+            };
+            clusters.push(name.to_string());
+            spans.push((start, end, i));
+            start = end;
+        }
+        if start != names.len() {
+            return Err(format!(
+                "malformed request: `names` has {} bytes, the candidates end at {start}",
+                names.len()
+            ));
         }
         // Candidates usually come in name order already: then no sort.
         if !clusters.is_sorted() {
-            spans.sort_unstable_by(|a, b| joined[a.0..a.1].cmp(&joined[b.0..b.1]));
+            spans.sort_unstable_by(|a, b| names[a.0..a.1].cmp(&names[b.0..b.1]));
         }
-        Self { joined, spans }
+        Ok((
+            clusters,
+            Self {
+                joined: names,
+                spans,
+            },
+        ))
     }
 
     /// The map as one value per candidate, in the request's order; a name that is
@@ -105,43 +129,74 @@ impl Aligner {
     }
 }
 
+/// A per-candidate list that must have one entry per candidate.
+fn one_each(list: &[u32], what: &str, candidates: usize) -> Result<(), String> {
+    if list.len() == candidates {
+        Ok(())
+    } else {
+        Err(format!(
+            "malformed request: {} entries in `{what}` for {candidates} candidates",
+            list.len()
+        ))
+    }
+}
+
+fn preference(c: wit::ClusterPreference) -> ClusterPreference {
+    ClusterPreference {
+        min_replicas: c.min_replicas,
+        max_replicas: c.max_replicas,
+        weight: c.weight,
+    }
+}
+
+/// The annotation's entries by name: `*` and each named candidate's own.
+fn preferences(p: wit::Preferences, clusters: &[String]) -> Result<Preferences, String> {
+    if p.named.len() != p.entries.len() {
+        return Err(format!(
+            "malformed request: {} candidates `named` with {} preference `entries`",
+            p.named.len(),
+            p.entries.len()
+        ));
+    }
+    let mut entries = Vec::with_capacity(p.named.len() + 1);
+    if let Some(c) = p.wildcard {
+        entries.push(("*".to_string(), preference(c)));
+    }
+    for (&at, c) in p.named.iter().zip(p.entries) {
+        let Some(name) = clusters.get(at as usize) else {
+            return Err(format!(
+                "malformed request: a preference for candidate {at} of {}",
+                clusters.len()
+            ));
+        };
+        entries.push((name.clone(), preference(c)));
+    }
+    Ok(Preferences {
+        rebalance: p.rebalance,
+        clusters: entries.into_iter().collect(),
+    })
+}
+
+/// Capacity the contract writes for "unbounded".
+const UNBOUNDED: u32 = u32::MAX;
+
 pub fn distribute<P: Plugin>(
     request: wit::DistributeRequest,
 ) -> Result<wit::DistributeResponse, String> {
     let wit::DistributeRequest {
         object,
         total_replicas,
-        clusters,
-        preferences,
+        names,
+        name_ends,
+        preferences: wanted,
         current,
         capacity,
         settings,
     } = request;
-    let aligner = Aligner::new(&clusters);
-    let preferences = preferences.map(|p| Preferences {
-        rebalance: p.rebalance,
-        clusters: p
-            .wildcard
-            .map(|c| ("*".to_string(), c))
-            .into_iter()
-            .chain(
-                clusters
-                    .iter()
-                    .zip(p.clusters)
-                    .filter_map(|(name, c)| Some((name.clone(), c?))),
-            )
-            .map(|(name, c)| {
-                (
-                    name,
-                    ClusterPreference {
-                        min_replicas: c.min_replicas,
-                        max_replicas: c.max_replicas,
-                        weight: c.weight,
-                    },
-                )
-            })
-            .collect(),
-    });
+    let (clusters, aligner) = Aligner::split(names, &name_ends)?;
+    one_each(&current, "current", clusters.len())?;
+    one_each(&capacity, "capacity", clusters.len())?;
+    let preferences = wanted.map(|p| preferences(p, &clusters)).transpose()?;
     let current = clusters
         .iter()
         .zip(current)
@@ -151,7 +206,8 @@ pub fn distribute<P: Plugin>(
     let capacity = clusters
         .iter()
         .zip(capacity)
-        .filter_map(|(c, n)| Some((c.clone(), n?)))
+        .filter(|&(_, n)| n != UNBOUNDED)
+        .map(|(c, n)| (c.clone(), n))
         .collect();
     let response = P::distribute(DistributeRequest {
         object,
@@ -214,8 +270,17 @@ pub fn customize<P: Plugin>(request: wit::CustomizeRequest) -> Result<String, St
 mod tests {
     use super::*;
 
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    /// The aligner for `list`, as a request brings the names.
+    fn aligner(list: &[&str]) -> Aligner {
+        let mut ends = Vec::new();
+        let mut end = 0;
+        for name in list {
+            end += name.len() as u32;
+            ends.push(end);
+        }
+        let (clusters, aligner) = Aligner::split(list.concat(), &ends).unwrap();
+        assert_eq!(clusters, list);
+        aligner
     }
 
     fn map(list: &[(&str, u32)]) -> BTreeMap<String, u32> {
@@ -224,7 +289,7 @@ mod tests {
 
     #[test]
     fn maps_come_back_in_the_request_order() {
-        let aligner = Aligner::new(&names(&["zeta", "alpha", "mid", "alphabet"]));
+        let aligner = aligner(&["zeta", "alpha", "mid", "alphabet"]);
         let plan = map(&[("alpha", 1), ("alphabet", 2), ("zeta", 4)]);
         assert_eq!(aligner.align(&plan, "planned").unwrap(), vec![4, 1, 0, 2]);
         assert_eq!(
@@ -235,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_name_that_is_no_candidate_is_named() {
-        let aligner = Aligner::new(&names(&["b", "d"]));
+        let aligner = aligner(&["b", "d"]);
         for stray in ["a", "c", "e"] {
             let e = aligner
                 .align(&map(&[("b", 1), (stray, 1)]), "planned replicas for")
@@ -244,6 +309,71 @@ mod tests {
                 e,
                 format!("planned replicas for `{stray}`, which is not a candidate")
             );
+        }
+    }
+
+    #[test]
+    fn names_cut_wrong_are_the_hosts_error() {
+        let cases: [(&str, &[u32], &str); 4] = [
+            ("abc", &[1, 5], "candidate 1 would be bytes 1..5 of 3"),
+            ("abc", &[2, 1], "candidate 1 would be bytes 2..1 of 3"),
+            (
+                "abc",
+                &[1, 2],
+                "`names` has 3 bytes, the candidates end at 2",
+            ),
+            ("é", &[1], "candidate 0 would be bytes 0..1 of 2"),
+        ];
+        for (names, ends, want) in cases {
+            let Err(e) = Aligner::split(names.into(), ends) else {
+                panic!("{names:?} cut at {ends:?} was taken");
+            };
+            assert!(
+                e.starts_with("malformed request: ") && e.contains(want),
+                "{e}"
+            );
+        }
+        let (clusters, _) = Aligner::split(String::new(), &[]).unwrap();
+        assert!(clusters.is_empty());
+    }
+
+    #[test]
+    fn preferences_are_named_again() {
+        let clusters = ["a", "b", "c"].map(String::from);
+        let entry = |weight| wit::ClusterPreference {
+            min_replicas: 1,
+            max_replicas: Some(weight + 1),
+            weight,
+        };
+        let p = preferences(
+            wit::Preferences {
+                rebalance: true,
+                wildcard: Some(entry(7)),
+                named: vec![0, 2],
+                entries: vec![entry(2), entry(3)],
+            },
+            &clusters,
+        )
+        .unwrap();
+        assert!(p.rebalance);
+        let weights: Vec<_> = p
+            .clusters
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.weight))
+            .collect();
+        assert_eq!(weights, [("*", 7), ("a", 2), ("c", 3)]);
+        for (named, entries) in [(vec![3], vec![entry(1)]), (vec![0], vec![])] {
+            let e = preferences(
+                wit::Preferences {
+                    rebalance: false,
+                    wildcard: None,
+                    named,
+                    entries,
+                },
+                &clusters,
+            )
+            .unwrap_err();
+            assert!(e.starts_with("malformed request: "), "{e}");
         }
     }
 }

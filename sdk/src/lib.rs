@@ -34,7 +34,7 @@ mod types;
 pub use types::*;
 
 /// The version of the WIT package this SDK implements.
-pub const WIT_VERSION: &str = "0.3.0";
+pub const WIT_VERSION: &str = "0.4.0";
 
 /// The nine clusters of the original Kubernetes Federation walk-through, as
 /// `(name, region, zone)`: `fedwasm dev up --layout seed` starts them, and plugin

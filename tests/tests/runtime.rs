@@ -13,7 +13,7 @@ use fedwasm_host::runtime::{
     built_in_bytes, DirWatcher, Limits, LoadStage, PluginError, PluginSource, Registry, Runtime,
     RuntimeConfig,
 };
-use fedwasm_sdk::DistributeRequest;
+use fedwasm_sdk::{ClusterPreference, DistributeRequest, Preferences};
 use fedwasm_tests::plugins;
 use serde_json::{json, Value};
 
@@ -152,11 +152,13 @@ fn built_ins_serve_every_hook() {
     }
 }
 
-/// Plugins built for the frozen `0.1.0` and `0.2.0` contracts load and serve every
-/// hook they declare, through the translation to the current contract: the
-/// distribute lists aligned with the candidates are named again (and the answer by
-/// name aligned), rank positions are dropped, settings reach a `0.2.0` plugin and
-/// are dropped for `0.1.0` (which has none), and only `0.2.0` has customize.
+/// Plugins built for the frozen `0.1.0`, `0.2.0` and `0.3.0` contracts load and
+/// serve every hook they declare, through the translation from the current
+/// contract: the distribute values are named again for `0.1.0` and `0.2.0` (and
+/// the answer by name aligned) and sent as a list of names with optional values
+/// for `0.3.0`, rank positions are dropped before `0.3.0`, settings reach `0.2.0`
+/// and `0.3.0` plugins and are dropped for `0.1.0` (which has none), and only
+/// `0.1.0` has no customize.
 #[test]
 fn plugins_built_for_older_contracts_keep_loading() {
     let registry = registry();
@@ -167,6 +169,7 @@ fn plugins_built_for_older_contracts_keep_loading() {
     for (bytes, version) in [
         (plugins::LEGACY_V0_1, "0.1.0"),
         (plugins::LEGACY_V0_2, "0.2.0"),
+        (plugins::LEGACY_V0_3, "0.3.0"),
     ] {
         let name = format!("legacy-{version}");
         let plugin = registry
@@ -202,6 +205,32 @@ fn plugins_built_for_older_contracts_keep_loading() {
             BTreeMap::from([("m-a".into(), 3), ("m-b".into(), 2), ("m-c".into(), 2)]),
             "{version}"
         );
+        if version == "0.3.0" {
+            // The last candidate's cap: its own entry, else `*` (both aligned
+            // with the candidates on the way).
+            let cap = |max| ClusterPreference {
+                min_replicas: 0,
+                max_replicas: Some(max),
+                weight: 1,
+            };
+            distribute.total_replicas = 9;
+            for (own, want) in [(None, 3), (Some(1), 1)] {
+                let mut clusters = BTreeMap::from([("*".to_string(), cap(3))]);
+                if let Some(max) = own {
+                    clusters.insert("m-c".into(), cap(max));
+                }
+                distribute.preferences = Some(Preferences {
+                    rebalance: false,
+                    clusters,
+                });
+                let out = plan(&registry, &name, &distribute).unwrap();
+                assert_eq!(
+                    out,
+                    BTreeMap::from([("m-a".into(), 3), ("m-b".into(), 2), ("m-c".into(), want)]),
+                    "{own:?}"
+                );
+            }
+        }
         let rank = json!({"hook": "rank", "client": {"region": "r", "position": {"latitude": 1.0, "longitude": 2.0}},
             "backends": [{"cluster": "one", "healthy": true}, {"cluster": "two", "healthy": true}]});
         let (req, _) = PlanRequest::parse(&rank.to_string()).unwrap();

@@ -1,9 +1,10 @@
 //! Host bindings generated from the WIT contract, one module per supported version.
 //!
-//! `v0_3` is generated from the SDK's `wit/` (the single source of truth shared with
-//! plugin authors); `v0_2` and `v0_1` from the frozen copies in `host/wit/`, so
-//! plugins built for earlier contracts keep loading. The host speaks `v0_3`
-//! everywhere; [`super::v0_2`] and [`super::v0_1`] translate for older plugins.
+//! `v0_4` is generated from the SDK's `wit/` (the single source of truth shared with
+//! plugin authors); `v0_3`, `v0_2` and `v0_1` from the frozen copies in
+//! `host/wit/`, so plugins built for earlier contracts keep loading. The host
+//! speaks `v0_4` everywhere; [`super::v0_3`], [`super::v0_2`] and [`super::v0_1`]
+//! translate for older plugins.
 //!
 //! Borrowing: a request is lowered straight from the host's own strings and maps
 //! (through slices of references) instead of from a deep copy made for each call.
@@ -11,10 +12,23 @@
 //! comes in two flavours: `ClusterReplicasParam<'a>` (borrowed) and
 //! `ClusterReplicasResult`.
 
-/// `fedwasm:placement@0.3.0`, the version the SDK builds.
-pub mod v0_3 {
+/// `fedwasm:placement@0.4.0`, the version the SDK builds.
+pub mod v0_4 {
     wasmtime::component::bindgen!({
         path: "../sdk/wit",
+        world: "plugin",
+        ownership: Borrowing {
+            duplicate_if_necessary: true
+        },
+    });
+
+    pub use fedwasm::placement::types as wit;
+}
+
+/// `fedwasm:placement@0.3.0`, frozen.
+pub mod v0_3 {
+    wasmtime::component::bindgen!({
+        path: "wit/0.3.0",
         world: "plugin",
         ownership: Borrowing {
             duplicate_if_necessary: true
@@ -50,7 +64,7 @@ pub mod v0_1 {
     pub use fedwasm::placement::types as wit;
 }
 
-pub use v0_3::wit;
+pub use v0_4::wit;
 
 /// The contract versions the host loads, newest first.
-pub const VERSIONS: [&str; 3] = ["0.3.0", "0.2.0", "0.1.0"];
+pub const VERSIONS: [&str; 4] = ["0.4.0", "0.3.0", "0.2.0", "0.1.0"];

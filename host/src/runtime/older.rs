@@ -1,11 +1,18 @@
-//! Translation for plugins built for an older contract. `0.1.0` and `0.2.0` share
-//! the shapes `0.3.0` changed (distribute names every cluster in every list and
-//! answers by name; rank has no positions), so one macro writes each version's
-//! small module; `0.2.0` adds settings, which `0.1.0` drops.
+//! Translation for plugins built for an older contract. Every older version has
+//! today's `info` and `select` (with or without settings), so one macro writes
+//! them for each version's small module; the parts that differ are macros of their
+//! own, each used by the versions that share it:
+//! - [`named_distribute!`]: `0.1.0` and `0.2.0` name every cluster in every list of
+//!   a distribute request and answer by name;
+//! - [`plain_rank!`]: `0.1.0` and `0.2.0` send no positions in a rank request;
+//! - [`customize!`]: `0.2.0` and `0.3.0` have today's `customize`.
+//!
+//! `0.3.0` writes its distribute (aligned lists, a string per name) and its rank
+//! (today's) by hand, in [`super::v0_3`].
 
-/// Writes `info`, `select`, `distribute` and `rank` for the bindings module
-/// `$version`, passing the request's `settings` on when the contract has them;
-/// `hooks` lists the contract's hooks.
+/// Writes `info` and `select` for the bindings module `$version`, passing the
+/// request's `settings` on when the contract has them; `hooks` lists the
+/// contract's hooks.
 macro_rules! translate {
     ($version:ident $(, $settings:ident)?; hooks: $($hook:ident),+) => {
         use fedwasm_sdk::Hook;
@@ -13,7 +20,6 @@ macro_rules! translate {
 
         use super::bindings::$version::{wit as old, Plugin};
         use super::bindings::wit;
-        use super::validate::Distribution;
 
         type Answer<T> = wasmtime::Result<Result<T, String>>;
 
@@ -38,10 +44,6 @@ macro_rules! translate {
                     $(old::Hook::$hook => Hook::$hook,)+
                 })
                 .collect())
-        }
-
-        fn named(list: Vec<old::ClusterReplicasResult>) -> Vec<(String, u32)> {
-            list.into_iter().map(|c| (c.cluster, c.replicas)).collect()
         }
 
         pub(super) fn select<T: 'static>(
@@ -88,16 +90,32 @@ macro_rules! translate {
                     .collect()
             }))
         }
+    };
+}
 
-        /// The aligned lists become lists by name again: running counts above
-        /// zero, known capacities, the `*` preference and each candidate's own.
+pub(super) use translate;
+
+/// Writes `distribute` for a contract that names every cluster in every list: the
+/// values by candidate become lists by name again (running counts above zero,
+/// known capacities, the `*` preference and each candidate's own) and the answer
+/// comes back by name. `settings` when the contract has them.
+macro_rules! named_distribute {
+    ($($settings:ident)?) => {
+        use super::parts::DistributeParts;
+        use super::validate::Distribution;
+
+        fn named(list: Vec<old::ClusterReplicasResult>) -> Vec<(String, u32)> {
+            list.into_iter().map(|c| (c.cluster, c.replicas)).collect()
+        }
+
         pub(super) fn distribute<T: 'static>(
             plugin: &Plugin,
             store: &mut Store<T>,
-            r: wit::DistributeRequest<'_>,
-        ) -> wasmtime::Result<Result<Distribution, String>> {
-            let preferences: Option<(bool, Vec<_>)> = r.preferences.as_ref().map(|p| {
-                let entry = |cluster, c: &wit::ClusterPreference| old::ClusterPreference {
+            parts: &DistributeParts<'_>,
+        ) -> Answer<Distribution> {
+            let r = parts.request;
+            let preferences: Option<(bool, Vec<_>)> = parts.preferences.as_ref().map(|p| {
+                let entry = |cluster, c: &fedwasm_sdk::ClusterPreference| old::ClusterPreference {
                     cluster,
                     min_replicas: c.min_replicas,
                     max_replicas: c.max_replicas,
@@ -105,37 +123,37 @@ macro_rules! translate {
                 };
                 let clusters = p
                     .wildcard
-                    .as_ref()
                     .map(|c| entry("*", c))
                     .into_iter()
                     .chain(
-                        r.clusters
+                        parts
+                            .clusters
                             .iter()
-                            .zip(p.clusters)
-                            .filter_map(|(&cluster, c)| c.as_ref().map(|c| entry(cluster, c))),
+                            .zip(&p.own)
+                            .filter_map(|(&cluster, c)| c.map(|c| entry(cluster, c))),
                     )
                     .collect();
                 (p.rebalance, clusters)
             });
-            let current: Vec<_> = r
+            let current: Vec<_> = parts
                 .clusters
                 .iter()
-                .zip(r.current)
+                .zip(&parts.current)
                 .filter(|(_, &replicas)| replicas > 0)
                 .map(|(&cluster, &replicas)| old::ClusterReplicasParam { cluster, replicas })
                 .collect();
-            let capacity: Vec<_> = r
+            let capacity: Vec<_> = parts
                 .clusters
                 .iter()
-                .zip(r.capacity)
+                .zip(&parts.capacity)
                 .filter_map(|(&cluster, &replicas)| {
                     replicas.map(|replicas| old::ClusterReplicasParam { cluster, replicas })
                 })
                 .collect();
             let request = old::DistributeRequest {
-                object: r.object,
+                object: &r.object,
                 total_replicas: r.total_replicas,
-                clusters: r.clusters,
+                clusters: &parts.clusters,
                 preferences: preferences
                     .as_ref()
                     .map(|(rebalance, clusters)| old::Preferences {
@@ -144,7 +162,7 @@ macro_rules! translate {
                     }),
                 current: &current,
                 capacity: &capacity,
-                $($settings: r.$settings,)?
+                $($settings: &r.$settings,)?
             };
             let answer = plugin
                 .fedwasm_placement_hooks()
@@ -154,8 +172,15 @@ macro_rules! translate {
                 overflow: named(out.overflow),
             }))
         }
+    };
+}
 
-        /// Positions are dropped: older contracts have none.
+pub(super) use named_distribute;
+
+/// Writes `rank` for a contract without positions: they are dropped. `settings`
+/// when the contract has them.
+macro_rules! plain_rank {
+    ($($settings:ident)?) => {
         pub(super) fn rank<T: 'static>(
             plugin: &Plugin,
             store: &mut Store<T>,
@@ -185,4 +210,33 @@ macro_rules! translate {
     };
 }
 
-pub(super) use translate;
+pub(super) use plain_rank;
+
+/// Writes today's `customize` for a contract that has it.
+macro_rules! customize {
+    () => {
+        pub(super) fn customize<T: 'static>(
+            plugin: &Plugin,
+            store: &mut Store<T>,
+            r: wit::CustomizeRequest<'_>,
+        ) -> Answer<String> {
+            let labels = pairs(r.cluster.labels);
+            let request = old::CustomizeRequest {
+                object: r.object,
+                cluster: old::ClusterInfo {
+                    name: r.cluster.name,
+                    region: r.cluster.region,
+                    zone: r.cluster.zone,
+                    labels: &labels,
+                    ready: r.cluster.ready,
+                },
+                settings: r.settings,
+            };
+            plugin
+                .fedwasm_placement_hooks()
+                .call_customize(store, request)
+        }
+    };
+}
+
+pub(super) use customize;

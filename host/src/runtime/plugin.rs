@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{ResourceLimiter, Store};
 
-use super::bindings::{v0_1, v0_2, v0_3, wit, VERSIONS};
+use super::bindings::{v0_1, v0_2, v0_3, v0_4, wit, VERSIONS};
 use super::error::{LoadError, LoadStage, PluginError};
+use super::parts::DistributeParts;
 use super::validate::Distribution;
 use super::{cache, validate, Runtime, WARM_INSTANCES};
 use crate::text::{bounded, MAX_MESSAGE};
@@ -76,14 +77,17 @@ struct Warm {
 
 /// A component's exports, by the contract version it was built for.
 enum Pre {
+    V0_4(v0_4::PluginPre<HostState>),
     V0_3(v0_3::PluginPre<HostState>),
     V0_2(v0_2::PluginPre<HostState>),
     V0_1(v0_1::PluginPre<HostState>),
 }
 
 /// An instance's exports, by contract version. Calls take the current contract's
-/// types; an older plugin's are translated in [`super::v0_2`] and [`super::v0_1`].
+/// types; an older plugin's are translated in [`super::v0_3`], [`super::v0_2`] and
+/// [`super::v0_1`].
 enum Bindings {
+    V0_4(v0_4::Plugin),
     V0_3(v0_3::Plugin),
     V0_2(v0_2::Plugin),
     V0_1(v0_1::Plugin),
@@ -94,7 +98,8 @@ type Answer<T> = wasmtime::Result<Result<T, String>>;
 impl Bindings {
     fn info(&self, store: &mut Store<HostState>) -> wasmtime::Result<Vec<Hook>> {
         let current = match self {
-            Bindings::V0_3(p) => p.fedwasm_placement_hooks().call_info(store)?,
+            Bindings::V0_4(p) => p.fedwasm_placement_hooks().call_info(store)?,
+            Bindings::V0_3(p) => return super::v0_3::info(p, store),
             Bindings::V0_2(p) => return super::v0_2::info(p, store),
             Bindings::V0_1(p) => return super::v0_1::info(p, store),
         };
@@ -116,7 +121,8 @@ impl Bindings {
         r: wit::SelectRequest<'_>,
     ) -> Answer<Vec<wit::Selection>> {
         match self {
-            Bindings::V0_3(p) => p.fedwasm_placement_hooks().call_select(store, r),
+            Bindings::V0_4(p) => p.fedwasm_placement_hooks().call_select(store, r),
+            Bindings::V0_3(p) => super::v0_3::select(p, store, r),
             Bindings::V0_2(p) => super::v0_2::select(p, store, r),
             Bindings::V0_1(p) => super::v0_1::select(p, store, r),
         }
@@ -125,25 +131,20 @@ impl Bindings {
     fn distribute(
         &self,
         store: &mut Store<HostState>,
-        r: wit::DistributeRequest<'_>,
+        parts: &DistributeParts<'_>,
     ) -> Answer<Distribution> {
         match self {
-            Bindings::V0_3(p) => {
-                Ok(p.fedwasm_placement_hooks()
-                    .call_distribute(store, r)?
-                    .map(|out| Distribution::Aligned {
-                        plan: out.plan,
-                        overflow: out.overflow,
-                    }))
-            }
-            Bindings::V0_2(p) => super::v0_2::distribute(p, store, r),
-            Bindings::V0_1(p) => super::v0_1::distribute(p, store, r),
+            Bindings::V0_4(p) => flat_distribute(p, store, parts),
+            Bindings::V0_3(p) => super::v0_3::distribute(p, store, parts),
+            Bindings::V0_2(p) => super::v0_2::distribute(p, store, parts),
+            Bindings::V0_1(p) => super::v0_1::distribute(p, store, parts),
         }
     }
 
     fn rank(&self, store: &mut Store<HostState>, r: wit::RankRequest<'_>) -> Answer<Vec<u32>> {
         match self {
-            Bindings::V0_3(p) => p.fedwasm_placement_hooks().call_rank(store, r),
+            Bindings::V0_4(p) => p.fedwasm_placement_hooks().call_rank(store, r),
+            Bindings::V0_3(p) => super::v0_3::rank(p, store, r),
             Bindings::V0_2(p) => super::v0_2::rank(p, store, r),
             Bindings::V0_1(p) => super::v0_1::rank(p, store, r),
         }
@@ -155,7 +156,8 @@ impl Bindings {
         r: wit::CustomizeRequest<'_>,
     ) -> Answer<String> {
         match self {
-            Bindings::V0_3(p) => p.fedwasm_placement_hooks().call_customize(store, r),
+            Bindings::V0_4(p) => p.fedwasm_placement_hooks().call_customize(store, r),
+            Bindings::V0_3(p) => super::v0_3::customize(p, store, r),
             Bindings::V0_2(p) => super::v0_2::customize(p, store, r),
             // Never declared by a 0.1.0 plugin, so `require` stops the call first.
             Bindings::V0_1(_) => Ok(Err("fedwasm:placement@0.1.0 has no customize hook".into())),
@@ -266,7 +268,8 @@ impl Plugin {
         let pre = match version {
             "0.1.0" => Pre::V0_1(v0_1::PluginPre::new(instance_pre).map_err(mismatch)?),
             "0.2.0" => Pre::V0_2(v0_2::PluginPre::new(instance_pre).map_err(mismatch)?),
-            _ => Pre::V0_3(v0_3::PluginPre::new(instance_pre).map_err(mismatch)?),
+            "0.3.0" => Pre::V0_3(v0_3::PluginPre::new(instance_pre).map_err(mismatch)?),
+            _ => Pre::V0_4(v0_4::PluginPre::new(instance_pre).map_err(mismatch)?),
         };
         let mut plugin = Plugin {
             name: name.to_string(),
@@ -466,10 +469,9 @@ impl Plugin {
         self.require(Hook::Distribute)?;
         let parts = DistributeParts::new(request);
         let maxima = validate::maxima(request);
-        let input = parts.request(request);
         let started = Instant::now();
         let result = self
-            .call(Hook::Distribute, move |b, s| b.distribute(s, input))
+            .call(Hook::Distribute, |b, s| b.distribute(s, &parts))
             .and_then(|out| {
                 validate::distribution(request, &maxima, out)
                     .map_err(|r| self.invalid(Hook::Distribute, r))
@@ -587,6 +589,7 @@ impl Plugin {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(self.runtime.deadline_ticks());
         let bindings = match &self.pre {
+            Pre::V0_4(pre) => pre.instantiate(&mut store).map(Bindings::V0_4),
             Pre::V0_3(pre) => pre.instantiate(&mut store).map(Bindings::V0_3),
             Pre::V0_2(pre) => pre.instantiate(&mut store).map(Bindings::V0_2),
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
@@ -726,69 +729,71 @@ impl<'a> SelectParts<'a> {
     }
 }
 
-/// The lists a distribute request borrows, built once per call, each aligned with
-/// the candidates: one name list of references (no string copied) and plain
-/// numbers.
-struct DistributeParts<'a> {
-    clusters: Vec<&'a str>,
-    /// Rebalance, the `*` entry, each candidate's own entry.
-    preferences: Option<(
-        bool,
-        Option<wit::ClusterPreference>,
-        Vec<Option<wit::ClusterPreference>>,
-    )>,
-    current: Vec<u32>,
-    capacity: Vec<Option<u32>>,
+/// Calls a `0.4.0` plugin's distribute: the names in one string, each value a
+/// list of numbers, so the request is a few copies whatever the candidates.
+fn flat_distribute(
+    plugin: &v0_4::Plugin,
+    store: &mut Store<HostState>,
+    parts: &DistributeParts<'_>,
+) -> Answer<Distribution> {
+    let r = parts.request;
+    let mut names = String::with_capacity(parts.clusters.iter().map(|c| c.len()).sum());
+    let mut name_ends = Vec::with_capacity(parts.clusters.len());
+    for cluster in &parts.clusters {
+        names.push_str(cluster);
+        let Ok(end) = u32::try_from(names.len()) else {
+            wasmtime::bail!("the candidates' names exceed 4 GiB");
+        };
+        name_ends.push(end);
+    }
+    let capacity: Vec<u32> = parts
+        .capacity
+        .iter()
+        .map(|c| c.unwrap_or(UNBOUNDED))
+        .collect();
+    let preferences = parts.preferences.as_ref().map(|p| {
+        let (named, entries): (Vec<u32>, Vec<_>) = p
+            .own
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i as u32, preference(c.as_ref()?))))
+            .unzip();
+        (p, named, entries)
+    });
+    let request = wit::DistributeRequest {
+        object: &r.object,
+        total_replicas: r.total_replicas,
+        names: &names,
+        name_ends: &name_ends,
+        preferences: preferences
+            .as_ref()
+            .map(|(p, named, entries)| wit::Preferences {
+                rebalance: p.rebalance,
+                wildcard: p.wildcard.map(preference),
+                named,
+                entries,
+            }),
+        current: &parts.current,
+        capacity: &capacity,
+        settings: &r.settings,
+    };
+    Ok(plugin
+        .fedwasm_placement_hooks()
+        .call_distribute(store, request)?
+        .map(|out| Distribution::Aligned {
+            plan: out.plan,
+            overflow: out.overflow,
+        }))
 }
 
-impl<'a> DistributeParts<'a> {
-    fn new(r: &'a DistributeRequest) -> Self {
-        use fedwasm_sdk::values_for;
-        Self {
-            clusters: r.clusters.iter().map(String::as_str).collect(),
-            preferences: r.preferences.as_ref().map(|p| {
-                let entry = |c: &fedwasm_sdk::ClusterPreference| wit::ClusterPreference {
-                    min_replicas: c.min_replicas,
-                    max_replicas: c.max_replicas,
-                    weight: c.weight,
-                };
-                (
-                    p.rebalance,
-                    p.clusters.get("*").map(entry),
-                    values_for(&r.clusters, &p.clusters)
-                        .into_iter()
-                        .map(|c| c.map(entry))
-                        .collect(),
-                )
-            }),
-            current: values_for(&r.clusters, &r.current)
-                .into_iter()
-                .map(|n| n.copied().unwrap_or(0))
-                .collect(),
-            capacity: values_for(&r.clusters, &r.capacity)
-                .into_iter()
-                .map(Option::<&u32>::copied)
-                .collect(),
-        }
-    }
+/// The capacity `0.4.0` writes for "unbounded".
+const UNBOUNDED: u32 = u32::MAX;
 
-    fn request(&'a self, r: &'a DistributeRequest) -> wit::DistributeRequest<'a> {
-        wit::DistributeRequest {
-            object: &r.object,
-            total_replicas: r.total_replicas,
-            clusters: &self.clusters,
-            preferences: self
-                .preferences
-                .as_ref()
-                .map(|(rebalance, wildcard, clusters)| wit::Preferences {
-                    rebalance: *rebalance,
-                    wildcard: *wildcard,
-                    clusters,
-                }),
-            current: &self.current,
-            capacity: &self.capacity,
-            settings: &r.settings,
-        }
+fn preference(c: &fedwasm_sdk::ClusterPreference) -> wit::ClusterPreference {
+    wit::ClusterPreference {
+        min_replicas: c.min_replicas,
+        max_replicas: c.max_replicas,
+        weight: c.weight,
     }
 }
 

@@ -3,3 +3,5 @@
 //! `0.1.0` has no `customize` hook, so such a plugin never declares it.
 
 super::older::translate!(v0_1; hooks: Select, Distribute, Rank);
+super::older::named_distribute!();
+super::older::plain_rank!();
