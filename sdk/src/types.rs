@@ -258,12 +258,42 @@ fn increasing(names: &[String]) -> bool {
     names.windows(2).all(|w| w[0] < w[1])
 }
 
+/// Names to read several maps by, in the names' order: their order is checked
+/// once, then each map is read in one pass beside the names when they are
+/// strictly increasing (as candidates usually are), by a look-up per name
+/// otherwise. [`values_for`] reads one map.
+#[derive(Clone, Copy, Debug)]
+pub struct Names<'a> {
+    names: &'a [String],
+    increasing: bool,
+}
+
+impl<'a> Names<'a> {
+    pub fn new(names: &'a [String]) -> Self {
+        Self {
+            names,
+            increasing: increasing(names),
+        }
+    }
+
+    /// Whether the names are strictly increasing: a map built from them in their
+    /// order is built in one pass, and no name is listed twice.
+    pub fn increasing(&self) -> bool {
+        self.increasing
+    }
+
+    /// The values of `map` for each name, in the names' order.
+    pub fn values<'m, V>(&self, map: &'m BTreeMap<String, V>) -> Vec<Option<&'m V>> {
+        let mut reader = Reader::new(map, self.increasing);
+        self.names.iter().map(|name| reader.get(name)).collect()
+    }
+}
+
 /// The values of `map` for each of `names`, in their order. When the names are in
 /// strictly increasing order (as candidates usually are) this is one pass over the
 /// map, comparing each name once, instead of a look-up per name.
 pub fn values_for<'a, V>(names: &[String], map: &'a BTreeMap<String, V>) -> Vec<Option<&'a V>> {
-    let mut reader = Reader::new(map, increasing(names));
-    names.iter().map(|name| reader.get(name)).collect()
+    Names::new(names).values(map)
 }
 
 impl DistributeRequest {
@@ -453,6 +483,8 @@ mod tests {
             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
             let want: Vec<Option<&u32>> = names.iter().map(|n| map.get(n)).collect();
             assert_eq!(values_for(&names, &map), want, "{names:?}");
+            let strictly = names.windows(2).all(|w| w[0] < w[1]);
+            assert_eq!(Names::new(&names).increasing(), strictly, "{names:?}");
             assert_eq!(
                 values_for(&names, &BTreeMap::<String, u32>::new()),
                 vec![None; names.len()]

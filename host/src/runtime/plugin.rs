@@ -468,12 +468,11 @@ impl Plugin {
     ) -> Result<DistributeResponse, PluginError> {
         self.require(Hook::Distribute)?;
         let parts = DistributeParts::new(request);
-        let maxima = validate::maxima(request);
         let started = Instant::now();
         let result = self
             .call(Hook::Distribute, |b, s| b.distribute(s, &parts))
             .and_then(|out| {
-                validate::distribution(request, &maxima, out)
+                validate::distribution(&parts, out)
                     .map_err(|r| self.invalid(Hook::Distribute, r))
             });
         self.observe(Hook::Distribute, started, &result);

@@ -5,6 +5,8 @@ use std::collections::HashSet;
 
 use fedwasm_sdk::{DistributeRequest, DistributeResponse, SelectRequest, Selection};
 
+use super::parts::DistributeParts;
+
 /// Only candidates, each at most once.
 pub fn selection(request: &SelectRequest, out: &[Selection]) -> Result<(), String> {
     let candidates: HashSet<&str> = request.clusters.iter().map(|c| c.name.as_str()).collect();
@@ -66,35 +68,15 @@ pub enum Distribution {
 
 /// No count above the total or the cluster's maximum; the sum at most the total;
 /// by name, only candidates and each once, aligned, one entry per candidate.
-/// `maxima` is each candidate's `maxReplicas` in the request's order, or empty when
-/// none is capped (used by aligned answers; named ones look them up).
 /// Returns the plan with every candidate present and the overflows above zero.
-pub fn distribution(
-    request: &DistributeRequest,
-    maxima: &[Option<u32>],
+pub(crate) fn distribution(
+    parts: &DistributeParts<'_>,
     out: Distribution,
 ) -> Result<DistributeResponse, String> {
     match out {
-        Distribution::Aligned { plan, overflow } => aligned(request, maxima, plan, overflow),
-        Distribution::Named { plan, overflow } => named(request, plan, overflow),
+        Distribution::Aligned { plan, overflow } => aligned(parts, plan, overflow),
+        Distribution::Named { plan, overflow } => named(parts.request, plan, overflow),
     }
-}
-
-/// Each candidate's `maxReplicas` (its own entry, else `*`) in the request's
-/// order, so an aligned answer is checked without a look-up by name; empty when no
-/// preference caps anything.
-pub fn maxima(request: &DistributeRequest) -> Vec<Option<u32>> {
-    let Some(p) = capped(request) else {
-        return Vec::new();
-    };
-    let wildcard = p.clusters.get("*").and_then(|w| w.max_replicas);
-    fedwasm_sdk::values_for(&request.clusters, &p.clusters)
-        .into_iter()
-        .map(|own| match own {
-            Some(own) => own.max_replicas,
-            None => wildcard,
-        })
-        .collect()
 }
 
 /// The preferences, when one of them caps something: only then does an entry need
@@ -158,12 +140,13 @@ fn overflow_within(request: &DistributeRequest, cluster: &str, n: u32) -> Result
     Ok(())
 }
 
+/// An aligned answer, checked against each candidate's maximum by position.
 fn aligned(
-    request: &DistributeRequest,
-    maxima: &[Option<u32>],
+    parts: &DistributeParts<'_>,
     plan: Vec<u32>,
     overflow: Vec<u32>,
 ) -> Result<DistributeResponse, String> {
+    let request = parts.request;
     let n = request.clusters.len();
     if plan.len() != n {
         return Err(format!(
@@ -177,7 +160,7 @@ fn aligned(
             overflow.len()
         ));
     }
-    let max = |i: usize| maxima.get(i).copied().flatten();
+    let max = |i: usize| parts.maxima.get(i).copied().flatten();
     let mut sum: u64 = 0;
     for (i, (cluster, &replicas)) in request.clusters.iter().zip(&plan).enumerate() {
         within_max(request, max(i), cluster, replicas)?;
@@ -189,7 +172,7 @@ fn aligned(
     }
     let mut out = DistributeResponse::default();
     let entries = request.clusters.iter().zip(plan);
-    if request.clusters.windows(2).all(|w| w[0] < w[1]) {
+    if parts.increasing {
         // Names in order, each once: the maps are built in one pass.
         out.plan = entries.map(|(c, n)| (c.clone(), n)).collect();
     } else {
@@ -336,23 +319,23 @@ mod tests {
 
     #[test]
     fn distribution_fills_missing_candidates_with_zero() {
-        let got = distribution(&req(5, &["a", "b"]), &[], out(&[("a", 5)])).unwrap();
+        let got = distribution(&DistributeParts::new(&req(5, &["a", "b"])), out(&[("a", 5)])).unwrap();
         assert_eq!(got.plan, BTreeMap::from([("a".into(), 5), ("b".into(), 0)]));
     }
 
     #[test]
     fn distribution_rejects_contract_breaks() {
         let r = req(5, &["a", "b"]);
-        assert!(distribution(&r, &maxima(&r), out(&[("c", 1)]))
+        assert!(distribution(&DistributeParts::new(&r), out(&[("c", 1)]))
             .unwrap_err()
             .contains("not a candidate"));
-        assert!(distribution(&r, &maxima(&r), out(&[("a", 1), ("a", 1)]))
+        assert!(distribution(&DistributeParts::new(&r), out(&[("a", 1), ("a", 1)]))
             .unwrap_err()
             .contains("twice"));
-        assert!(distribution(&r, &maxima(&r), out(&[("a", 6)]))
+        assert!(distribution(&DistributeParts::new(&r), out(&[("a", 6)]))
             .unwrap_err()
             .contains("more than the total"));
-        assert!(distribution(&r, &maxima(&r), out(&[("a", 3), ("b", 3)]))
+        assert!(distribution(&DistributeParts::new(&r), out(&[("a", 3), ("b", 3)]))
             .unwrap_err()
             .contains("in all"));
         let mut capped = r.clone();
@@ -367,11 +350,11 @@ mod tests {
                 },
             )]),
         });
-        assert!(distribution(&capped, &maxima(&capped), out(&[("a", 3)]))
+        assert!(distribution(&DistributeParts::new(&capped), out(&[("a", 3)]))
             .unwrap_err()
             .contains("maxReplicas"));
         assert!(
-            distribution(&capped, &maxima(&capped), aligned(&[0, 3], &[]))
+            distribution(&DistributeParts::new(&capped), aligned(&[0, 3], &[]))
                 .unwrap_err()
                 .contains("`b`, above its maxReplicas of 2")
         );
@@ -385,29 +368,29 @@ mod tests {
                 weight: 1,
             },
         );
-        assert_eq!(maxima(&own), vec![Some(2), None]);
-        assert!(distribution(&own, &maxima(&own), aligned(&[0, 3], &[])).is_ok());
+        assert_eq!(DistributeParts::new(&own).maxima, vec![Some(2), None]);
+        assert!(distribution(&DistributeParts::new(&own), aligned(&[0, 3], &[])).is_ok());
     }
 
     #[test]
     fn aligned_answers_are_checked_as_named_ones() {
         let r = req(5, &["b", "a"]);
-        let got = distribution(&r, &maxima(&r), aligned(&[1, 4], &[0, 2])).unwrap();
+        let got = distribution(&DistributeParts::new(&r), aligned(&[1, 4], &[0, 2])).unwrap();
         assert_eq!(got.plan, BTreeMap::from([("a".into(), 4), ("b".into(), 1)]));
         assert_eq!(got.overflow, BTreeMap::from([("a".into(), 2)]));
-        assert!(distribution(&r, &maxima(&r), aligned(&[5], &[]))
+        assert!(distribution(&DistributeParts::new(&r), aligned(&[5], &[]))
             .unwrap_err()
             .contains("1 plan entries for 2 candidates"));
-        assert!(distribution(&r, &maxima(&r), aligned(&[0, 0], &[1]))
+        assert!(distribution(&DistributeParts::new(&r), aligned(&[0, 0], &[1]))
             .unwrap_err()
             .contains("overflow entries"));
-        assert!(distribution(&r, &maxima(&r), aligned(&[6, 0], &[]))
+        assert!(distribution(&DistributeParts::new(&r), aligned(&[6, 0], &[]))
             .unwrap_err()
             .contains("more than the total"));
-        assert!(distribution(&r, &maxima(&r), aligned(&[3, 3], &[]))
+        assert!(distribution(&DistributeParts::new(&r), aligned(&[3, 3], &[]))
             .unwrap_err()
             .contains("in all"));
-        assert!(distribution(&r, &maxima(&r), aligned(&[0, 0], &[0, 9]))
+        assert!(distribution(&DistributeParts::new(&r), aligned(&[0, 0], &[0, 9]))
             .unwrap_err()
             .contains("overflow of 9"));
     }
@@ -493,7 +476,7 @@ mod tests {
             ) {
                 let mut request = DistributeRequest::new("ns/x", total, clusters.iter().map(String::as_str));
                 request.preferences = preferences;
-                match distribution(&request, &maxima(&request), out) {
+                match distribution(&DistributeParts::new(&request), out) {
                     Ok(checked) => {
                         let sum: u64 = checked.plan.values().map(|&n| u64::from(n)).sum();
                         prop_assert!(sum <= u64::from(total));
