@@ -66,16 +66,18 @@ struct Aligner {
 }
 
 impl Aligner {
-    /// Splits the request's `names` at `ends`: the candidates' names in the
-    /// request's order, and the aligner keeping `names`. Ends that do not cut
-    /// `names` into names (past its end, decreasing, inside a character, or short
-    /// of the end) are the host's error, reported as such.
-    fn split(names: String, ends: &[u32]) -> Result<(Vec<String>, Self), String> {
-        let mut clusters = Vec::with_capacity(ends.len());
-        let mut spans = Vec::with_capacity(ends.len());
+    /// Splits the request's `names` at the ends `numbers` gives (the first of
+    /// every three): the candidates' names in the request's order, and the
+    /// aligner keeping `names`. Ends that do not cut `names` into names (past its
+    /// end, decreasing, inside a character, or short of the end) are the host's
+    /// error, reported as such.
+    fn split(names: String, numbers: &[u32]) -> Result<(Vec<String>, Self), String> {
+        let count = numbers.len() / 3;
+        let mut clusters = Vec::with_capacity(count);
+        let mut spans = Vec::with_capacity(count);
         let mut start = 0;
-        for (i, &end) in ends.iter().enumerate() {
-            let end = end as usize;
+        for (i, entry) in numbers.chunks_exact(3).enumerate() {
+            let end = entry[0] as usize;
             let Some(name) = names.get(start..end) else {
                 return Err(format!(
                     "malformed request: candidate {i} would be bytes {start}..{end} of {} in `names`",
@@ -129,18 +131,6 @@ impl Aligner {
     }
 }
 
-/// A per-candidate list that must have one entry per candidate.
-fn one_each(list: &[u32], what: &str, candidates: usize) -> Result<(), String> {
-    if list.len() == candidates {
-        Ok(())
-    } else {
-        Err(format!(
-            "malformed request: {} entries in `{what}` for {candidates} candidates",
-            list.len()
-        ))
-    }
-}
-
 fn preference(c: wit::ClusterPreference) -> ClusterPreference {
     ClusterPreference {
         min_replicas: c.min_replicas,
@@ -187,27 +177,26 @@ pub fn distribute<P: Plugin>(
         object,
         total_replicas,
         names,
-        name_ends,
+        candidates: numbers,
         preferences: wanted,
-        current,
-        capacity,
         settings,
     } = request;
-    let (clusters, aligner) = Aligner::split(names, &name_ends)?;
-    one_each(&current, "current", clusters.len())?;
-    one_each(&capacity, "capacity", clusters.len())?;
+    if numbers.len() % 3 != 0 {
+        return Err(format!(
+            "malformed request: {} numbers for the candidates, not three each",
+            numbers.len()
+        ));
+    }
+    let (clusters, aligner) = Aligner::split(names, &numbers)?;
     let preferences = wanted.map(|p| preferences(p, &clusters)).transpose()?;
-    let current = clusters
-        .iter()
-        .zip(current)
-        .filter(|&(_, n)| n > 0)
-        .map(|(c, n)| (c.clone(), n))
+    let counts = || clusters.iter().zip(numbers.chunks_exact(3));
+    let current = counts()
+        .filter(|(_, n)| n[1] > 0)
+        .map(|(c, n)| (c.clone(), n[1]))
         .collect();
-    let capacity = clusters
-        .iter()
-        .zip(capacity)
-        .filter(|&(_, n)| n != UNBOUNDED)
-        .map(|(c, n)| (c.clone(), n))
+    let capacity = counts()
+        .filter(|(_, n)| n[2] != UNBOUNDED)
+        .map(|(c, n)| (c.clone(), n[2]))
         .collect();
     let response = P::distribute(DistributeRequest {
         object,
@@ -270,6 +259,12 @@ pub fn customize<P: Plugin>(request: wit::CustomizeRequest) -> Result<String, St
 mod tests {
     use super::*;
 
+    /// The numbers of candidates whose names end at `ends`, nothing running, no
+    /// capacity bound.
+    fn numbers(ends: &[u32]) -> Vec<u32> {
+        ends.iter().flat_map(|&end| [end, 0, UNBOUNDED]).collect()
+    }
+
     /// The aligner for `list`, as a request brings the names.
     fn aligner(list: &[&str]) -> Aligner {
         let mut ends = Vec::new();
@@ -278,7 +273,7 @@ mod tests {
             end += name.len() as u32;
             ends.push(end);
         }
-        let (clusters, aligner) = Aligner::split(list.concat(), &ends).unwrap();
+        let (clusters, aligner) = Aligner::split(list.concat(), &numbers(&ends)).unwrap();
         assert_eq!(clusters, list);
         aligner
     }
@@ -325,7 +320,7 @@ mod tests {
             ("é", &[1], "candidate 0 would be bytes 0..1 of 2"),
         ];
         for (names, ends, want) in cases {
-            let Err(e) = Aligner::split(names.into(), ends) else {
+            let Err(e) = Aligner::split(names.into(), &numbers(ends)) else {
                 panic!("{names:?} cut at {ends:?} was taken");
             };
             assert!(
@@ -373,6 +368,68 @@ mod tests {
                 &clusters,
             )
             .unwrap_err();
+            assert!(e.starts_with("malformed request: "), "{e}");
+        }
+    }
+
+    /// Answers what reached it: each candidate gets its running replicas plus its
+    /// capacity (when bounded) plus its own preference's weight, and overflows one
+    /// where a preference names it.
+    struct Echo;
+
+    impl Plugin for Echo {
+        const HOOKS: &'static [Hook] = &[Hook::Distribute];
+
+        fn distribute(r: DistributeRequest) -> Result<DistributeResponse, String> {
+            let p = r.preferences.unwrap_or_default();
+            let mut out = DistributeResponse::default();
+            for c in &r.clusters {
+                let weight = p.clusters.get(c).map_or(0, |p| p.weight);
+                let planned = r.current.get(c).copied().unwrap_or(0)
+                    + r.capacity.get(c).copied().unwrap_or(0)
+                    + weight;
+                out.plan.insert(c.clone(), planned);
+                if weight > 0 {
+                    out.overflow.insert(c.clone(), 1);
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    fn flat(numbers: Vec<u32>, preferences: Option<wit::Preferences>) -> wit::DistributeRequest {
+        wit::DistributeRequest {
+            object: "ns/web".into(),
+            total_replicas: 9,
+            names: "zetaalphamid".into(),
+            candidates: numbers,
+            preferences,
+            settings: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_flat_request_reaches_the_plugin_by_name_and_the_answer_comes_back_aligned() {
+        // zeta: 2 running, unbounded; alpha: none running, room for 5; mid: 1, 0.
+        let numbers = vec![4, 2, UNBOUNDED, 9, 0, 5, 12, 1, 0];
+        let preferences = wit::Preferences {
+            rebalance: false,
+            wildcard: None,
+            named: vec![2],
+            entries: vec![wit::ClusterPreference {
+                min_replicas: 0,
+                max_replicas: None,
+                weight: 10,
+            }],
+        };
+        let out = distribute::<Echo>(flat(numbers.clone(), Some(preferences))).unwrap();
+        assert_eq!(out.plan, vec![2, 5, 11]);
+        assert_eq!(out.overflow, vec![0, 0, 1]);
+        let out = distribute::<Echo>(flat(numbers.clone(), None)).unwrap();
+        assert_eq!(out.plan, vec![2, 5, 1]);
+        assert!(out.overflow.is_empty());
+        for bad in [&numbers[..8], &numbers[..6]] {
+            let e = distribute::<Echo>(flat(bad.to_vec(), None)).unwrap_err();
             assert!(e.starts_with("malformed request: "), "{e}");
         }
     }

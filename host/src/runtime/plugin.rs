@@ -472,8 +472,7 @@ impl Plugin {
         let result = self
             .call(Hook::Distribute, |b, s| b.distribute(s, &parts))
             .and_then(|out| {
-                validate::distribution(&parts, out)
-                    .map_err(|r| self.invalid(Hook::Distribute, r))
+                validate::distribution(&parts, out).map_err(|r| self.invalid(Hook::Distribute, r))
             });
         self.observe(Hook::Distribute, started, &result);
         result
@@ -728,8 +727,8 @@ impl<'a> SelectParts<'a> {
     }
 }
 
-/// Calls a `0.4.0` plugin's distribute: the names in one string, each value a
-/// list of numbers, so the request is a few copies whatever the candidates.
+/// Calls a `0.4.0` plugin's distribute: the names in one string, the numbers in
+/// one list, so the request is a few copies whatever the candidates.
 fn flat_distribute(
     plugin: &v0_4::Plugin,
     store: &mut Store<HostState>,
@@ -737,19 +736,19 @@ fn flat_distribute(
 ) -> Answer<Distribution> {
     let r = parts.request;
     let mut names = String::with_capacity(parts.clusters.iter().map(|c| c.len()).sum());
-    let mut name_ends = Vec::with_capacity(parts.clusters.len());
-    for cluster in &parts.clusters {
+    let mut numbers = Vec::with_capacity(3 * parts.clusters.len());
+    let candidates = parts
+        .clusters
+        .iter()
+        .zip(&parts.current)
+        .zip(&parts.capacity);
+    for ((cluster, &current), capacity) in candidates {
         names.push_str(cluster);
         let Ok(end) = u32::try_from(names.len()) else {
             wasmtime::bail!("the candidates' names exceed 4 GiB");
         };
-        name_ends.push(end);
+        numbers.extend([end, current, capacity.unwrap_or(UNBOUNDED)]);
     }
-    let capacity: Vec<u32> = parts
-        .capacity
-        .iter()
-        .map(|c| c.unwrap_or(UNBOUNDED))
-        .collect();
     let preferences = parts.preferences.as_ref().map(|p| {
         let (named, entries): (Vec<u32>, Vec<_>) = p
             .own
@@ -763,7 +762,7 @@ fn flat_distribute(
         object: &r.object,
         total_replicas: r.total_replicas,
         names: &names,
-        name_ends: &name_ends,
+        candidates: &numbers,
         preferences: preferences
             .as_ref()
             .map(|(p, named, entries)| wit::Preferences {
@@ -772,8 +771,6 @@ fn flat_distribute(
                 named,
                 entries,
             }),
-        current: &parts.current,
-        capacity: &capacity,
         settings: &r.settings,
     };
     Ok(plugin

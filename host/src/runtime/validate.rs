@@ -319,7 +319,11 @@ mod tests {
 
     #[test]
     fn distribution_fills_missing_candidates_with_zero() {
-        let got = distribution(&DistributeParts::new(&req(5, &["a", "b"])), out(&[("a", 5)])).unwrap();
+        let got = distribution(
+            &DistributeParts::new(&req(5, &["a", "b"])),
+            out(&[("a", 5)]),
+        )
+        .unwrap();
         assert_eq!(got.plan, BTreeMap::from([("a".into(), 5), ("b".into(), 0)]));
     }
 
@@ -329,15 +333,19 @@ mod tests {
         assert!(distribution(&DistributeParts::new(&r), out(&[("c", 1)]))
             .unwrap_err()
             .contains("not a candidate"));
-        assert!(distribution(&DistributeParts::new(&r), out(&[("a", 1), ("a", 1)]))
-            .unwrap_err()
-            .contains("twice"));
+        assert!(
+            distribution(&DistributeParts::new(&r), out(&[("a", 1), ("a", 1)]))
+                .unwrap_err()
+                .contains("twice")
+        );
         assert!(distribution(&DistributeParts::new(&r), out(&[("a", 6)]))
             .unwrap_err()
             .contains("more than the total"));
-        assert!(distribution(&DistributeParts::new(&r), out(&[("a", 3), ("b", 3)]))
-            .unwrap_err()
-            .contains("in all"));
+        assert!(
+            distribution(&DistributeParts::new(&r), out(&[("a", 3), ("b", 3)]))
+                .unwrap_err()
+                .contains("in all")
+        );
         let mut capped = r.clone();
         capped.preferences = Some(fedwasm_sdk::Preferences {
             rebalance: false,
@@ -350,9 +358,11 @@ mod tests {
                 },
             )]),
         });
-        assert!(distribution(&DistributeParts::new(&capped), out(&[("a", 3)]))
-            .unwrap_err()
-            .contains("maxReplicas"));
+        assert!(
+            distribution(&DistributeParts::new(&capped), out(&[("a", 3)]))
+                .unwrap_err()
+                .contains("maxReplicas")
+        );
         assert!(
             distribution(&DistributeParts::new(&capped), aligned(&[0, 3], &[]))
                 .unwrap_err()
@@ -381,18 +391,26 @@ mod tests {
         assert!(distribution(&DistributeParts::new(&r), aligned(&[5], &[]))
             .unwrap_err()
             .contains("1 plan entries for 2 candidates"));
-        assert!(distribution(&DistributeParts::new(&r), aligned(&[0, 0], &[1]))
-            .unwrap_err()
-            .contains("overflow entries"));
-        assert!(distribution(&DistributeParts::new(&r), aligned(&[6, 0], &[]))
-            .unwrap_err()
-            .contains("more than the total"));
-        assert!(distribution(&DistributeParts::new(&r), aligned(&[3, 3], &[]))
-            .unwrap_err()
-            .contains("in all"));
-        assert!(distribution(&DistributeParts::new(&r), aligned(&[0, 0], &[0, 9]))
-            .unwrap_err()
-            .contains("overflow of 9"));
+        assert!(
+            distribution(&DistributeParts::new(&r), aligned(&[0, 0], &[1]))
+                .unwrap_err()
+                .contains("overflow entries")
+        );
+        assert!(
+            distribution(&DistributeParts::new(&r), aligned(&[6, 0], &[]))
+                .unwrap_err()
+                .contains("more than the total")
+        );
+        assert!(
+            distribution(&DistributeParts::new(&r), aligned(&[3, 3], &[]))
+                .unwrap_err()
+                .contains("in all")
+        );
+        assert!(
+            distribution(&DistributeParts::new(&r), aligned(&[0, 0], &[0, 9]))
+                .unwrap_err()
+                .contains("overflow of 9")
+        );
     }
 
     #[test]
