@@ -131,35 +131,35 @@ impl Aligner {
     }
 }
 
-fn preference(c: wit::ClusterPreference) -> ClusterPreference {
-    ClusterPreference {
-        min_replicas: c.min_replicas,
-        max_replicas: c.max_replicas,
-        weight: c.weight,
-    }
-}
-
 /// The annotation's entries by name: `*` and each named candidate's own.
 fn preferences(p: wit::Preferences, clusters: &[String]) -> Result<Preferences, String> {
-    if p.named.len() != p.entries.len() {
+    if !p.entries.len().is_multiple_of(4) {
         return Err(format!(
-            "malformed request: {} candidates `named` with {} preference `entries`",
-            p.named.len(),
+            "malformed request: {} numbers for the preferences, not four each",
             p.entries.len()
         ));
     }
-    let mut entries = Vec::with_capacity(p.named.len() + 1);
-    if let Some(c) = p.wildcard {
-        entries.push(("*".to_string(), preference(c)));
-    }
-    for (&at, c) in p.named.iter().zip(p.entries) {
-        let Some(name) = clusters.get(at as usize) else {
-            return Err(format!(
-                "malformed request: a preference for candidate {at} of {}",
-                clusters.len()
-            ));
+    let mut entries = Vec::with_capacity(p.entries.len() / 4);
+    for entry in p.entries.chunks_exact(4) {
+        let &[whom, min_replicas, max_replicas, weight] = entry else {
+            unreachable!("chunks of four");
         };
-        entries.push((name.clone(), preference(c)));
+        let name = if whom == WILDCARD {
+            "*"
+        } else {
+            clusters.get(whom as usize).ok_or_else(|| {
+                format!(
+                    "malformed request: a preference for candidate {whom} of {}",
+                    clusters.len()
+                )
+            })?
+        };
+        let preference = ClusterPreference {
+            min_replicas,
+            max_replicas: (max_replicas != UNBOUNDED).then_some(max_replicas),
+            weight,
+        };
+        entries.push((name.to_string(), preference));
     }
     Ok(Preferences {
         rebalance: p.rebalance,
@@ -167,7 +167,10 @@ fn preferences(p: wit::Preferences, clusters: &[String]) -> Result<Preferences, 
     })
 }
 
-/// Capacity the contract writes for "unbounded".
+/// Whom the contract writes for the `*` preference.
+const WILDCARD: u32 = u32::MAX;
+
+/// A capacity or `maxReplicas` the contract writes for "unbounded".
 const UNBOUNDED: u32 = u32::MAX;
 
 pub fn distribute<P: Plugin>(
@@ -181,7 +184,7 @@ pub fn distribute<P: Plugin>(
         preferences: wanted,
         settings,
     } = request;
-    if numbers.len() % 3 != 0 {
+    if !numbers.len().is_multiple_of(3) {
         return Err(format!(
             "malformed request: {} numbers for the candidates, not three each",
             numbers.len()
@@ -335,34 +338,32 @@ mod tests {
     #[test]
     fn preferences_are_named_again() {
         let clusters = ["a", "b", "c"].map(String::from);
-        let entry = |weight| wit::ClusterPreference {
-            min_replicas: 1,
-            max_replicas: Some(weight + 1),
-            weight,
-        };
         let p = preferences(
             wit::Preferences {
                 rebalance: true,
-                wildcard: Some(entry(7)),
-                named: vec![0, 2],
-                entries: vec![entry(2), entry(3)],
+                entries: vec![2, 1, 4, 3, WILDCARD, 0, UNBOUNDED, 7, 0, 2, 3, 2],
             },
             &clusters,
         )
         .unwrap();
         assert!(p.rebalance);
-        let weights: Vec<_> = p
+        let got: Vec<_> = p
             .clusters
             .iter()
-            .map(|(k, v)| (k.as_str(), v.weight))
+            .map(|(k, v)| (k.as_str(), v.min_replicas, v.max_replicas, v.weight))
             .collect();
-        assert_eq!(weights, [("*", 7), ("a", 2), ("c", 3)]);
-        for (named, entries) in [(vec![3], vec![entry(1)]), (vec![0], vec![])] {
+        assert_eq!(
+            got,
+            [
+                ("*", 0, None, 7),
+                ("a", 2, Some(3), 2),
+                ("c", 1, Some(4), 3)
+            ]
+        );
+        for entries in [vec![3, 0, 0, 1], vec![0, 0, 1]] {
             let e = preferences(
                 wit::Preferences {
                     rebalance: false,
-                    wildcard: None,
-                    named,
                     entries,
                 },
                 &clusters,
@@ -412,15 +413,10 @@ mod tests {
     fn a_flat_request_reaches_the_plugin_by_name_and_the_answer_comes_back_aligned() {
         // zeta: 2 running, unbounded; alpha: none running, room for 5; mid: 1, 0.
         let numbers = vec![4, 2, UNBOUNDED, 9, 0, 5, 12, 1, 0];
+        // mid's own preference: weight 10.
         let preferences = wit::Preferences {
             rebalance: false,
-            wildcard: None,
-            named: vec![2],
-            entries: vec![wit::ClusterPreference {
-                min_replicas: 0,
-                max_replicas: None,
-                weight: 10,
-            }],
+            entries: vec![2, 0, UNBOUNDED, 10],
         };
         let out = distribute::<Echo>(flat(numbers.clone(), Some(preferences))).unwrap();
         assert_eq!(out.plan, vec![2, 5, 11]);

@@ -728,7 +728,8 @@ impl<'a> SelectParts<'a> {
 }
 
 /// Calls a `0.4.0` plugin's distribute: the names in one string, the numbers in
-/// one list, so the request is a few copies whatever the candidates.
+/// one list, the preferences in another, so the request is a few copies whatever
+/// the candidates and its arguments are passed in registers.
 fn flat_distribute(
     plugin: &v0_4::Plugin,
     store: &mut Store<HostState>,
@@ -749,15 +750,25 @@ fn flat_distribute(
         };
         numbers.extend([end, current, capacity.unwrap_or(UNBOUNDED)]);
     }
-    let preferences = parts.preferences.as_ref().map(|p| {
-        let (named, entries): (Vec<u32>, Vec<_>) = p
+    // Four numbers per entry: whom it is for (`*` first), min, max, weight.
+    let mut preferences = None;
+    if let Some(p) = &parts.preferences {
+        let own = p
             .own
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| Some((i as u32, preference(c.as_ref()?))))
-            .unzip();
-        (p, named, entries)
-    });
+            .filter_map(|(i, c)| Some((i, (*c)?)));
+        let wildcard = p.wildcard.map(|c| (WILDCARD as usize, c));
+        let mut entries = Vec::with_capacity(4 * (own.clone().count() + 1));
+        for (whom, c) in wildcard.into_iter().chain(own) {
+            let Ok(whom) = u32::try_from(whom) else {
+                wasmtime::bail!("more than 4 billion candidates");
+            };
+            let max = c.max_replicas.unwrap_or(UNBOUNDED);
+            entries.extend([whom, c.min_replicas, max, c.weight]);
+        }
+        preferences = Some((p.rebalance, entries));
+    }
     let request = wit::DistributeRequest {
         object: &r.object,
         total_replicas: r.total_replicas,
@@ -765,10 +776,8 @@ fn flat_distribute(
         candidates: &numbers,
         preferences: preferences
             .as_ref()
-            .map(|(p, named, entries)| wit::Preferences {
-                rebalance: p.rebalance,
-                wildcard: p.wildcard.map(preference),
-                named,
+            .map(|(rebalance, entries)| wit::Preferences {
+                rebalance: *rebalance,
                 entries,
             }),
         settings: &r.settings,
@@ -782,16 +791,11 @@ fn flat_distribute(
         }))
 }
 
-/// The capacity `0.4.0` writes for "unbounded".
+/// The capacity or `maxReplicas` `0.4.0` writes for "unbounded".
 const UNBOUNDED: u32 = u32::MAX;
 
-fn preference(c: &fedwasm_sdk::ClusterPreference) -> wit::ClusterPreference {
-    wit::ClusterPreference {
-        min_replicas: c.min_replicas,
-        max_replicas: c.max_replicas,
-        weight: c.weight,
-    }
-}
+/// Whom `0.4.0` writes for the `*` preference.
+const WILDCARD: u32 = u32::MAX;
 
 fn to_wit_backends(r: &RankRequest) -> Vec<wit::Backend<'_>> {
     r.backends
