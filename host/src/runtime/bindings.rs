@@ -12,57 +12,44 @@
 //! comes in two flavours: `ClusterReplicasParam<'a>` (borrowed) and
 //! `ClusterReplicasResult`.
 
-/// `fedwasm:placement@0.4.0`, the version the SDK builds.
-pub mod v0_4 {
-    wasmtime::component::bindgen!({
-        path: "../sdk/wit",
-        world: "plugin",
-        ownership: Borrowing {
-            duplicate_if_necessary: true
-        },
-    });
+/// A module of bindings for the contract in `$path`.
+macro_rules! contract {
+    ($(#[$doc:meta])* $module:ident, $path:literal) => {
+        $(#[$doc])*
+        pub mod $module {
+            wasmtime::component::bindgen!({
+                path: $path,
+                world: "plugin",
+                ownership: Borrowing {
+                    duplicate_if_necessary: true
+                },
+            });
 
-    pub use fedwasm::placement::types as wit;
+            pub use fedwasm::placement::types as wit;
+        }
+    };
 }
 
-/// `fedwasm:placement@0.3.0`, frozen.
-pub mod v0_3 {
-    wasmtime::component::bindgen!({
-        path: "wit/0.3.0",
-        world: "plugin",
-        ownership: Borrowing {
-            duplicate_if_necessary: true
-        },
-    });
-
-    pub use fedwasm::placement::types as wit;
-}
-
-/// `fedwasm:placement@0.2.0`, frozen.
-pub mod v0_2 {
-    wasmtime::component::bindgen!({
-        path: "wit/0.2.0",
-        world: "plugin",
-        ownership: Borrowing {
-            duplicate_if_necessary: true
-        },
-    });
-
-    pub use fedwasm::placement::types as wit;
-}
-
-/// `fedwasm:placement@0.1.0`, frozen.
-pub mod v0_1 {
-    wasmtime::component::bindgen!({
-        path: "wit/0.1.0",
-        world: "plugin",
-        ownership: Borrowing {
-            duplicate_if_necessary: true
-        },
-    });
-
-    pub use fedwasm::placement::types as wit;
-}
+contract!(
+    /// `fedwasm:placement@0.4.0`, the version the SDK builds.
+    v0_4,
+    "../sdk/wit"
+);
+contract!(
+    /// `fedwasm:placement@0.3.0`, frozen.
+    v0_3,
+    "wit/0.3.0"
+);
+contract!(
+    /// `fedwasm:placement@0.2.0`, frozen.
+    v0_2,
+    "wit/0.2.0"
+);
+contract!(
+    /// `fedwasm:placement@0.1.0`, frozen.
+    v0_1,
+    "wit/0.1.0"
+);
 
 pub use v0_4::wit;
 

@@ -4,11 +4,11 @@
 //! own, each used by the versions that share it:
 //! - [`named_distribute!`]: `0.1.0` and `0.2.0` name every cluster in every list of
 //!   a distribute request and answer by name;
-//! - [`plain_rank!`]: `0.1.0` and `0.2.0` send no positions in a rank request;
+//! - [`rank!`]: with or without settings and positions;
 //! - [`customize!`]: `0.2.0` and `0.3.0` have today's `customize`.
 //!
-//! `0.3.0` writes its distribute (aligned lists, a string per name) and its rank
-//! (today's) by hand, in [`super::v0_3`].
+//! `0.3.0` writes its distribute (aligned lists, a string per name) by hand, in
+//! [`super::v0_3`].
 
 /// Writes `info` and `select` for the bindings module `$version`, passing the
 /// request's `settings` on when the contract has them; `hooks` lists the
@@ -177,10 +177,11 @@ macro_rules! named_distribute {
 
 pub(super) use named_distribute;
 
-/// Writes `rank` for a contract without positions: they are dropped. `settings`
-/// when the contract has them.
-macro_rules! plain_rank {
-    ($($settings:ident)?) => {
+/// Writes `rank`: `settings` when the contract has them; `position` when it has
+/// positions (the module then has a `coordinates` conversion), which are dropped
+/// otherwise.
+macro_rules! rank {
+    ($($settings:ident)? $(; $position:ident)?) => {
         pub(super) fn rank<T: 'static>(
             plugin: &Plugin,
             store: &mut Store<T>,
@@ -193,6 +194,7 @@ macro_rules! plain_rank {
                     cluster: b.cluster,
                     region: b.region,
                     zone: b.zone,
+                    $($position: b.$position.map(coordinates),)?
                     healthy: b.healthy,
                     available: b.available,
                 })
@@ -201,6 +203,7 @@ macro_rules! plain_rank {
                 client: old::Location {
                     region: r.client.region,
                     zone: r.client.zone,
+                    $($position: r.client.$position.map(coordinates),)?
                 },
                 backends: &backends,
                 $($settings: r.$settings,)?
@@ -210,7 +213,7 @@ macro_rules! plain_rank {
     };
 }
 
-pub(super) use plain_rank;
+pub(super) use rank;
 
 /// Writes today's `customize` for a contract that has it.
 macro_rules! customize {

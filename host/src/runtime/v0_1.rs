@@ -4,4 +4,4 @@
 
 super::older::translate!(v0_1; hooks: Select, Distribute, Rank);
 super::older::named_distribute!();
-super::older::plain_rank!();
+super::older::rank!();

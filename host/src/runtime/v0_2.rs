@@ -4,5 +4,5 @@
 
 super::older::translate!(v0_2, settings; hooks: Select, Distribute, Rank, Customize);
 super::older::named_distribute!(settings);
-super::older::plain_rank!(settings);
+super::older::rank!(settings);
 super::older::customize!();

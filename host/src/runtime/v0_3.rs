@@ -8,6 +8,7 @@ use super::validate::Distribution;
 
 super::older::translate!(v0_3, settings; hooks: Select, Distribute, Rank, Customize);
 super::older::customize!();
+super::older::rank!(settings; position);
 
 fn preference(c: &fedwasm_sdk::ClusterPreference) -> old::ClusterPreference {
     old::ClusterPreference {
@@ -58,33 +59,4 @@ fn coordinates(p: wit::Coordinates) -> old::Coordinates {
         latitude: p.latitude,
         longitude: p.longitude,
     }
-}
-
-pub(super) fn rank<T: 'static>(
-    plugin: &Plugin,
-    store: &mut Store<T>,
-    r: wit::RankRequest<'_>,
-) -> Answer<Vec<u32>> {
-    let backends: Vec<_> = r
-        .backends
-        .iter()
-        .map(|b| old::Backend {
-            cluster: b.cluster,
-            region: b.region,
-            zone: b.zone,
-            position: b.position.map(coordinates),
-            healthy: b.healthy,
-            available: b.available,
-        })
-        .collect();
-    let request = old::RankRequest {
-        client: old::Location {
-            region: r.client.region,
-            zone: r.client.zone,
-            position: r.client.position.map(coordinates),
-        },
-        backends: &backends,
-        settings: r.settings,
-    };
-    plugin.fedwasm_placement_hooks().call_rank(store, request)
 }
