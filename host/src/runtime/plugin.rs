@@ -753,19 +753,21 @@ fn flat_distribute(
     // Four numbers per entry: whom it is for (`*` first), min, max, weight.
     let mut preferences = None;
     if let Some(p) = &parts.preferences {
-        let own = p
-            .own
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| Some((i, (*c)?)));
-        let wildcard = p.wildcard.map(|c| (WILDCARD as usize, c));
-        let mut entries = Vec::with_capacity(4 * (own.clone().count() + 1));
-        for (whom, c) in wildcard.into_iter().chain(own) {
-            let Ok(whom) = u32::try_from(whom) else {
-                wasmtime::bail!("more than 4 billion candidates");
-            };
+        let mut entries = Vec::with_capacity(4 * (p.own.iter().flatten().count() + 1));
+        let mut push = |whom: u32, c: &fedwasm_sdk::ClusterPreference| {
             let max = c.max_replicas.unwrap_or(UNBOUNDED);
             entries.extend([whom, c.min_replicas, max, c.weight]);
+        };
+        if let Some(c) = p.wildcard {
+            push(WILDCARD, c);
+        }
+        for (i, c) in p.own.iter().enumerate() {
+            let Some(c) = c else { continue };
+            // Below `WILDCARD`, which means `*`.
+            let Some(i) = u32::try_from(i).ok().filter(|&i| i < WILDCARD) else {
+                wasmtime::bail!("more than 4 billion candidates");
+            };
+            push(i, c);
         }
         preferences = Some((p.rebalance, entries));
     }
