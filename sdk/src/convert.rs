@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::__private::wit;
+use crate::flat::{UNBOUNDED, WILDCARD};
 use crate::*;
 
 fn to_map(pairs: Vec<wit::KeyValue>) -> BTreeMap<String, String> {
@@ -166,12 +167,6 @@ fn preferences(p: wit::Preferences, clusters: &[String]) -> Result<Preferences, 
         clusters: entries.into_iter().collect(),
     })
 }
-
-/// Whom the contract writes for the `*` preference.
-const WILDCARD: u32 = u32::MAX;
-
-/// A capacity or `maxReplicas` the contract writes for "unbounded".
-const UNBOUNDED: u32 = u32::MAX;
 
 pub fn distribute<P: Plugin>(
     request: wit::DistributeRequest,

@@ -36,6 +36,16 @@ pub use types::*;
 /// The version of the WIT package this SDK implements.
 pub const WIT_VERSION: &str = "0.4.0";
 
+/// Numbers with a meaning of their own in the contract's flat distribute request,
+/// one definition for the SDK that reads them and the host that writes them.
+/// Plugin code never sees them: the SDK gives it `Option`s and `*`.
+pub mod flat {
+    /// A candidate's capacity, or a preference's `maxReplicas`, of "unbounded".
+    pub const UNBOUNDED: u32 = u32::MAX;
+    /// Whom the `*` preference is for (in place of a candidate's position).
+    pub const WILDCARD: u32 = u32::MAX;
+}
+
 /// The nine clusters of the original Kubernetes Federation walk-through, as
 /// `(name, region, zone)`: `fedwasm dev up --layout seed` starts them, and plugin
 /// tests place against them.

@@ -5,6 +5,7 @@ use crate::metrics::CallHandles;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use fedwasm_sdk::flat::{UNBOUNDED, WILDCARD};
 use fedwasm_sdk::{
     CustomizeRequest, DistributeRequest, DistributeResponse, Hook, RankRequest, SelectRequest,
     Selection,
@@ -792,12 +793,6 @@ fn flat_distribute(
             overflow: out.overflow,
         }))
 }
-
-/// The capacity or `maxReplicas` `0.4.0` writes for "unbounded".
-const UNBOUNDED: u32 = u32::MAX;
-
-/// Whom `0.4.0` writes for the `*` preference.
-const WILDCARD: u32 = u32::MAX;
 
 fn to_wit_backends(r: &RankRequest) -> Vec<wit::Backend<'_>> {
     r.backends
