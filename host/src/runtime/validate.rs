@@ -317,35 +317,32 @@ mod tests {
         }
     }
 
+    /// `distribution` for `request`, taken apart as `Plugin::distribute` does.
+    fn check(request: &DistributeRequest, out: Distribution) -> Result<DistributeResponse, String> {
+        distribution(&DistributeParts::new(request), out)
+    }
+
     #[test]
     fn distribution_fills_missing_candidates_with_zero() {
-        let got = distribution(
-            &DistributeParts::new(&req(5, &["a", "b"])),
-            out(&[("a", 5)]),
-        )
-        .unwrap();
+        let got = check(&req(5, &["a", "b"]), out(&[("a", 5)])).unwrap();
         assert_eq!(got.plan, BTreeMap::from([("a".into(), 5), ("b".into(), 0)]));
     }
 
     #[test]
     fn distribution_rejects_contract_breaks() {
         let r = req(5, &["a", "b"]);
-        assert!(distribution(&DistributeParts::new(&r), out(&[("c", 1)]))
+        assert!(check(&r, out(&[("c", 1)]))
             .unwrap_err()
             .contains("not a candidate"));
-        assert!(
-            distribution(&DistributeParts::new(&r), out(&[("a", 1), ("a", 1)]))
-                .unwrap_err()
-                .contains("twice")
-        );
-        assert!(distribution(&DistributeParts::new(&r), out(&[("a", 6)]))
+        assert!(check(&r, out(&[("a", 1), ("a", 1)]))
+            .unwrap_err()
+            .contains("twice"));
+        assert!(check(&r, out(&[("a", 6)]))
             .unwrap_err()
             .contains("more than the total"));
-        assert!(
-            distribution(&DistributeParts::new(&r), out(&[("a", 3), ("b", 3)]))
-                .unwrap_err()
-                .contains("in all")
-        );
+        assert!(check(&r, out(&[("a", 3), ("b", 3)]))
+            .unwrap_err()
+            .contains("in all"));
         let mut capped = r.clone();
         capped.preferences = Some(fedwasm_sdk::Preferences {
             rebalance: false,
@@ -358,16 +355,12 @@ mod tests {
                 },
             )]),
         });
-        assert!(
-            distribution(&DistributeParts::new(&capped), out(&[("a", 3)]))
-                .unwrap_err()
-                .contains("maxReplicas")
-        );
-        assert!(
-            distribution(&DistributeParts::new(&capped), aligned(&[0, 3], &[]))
-                .unwrap_err()
-                .contains("`b`, above its maxReplicas of 2")
-        );
+        assert!(check(&capped, out(&[("a", 3)]))
+            .unwrap_err()
+            .contains("maxReplicas"));
+        assert!(check(&capped, aligned(&[0, 3], &[]))
+            .unwrap_err()
+            .contains("`b`, above its maxReplicas of 2"));
         // An own entry without a maximum lifts the `*` one.
         let mut own = capped.clone();
         own.preferences.as_mut().unwrap().clusters.insert(
@@ -379,38 +372,30 @@ mod tests {
             },
         );
         assert_eq!(DistributeParts::new(&own).maxima, vec![Some(2), None]);
-        assert!(distribution(&DistributeParts::new(&own), aligned(&[0, 3], &[])).is_ok());
+        assert!(check(&own, aligned(&[0, 3], &[])).is_ok());
     }
 
     #[test]
     fn aligned_answers_are_checked_as_named_ones() {
         let r = req(5, &["b", "a"]);
-        let got = distribution(&DistributeParts::new(&r), aligned(&[1, 4], &[0, 2])).unwrap();
+        let got = check(&r, aligned(&[1, 4], &[0, 2])).unwrap();
         assert_eq!(got.plan, BTreeMap::from([("a".into(), 4), ("b".into(), 1)]));
         assert_eq!(got.overflow, BTreeMap::from([("a".into(), 2)]));
-        assert!(distribution(&DistributeParts::new(&r), aligned(&[5], &[]))
+        assert!(check(&r, aligned(&[5], &[]))
             .unwrap_err()
             .contains("1 plan entries for 2 candidates"));
-        assert!(
-            distribution(&DistributeParts::new(&r), aligned(&[0, 0], &[1]))
-                .unwrap_err()
-                .contains("overflow entries")
-        );
-        assert!(
-            distribution(&DistributeParts::new(&r), aligned(&[6, 0], &[]))
-                .unwrap_err()
-                .contains("more than the total")
-        );
-        assert!(
-            distribution(&DistributeParts::new(&r), aligned(&[3, 3], &[]))
-                .unwrap_err()
-                .contains("in all")
-        );
-        assert!(
-            distribution(&DistributeParts::new(&r), aligned(&[0, 0], &[0, 9]))
-                .unwrap_err()
-                .contains("overflow of 9")
-        );
+        assert!(check(&r, aligned(&[0, 0], &[1]))
+            .unwrap_err()
+            .contains("overflow entries"));
+        assert!(check(&r, aligned(&[6, 0], &[]))
+            .unwrap_err()
+            .contains("more than the total"));
+        assert!(check(&r, aligned(&[3, 3], &[]))
+            .unwrap_err()
+            .contains("in all"));
+        assert!(check(&r, aligned(&[0, 0], &[0, 9]))
+            .unwrap_err()
+            .contains("overflow of 9"));
     }
 
     #[test]
@@ -494,7 +479,7 @@ mod tests {
             ) {
                 let mut request = DistributeRequest::new("ns/x", total, clusters.iter().map(String::as_str));
                 request.preferences = preferences;
-                match distribution(&DistributeParts::new(&request), out) {
+                match check(&request, out) {
                     Ok(checked) => {
                         let sum: u64 = checked.plan.values().map(|&n| u64::from(n)).sum();
                         prop_assert!(sum <= u64::from(total));
