@@ -302,7 +302,13 @@ pub(super) async fn serve(own: &Connection, stream: &mut TcpStream, peer: Socket
         let mut relayed = None;
         while let Some(attempt) = tries.next() {
             let deadline = attempt.started + own.state.config.response_timeout;
-            let exchange = clusters.exchange(attempt.endpoint, &request, tries.retry_any, head);
+            let exchange = clusters.exchange(
+                attempt.endpoint,
+                &request,
+                tries.retry_any,
+                head,
+                &mut answer,
+            );
             let (outcome, received) = match own.clock.within(deadline, exchange).await {
                 Some(Ok(received)) => (Outcome::Answered(received.status), Some(received)),
                 Some(Err(failure)) => (failure, None),
@@ -460,12 +466,11 @@ impl Upstream {
     }
 }
 
-/// An answer's head, read; its body is still on the connection.
+/// An answer's head, read (what the client gets of it is in the connection's
+/// answer buffer); its body is still on the connection.
 struct Received {
     status: StatusCode,
     upstream: Upstream,
-    /// What the client gets before the body: status line and headers.
-    head: Vec<u8>,
     framing: Framing,
     /// Whether the connection can take another request after this answer.
     reusable: bool,
@@ -478,8 +483,8 @@ struct Clusters {
 }
 
 impl Clusters {
-    /// Sends `request` to `endpoint` and reads the answer's head, on the open
-    /// connection to it or on a new one. An open connection the cluster closed
+    /// Sends `request` to `endpoint` and reads the answer's head into `answer`
+    /// (what the client gets of it), on the open connection to it or on a new one. An open connection the cluster closed
     /// while it was idle is found before it is used (or, when the close crosses
     /// the request, by an answer that never started): the request then goes on a
     /// new connection, which every method may, as the cluster did not take it.
@@ -489,11 +494,12 @@ impl Clusters {
         request: &[u8],
         idempotent: bool,
         head: bool,
+        answer: &mut Vec<u8>,
     ) -> Result<Received, Outcome> {
         if let Some(i) = self.idle.iter().position(|u| u.endpoint == endpoint) {
             let mut upstream = self.idle.remove(i);
             if !upstream.is_closed() {
-                match send(&mut upstream, request, head).await {
+                match send(&mut upstream, request, head, answer).await {
                     Ok(received) => return Ok(received.into_received(upstream)),
                     // Closed before it read the request: send it again below.
                     Err(Failure::Unanswered) if idempotent => {}
@@ -508,7 +514,7 @@ impl Clusters {
             }
         }
         let mut upstream = connect(endpoint).await.map_err(Outcome::Unsent)?;
-        match send(&mut upstream, request, head).await {
+        match send(&mut upstream, request, head, answer).await {
             Ok(received) => Ok(received.into_received(upstream)),
             Err(Failure::Unanswered | Failure::Unwritten) => Err(Outcome::Failed(
                 "the connection closed before an answer".into(),
@@ -553,7 +559,6 @@ enum Failure {
 /// An answer's head as read, before the connection is attached.
 struct Head {
     status: StatusCode,
-    head: Vec<u8>,
     framing: Framing,
     reusable: bool,
 }
@@ -563,21 +568,25 @@ impl Head {
         Received {
             status: self.status,
             upstream,
-            head: self.head,
             framing: self.framing,
             reusable: self.reusable,
         }
     }
 }
 
-async fn send(upstream: &mut Upstream, request: &[u8], head: bool) -> Result<Head, Failure> {
+async fn send(
+    upstream: &mut Upstream,
+    request: &[u8],
+    head: bool,
+    answer: &mut Vec<u8>,
+) -> Result<Head, Failure> {
     if upstream.stream.write_all(request).await.is_err() {
         return Err(Failure::Unwritten);
     }
     upstream.input.clear();
     loop {
         if !upstream.input.is_empty() {
-            match answer_head(&upstream.input, head)? {
+            match answer_head(&upstream.input, head, answer)? {
                 Some((len, None)) => {
                     // 1xx: an interim answer; the final one follows.
                     upstream.input.advance(len);
@@ -612,8 +621,14 @@ async fn send(upstream: &mut Upstream, request: &[u8], head: bool) -> Result<Hea
 }
 
 /// The answer head at the start of `data`: its length and, for a final answer,
-/// what the client gets; `None` while it is not whole.
-fn answer_head(data: &[u8], head: bool) -> Result<Option<(usize, Option<Head>)>, Failure> {
+/// how its body is framed, with what the client gets of the head written over
+/// `out` (the connection's answer buffer, reused from answer to answer); `None`
+/// while it is not whole.
+fn answer_head(
+    data: &[u8],
+    head: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<(usize, Option<Head>)>, Failure> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let len = match response.parse(data) {
@@ -642,7 +657,8 @@ fn answer_head(data: &[u8], head: bool) -> Result<Option<(usize, Option<Head>)>,
     let mut reusable = response.version == Some(1);
     let mut length = None;
     let mut chunked = false;
-    let mut out = Vec::with_capacity(len + 64);
+    out.clear();
+    out.reserve(len + 64);
     for part in [
         "HTTP/1.1 ",
         status.as_str(),
@@ -691,7 +707,7 @@ fn answer_head(data: &[u8], head: bool) -> Result<Option<(usize, Option<Head>)>,
         {
             continue;
         }
-        put_header(&mut out, name.as_bytes(), h.value);
+        put_header(out, name.as_bytes(), h.value);
     }
     let framing = if head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
     {
@@ -706,13 +722,12 @@ fn answer_head(data: &[u8], head: bool) -> Result<Option<(usize, Option<Head>)>,
     };
     if chunked {
         // `Transfer-Encoding` wins over a `Content-Length`, which is dropped.
-        remove_header(&mut out, b"content-length");
+        remove_header(out, b"content-length");
     }
     Ok(Some((
         len,
         Some(Head {
             status,
-            head: out,
             framing,
             reusable,
         }),
@@ -734,8 +749,9 @@ fn remove_header(head: &mut Vec<u8>, name: &[u8]) {
     *head = kept;
 }
 
-/// Writes the answer to the client, its body as it comes. Whether the client
-/// connection can take another request.
+/// Writes the answer to the client, its body as it comes: `answer` holds the
+/// head [`answer_head`] wrote for it. Whether the client connection can take
+/// another request.
 async fn relay(
     clusters: &mut Clusters,
     received: Received,
@@ -746,13 +762,10 @@ async fn relay(
 ) -> bool {
     let Received {
         mut upstream,
-        head,
         mut framing,
         reusable,
         ..
     } = received;
-    answer.clear();
-    answer.extend_from_slice(&head);
     if cluster.bytes().all(|b| b.is_ascii_graphic()) {
         put_header(answer, CLUSTER_HEADER.as_bytes(), cluster.as_bytes());
     }
@@ -862,59 +875,62 @@ mod tests {
         assert_eq!(Framing::Close.take(b"xyz").unwrap(), (3, false));
     }
 
-    fn head_of(answer: &[u8], head: bool) -> (usize, Head) {
-        match answer_head(answer, head) {
-            Ok(Some((n, Some(h)))) => (n, h),
+    /// The head's length, framing, and what the client gets of it.
+    fn head_of(answer: &[u8], head: bool) -> (usize, Head, String) {
+        // Left over from an earlier answer: written over.
+        let mut out = b"HTTP/1.1 503 Stale\r\n".to_vec();
+        match answer_head(answer, head, &mut out) {
+            Ok(Some((n, Some(h)))) => (n, h, String::from_utf8(out).unwrap()),
             _ => panic!("no final head in {answer:?}"),
         }
+    }
+
+    /// Whether the head at the start of `answer` is refused, 1xx, incomplete, ….
+    fn scan(answer: &[u8]) -> Result<Option<(usize, Option<Head>)>, Failure> {
+        answer_head(answer, false, &mut Vec::new())
     }
 
     #[test]
     fn answer_heads_lose_their_hop_by_hop_headers() {
         let raw = b"HTTP/1.1 200 OK\r\nConnection: x-secret, keep-alive\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nx-fedwasm-cluster: forged\r\nContent-Length: 2\r\nX-Kept: 1\r\n\r\nok";
-        let (n, h) = head_of(raw, false);
+        let (n, h, out) = head_of(raw, false);
         assert_eq!(n, raw.len() - 2);
-        assert_eq!(
-            String::from_utf8(h.head).unwrap(),
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: 1\r\n"
-        );
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: 1\r\n");
         assert!(matches!(h.framing, Framing::Length(2)) && h.reusable);
     }
 
     #[test]
     fn answer_framing_follows_rfc_9112() {
-        let (_, h) = head_of(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true);
+        let (_, h, _) = head_of(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true);
         assert!(matches!(h.framing, Framing::Empty), "HEAD has no body");
-        let (_, h) = head_of(
+        let (_, h, _) = head_of(
             b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
             false,
         );
         assert!(matches!(h.framing, Framing::Empty));
-        let (_, h) = head_of(
+        let (_, h, out) = head_of(
             b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             false,
         );
         assert!(matches!(h.framing, Framing::Chunked(Chunks::Size)));
-        assert!(!String::from_utf8(h.head)
-            .unwrap()
-            .contains("Content-Length"));
-        let (_, h) = head_of(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n"
+        );
+        let (_, h, _) = head_of(b"HTTP/1.1 200 OK\r\n\r\n", false);
         assert!(matches!(h.framing, Framing::Close) && !h.reusable);
-        let (_, h) = head_of(
+        let (_, h, _) = head_of(
             b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
             false,
         );
         assert!(!h.reusable);
-        let (_, h) = head_of(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+        let (_, h, _) = head_of(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
         assert!(!h.reusable);
         assert!(matches!(
-            answer_head(b"HTTP/1.1 100 Continue\r\n\r\n", false),
+            scan(b"HTTP/1.1 100 Continue\r\n\r\n"),
             Ok(Some((25, None)))
         ));
-        assert!(matches!(
-            answer_head(b"HTTP/1.1 200 OK\r\nContent-", false),
-            Ok(None)
-        ));
+        assert!(matches!(scan(b"HTTP/1.1 200 OK\r\nContent-"), Ok(None)));
         for bad in [
             &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
@@ -922,10 +938,7 @@ mod tests {
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"SSH-2.0-OpenSSH\r\n\r\n",
         ] {
-            assert!(
-                matches!(answer_head(bad, false), Err(Failure::Other(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(scan(bad), Err(Failure::Other(_))), "{bad:?}");
         }
     }
 
