@@ -1,52 +1,21 @@
 //! The same distribute algorithm (`weighted-spread`) called natively and through
 //! Wasm as the host calls it (warm instance, conversions and output validation
-//! included), at 9 and 100 clusters. The ratio is the cost of the sandbox.
+//! included), at 9 and 100 clusters. The ratio is the cost of the sandbox. The
+//! part of it any plugin pays whatever its code does is measured, on the same
+//! request, by `cargo bench -p fedwasm-tests --bench distribute_floor`.
 //!
 //! `cargo bench -p fedwasm-host --bench distribute`
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use fedwasm_host::metrics::Metrics;
 use fedwasm_host::runtime::{Registry, Runtime, RuntimeConfig};
-use fedwasm_sdk::{ClusterPreference, DistributeRequest, Preferences};
 
-/// A realistic request: weights, a minimum, a maximum, some capacity limits and
-/// replicas already running.
-fn request(clusters: usize) -> DistributeRequest {
-    let names: Vec<String> = (0..clusters).map(|i| format!("cluster-{i:03}")).collect();
-    let mut prefs = BTreeMap::new();
-    prefs.insert(
-        "*".to_string(),
-        ClusterPreference {
-            min_replicas: 0,
-            max_replicas: None,
-            weight: 1,
-        },
-    );
-    prefs.insert(
-        names[0].clone(),
-        ClusterPreference {
-            min_replicas: 2,
-            max_replicas: Some(40),
-            weight: 3,
-        },
-    );
-    DistributeRequest {
-        object: "default/web".into(),
-        total_replicas: 10 * clusters as u32,
-        clusters: names.clone(),
-        preferences: Some(Preferences {
-            rebalance: false,
-            clusters: prefs,
-        }),
-        current: names.iter().step_by(3).map(|n| (n.clone(), 5)).collect(),
-        capacity: names.iter().step_by(4).map(|n| (n.clone(), 7)).collect(),
-        settings: String::new(),
-    }
-}
+#[path = "common/distribute_request.rs"]
+mod distribute_request;
+use distribute_request::request;
 
 fn bench(c: &mut Criterion) {
     let runtime =

@@ -2,9 +2,10 @@
 //! sandbox.
 //!
 //! Without features it misbehaves only for objects named `*/loop`, `*/hog`,
-//! `*/trap`, `*/invalid` or `*/refuse`, and otherwise puts every replica in the first
-//! candidate, an answer no built-in gives, so tests can tell which generation
-//! answered; it ranks backends in the reverse of their order, for the same reason.
+//! `*/trap`, `*/invalid` or `*/refuse`; for `*/nothing` it plans nothing (the
+//! cheapest valid answer: the sandbox's floor in `benches/distribute_floor.rs`);
+//! otherwise it puts every replica in the first candidate, an answer no built-in
+//! gives, so tests can tell which generation answered; it ranks backends in the reverse of their order, for the same reason.
 //! With an `always-*` feature it misbehaves on every request.
 
 use fedwasm_sdk::{
@@ -77,6 +78,7 @@ impl Plugin for Chaos {
                     .insert(first, request.total_replicas.saturating_add(1));
             }
             "refuse" => return Err("chaos: asked to refuse".into()),
+            "nothing" => {}
             _ => {
                 out.plan.insert(first, request.total_replicas);
             }
