@@ -484,10 +484,11 @@ struct Clusters {
 
 impl Clusters {
     /// Sends `request` to `endpoint` and reads the answer's head into `answer`
-    /// (what the client gets of it), on the open connection to it or on a new one. An open connection the cluster closed
-    /// while it was idle is found before it is used (or, when the close crosses
-    /// the request, by an answer that never started): the request then goes on a
-    /// new connection, which every method may, as the cluster did not take it.
+    /// (what the client gets of it), on the open connection to it or on a new
+    /// one. An open connection the cluster closed while it was idle is found
+    /// before it is used (or, when the close crosses the request, by an answer
+    /// that never started): the request then goes on a new connection, which
+    /// every method may, as the cluster did not take it.
     async fn exchange(
         &mut self,
         endpoint: &str,
