@@ -228,7 +228,7 @@ struct Reader<'a, V> {
 }
 
 impl<'a, V> Reader<'a, V> {
-    /// `in_order`: every name will be asked for after every smaller one.
+    /// `in_order`: the names will be asked for in strictly increasing order, each once.
     fn new(map: &'a BTreeMap<String, V>, in_order: bool) -> Self {
         Self {
             map,
@@ -245,7 +245,12 @@ impl<'a, V> Reader<'a, V> {
                 std::cmp::Ordering::Less => {
                     entries.next();
                 }
-                std::cmp::Ordering::Equal => return Some(value),
+                std::cmp::Ordering::Equal => {
+                    // Names come strictly increasing: no later one is this key,
+                    // so it is passed now rather than compared again.
+                    entries.next();
+                    return Some(value);
+                }
                 std::cmp::Ordering::Greater => return None,
             }
         }
